@@ -1,0 +1,41 @@
+# qdeck — every target creates what it needs (.venv/ in the repository root, brokers for tests).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.qdeck-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test check demo brokers brokers-down bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qdeck needs Python >= 3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $@
+
+# The whole suite against real brokers (tests/brokers.py finds or starts them and stops what it started).
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy probes loadgen console tests bench
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_import_hygiene.py
+
+demo: setup
+	$(PY) -m console.demo $(ARGS)
+
+brokers: setup
+	$(PY) -m tests.brokers up
+
+brokers-down:
+	$(PY) -m tests.brokers down
+
+bench: setup
+	$(PY) -m bench.probe_rabbitmq
+
+clean:
+	rm -rf $(VENV) .brokers .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,139 @@
+"""Rich renderables for the CLI's human output. Every broker-supplied string goes through ``safe``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from console.safe_text import preview_bytes, safe
+from probes.models import BrokerSnapshot, ConsumerInfo, PeekedMessage, PeekResult, QueueStats
+
+
+def fmt_rate(rate: float | None) -> str:
+    if rate is None:
+        return "-"
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if value else "-"
+
+
+def overview_line(snapshot: BrokerSnapshot, shown: int) -> Text:
+    o = snapshot.overview
+    parts = [f"{safe(o.broker)}", f"{o.kind} {o.version or '?'}"]
+    if o.node:
+        parts.append(safe(o.node))
+    if o.scope:
+        parts.append(safe(o.scope))
+    parts.append(f"{shown:,} of {o.queues:,} queues shown")
+    parts.append(f"ready {o.ready:,}  unacked {o.unacked:,}  consumers {o.consumers:,}")
+    if o.publish_rate is not None:
+        parts.append(f"in {fmt_rate(o.publish_rate)}/s  out {fmt_rate(o.deliver_rate)}/s")
+    return Text(" · ".join(parts), style="dim")
+
+
+def queues_table(queues: Sequence[QueueStats]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("NAME", overflow="fold")
+    table.add_column("TYPE")
+    table.add_column("READY", justify="right")
+    table.add_column("UNACKED", justify="right")
+    table.add_column("CONSUMERS", justify="right")
+    table.add_column("IN/s", justify="right")
+    table.add_column("OUT/s", justify="right")
+    table.add_column("DEAD-LETTERS TO", overflow="fold")
+    for q in queues:
+        name = Text(safe(q.name), style="bold red" if q.is_dead_letter and q.depth else "")
+        if q.is_dead_letter:
+            name.append(" [DLQ]", style="red")
+        target = safe(q.dead_letter_target) if q.dead_letter_target else "-"
+        if q.dead_letter_source and q.dead_letter_source != "arguments":
+            target += f" ({safe(q.dead_letter_source)})"
+        table.add_row(name, safe(q.queue_type or q.kind), f"{q.depth:,}", f"{q.in_flight:,}", f"{q.consumers:,}",
+                      fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), Text(target))
+    return table
+
+
+def snapshot_view(snapshot: BrokerSnapshot, queues: Sequence[QueueStats]) -> RenderableType:
+    parts: list[RenderableType] = [overview_line(snapshot, len(queues)), queues_table(queues)]
+    parts += [Text(f"! {safe(note, 400)}", style="yellow") for note in snapshot.notes]
+    if snapshot.partial:
+        parts.append(Text("! partial snapshot: a listing budget ran out (see notes)", style="yellow"))
+    return Group(*parts)
+
+
+def dlq_table(dlqs: Sequence[QueueStats], feeders: dict[str, list[str]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("DEAD-LETTER QUEUE", overflow="fold")
+    table.add_column("TYPE")
+    table.add_column("MESSAGES", justify="right")
+    table.add_column("CONSUMERS", justify="right")
+    table.add_column("IN/s", justify="right")
+    table.add_column("FED BY", overflow="fold")
+    for q in dlqs:
+        fed = ", ".join(safe(n) for n in feeders.get(q.name, [])) or "(name pattern only)"
+        table.add_row(Text(safe(q.name), style="bold red" if q.depth else ""), safe(q.queue_type or q.kind),
+                      f"{q.depth + q.in_flight:,}", f"{q.consumers:,}", fmt_rate(q.publish_rate), Text(fed))
+    return table
+
+
+def consumers_table(consumers: Iterable[ConsumerInfo]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("QUEUE", "CONSUMER TAG", "CONNECTION", "PREFETCH", "ACK", "ACTIVE"):
+        table.add_column(col, justify="right" if col == "PREFETCH" else "left", overflow="fold")
+    for c in consumers:
+        table.add_row(Text(safe(c.queue)), Text(safe(c.tag)), Text(safe(c.connection or "-")),
+                      "-" if c.prefetch is None else str(c.prefetch),
+                      {True: "manual", False: "auto", None: "-"}[c.ack_required],
+                      {True: "yes", False: "no", None: "-"}[c.active])
+    return table
+
+
+def message_view(m: PeekedMessage, total: int, body_limit: int) -> RenderableType:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    flags = [f"{m.size:,} bytes"]
+    if m.redelivered:
+        flags.append("redelivered")
+    if m.message_id:
+        flags.append(f"id {safe(m.message_id, 80)}")
+    title = Text(f"── message {m.position + 1} of {total} · " + " · ".join(flags), style="cyan")
+    if m.deaths or m.first_death_reason:
+        grid.add_row("reason", Text(f"{safe(m.death_reason)} (dead-lettered {m.death_count}×)"))
+        route = f"queue {safe(m.original_queue)}"
+        if m.original_exchange is not None:
+            route += f" · exchange {safe(m.original_exchange) or '(default)'}"
+        if m.original_routing_keys:
+            route += f" · routing key {', '.join(safe(k) for k in m.original_routing_keys)}"
+        grid.add_row("original", Text(route))
+        grid.add_row("first death", Text(f"{fmt_time(m.first_death_time)} ({safe(m.first_death_reason)} in "
+                                         f"{safe(m.first_death_queue)})"))
+        grid.add_row("last death", Text(fmt_time(m.last_death_time)))
+        for d in m.deaths:
+            grid.add_row("", Text(f"{safe(d.reason)} ×{d.count} in {safe(d.queue)} at {fmt_time(d.time)}",
+                                  style="dim"))
+    else:
+        grid.add_row("reason", Text("(no x-death header: not dead-lettered by the broker)", style="dim"))
+    if m.exchange is not None or m.routing_key is not None:
+        grid.add_row("arrived via", Text(f"exchange {safe(m.exchange) or '(default)'} · key {safe(m.routing_key)}"))
+    for key, value in m.headers.items():
+        grid.add_row(Text(f"header {safe(key, 60)}", style="bold"), Text(safe(value, 300)))
+    ctype = m.properties.get("content_type")
+    if ctype:
+        grid.add_row("content type", Text(safe(ctype)))
+    body = preview_bytes(m.body, body_limit, total=m.size)
+    grid.add_row("body", Text(body or "(empty)"))
+    return Group(title, grid)
+
+
+def peek_view(result: PeekResult, body_limit: int) -> RenderableType:
+    if not result.messages:
+        return Text(f"{safe(result.queue)} is empty: nothing to peek", style="dim")
+    total = len(result.messages)
+    return Group(*(message_view(m, total, body_limit) for m in result.messages))

@@ -1,0 +1,153 @@
+"""Frozen, driver-free models every probe returns. Raw broker payloads live only in fields named ``raw``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+QueueKind = Literal["queue", "topic", "stream", "list"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One row of any broker's queue / topic / stream / list table."""
+
+    broker: str
+    name: str
+    kind: QueueKind
+    depth: int  # messages waiting (RabbitMQ ready, Kafka/Redis backlog, list length)
+    in_flight: int  # delivered and not yet acknowledged (unacked, pending)
+    consumers: int
+    publish_rate: float | None  # msg/s, None where the broker does not say
+    deliver_rate: float | None
+    dead_letter_target: str | None  # where this queue dead-letters to, in the broker's own words
+    is_dead_letter: bool  # this queue is itself a dead-letter destination
+    queue_type: str | None = None  # classic / quorum / stream (RabbitMQ), stream / list (Redis) ...
+    state: str | None = None  # running / idle / down ... None where unknown
+    dead_letter_source: str | None = None  # "arguments" or "policy NAME" (RabbitMQ), "pattern" ...
+    dead_letter_queues: tuple[str, ...] = ()  # queues the dead-letter target routes to, when resolvable
+    delivery_limit: int | None = None  # quorum-queue delivery limit; peeks count against it
+    policy: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOverview:
+    broker: str
+    kind: str
+    version: str | None
+    node: str | None
+    cluster: str | None
+    queues: int
+    messages: int
+    ready: int
+    unacked: int
+    consumers: int
+    connections: int | None
+    publish_rate: float | None
+    deliver_rate: float | None
+    scope: str | None = None  # what the queue list covers, e.g. "vhost /"
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSnapshot:
+    """Everything one poll saw. ``partial`` is true when a budget cut the listing short (see ``notes``)."""
+
+    broker: str
+    kind: str
+    taken_at: float  # time.time() when the poll started
+    duration_s: float
+    overview: BrokerOverview
+    queues: tuple[QueueStats, ...]
+    partial: bool = False
+    notes: tuple[str, ...] = ()
+
+    def queue(self, name: str) -> QueueStats | None:
+        return next((q for q in self.queues if q.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    queue: str
+    tag: str
+    connection: str | None  # peer host:port or connection name
+    channel: str | None
+    prefetch: int | None
+    ack_required: bool | None
+    active: bool | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeathRecord:
+    """One dead-lettering event (RabbitMQ x-death entry, or a DLQ's recorded reason elsewhere)."""
+
+    queue: str | None
+    reason: str | None  # rejected | expired | maxlen | delivery_limit | ...
+    count: int
+    exchange: str | None = None
+    routing_keys: tuple[str, ...] = ()
+    time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeekedMessage:
+    position: int  # 0-based position in the peek (or offset / stream id in ``message_id``)
+    body: bytes
+    size: int  # the full body size in bytes (``body`` may be truncated)
+    body_truncated: bool
+    exchange: str | None = None
+    routing_key: str | None = None
+    redelivered: bool | None = None
+    message_id: str | None = None
+    timestamp: datetime | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)  # application headers, x-death excluded
+    properties: Mapping[str, Any] = field(default_factory=dict)  # content type, delivery mode, ...
+    deaths: tuple[DeathRecord, ...] = ()  # most recent first, as RabbitMQ orders x-death
+    first_death_reason: str | None = None
+    first_death_queue: str | None = None
+    first_death_exchange: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def death_reason(self) -> str | None:
+        return self.deaths[0].reason if self.deaths else self.first_death_reason
+
+    @property
+    def death_count(self) -> int:
+        return sum(d.count for d in self.deaths)
+
+    @property
+    def original_queue(self) -> str | None:
+        return self.first_death_queue or (self.deaths[-1].queue if self.deaths else None)
+
+    @property
+    def original_exchange(self) -> str | None:
+        if self.first_death_exchange is not None:
+            return self.first_death_exchange
+        return self.deaths[-1].exchange if self.deaths else None
+
+    @property
+    def original_routing_keys(self) -> tuple[str, ...]:
+        return self.deaths[-1].routing_keys if self.deaths else ()
+
+    @property
+    def first_death_time(self) -> datetime | None:
+        times = [d.time for d in self.deaths if d.time is not None]
+        return min(times) if times else None
+
+    @property
+    def last_death_time(self) -> datetime | None:
+        times = [d.time for d in self.deaths if d.time is not None]
+        return max(times) if times else None
+
+
+@dataclass(frozen=True, slots=True)
+class PeekResult:
+    broker: str
+    queue: str
+    messages: tuple[PeekedMessage, ...]
+    side_effect: str | None = None  # what the peek did to the broker, said plainly (None: nothing)

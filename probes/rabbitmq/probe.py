@@ -1,0 +1,210 @@
+"""``RabbitMQProbe``: overview, queues (paged), consumers and a requeueing peek for one vhost."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from probes.errors import NotFound, ProbeError, UnsafeOperation, Unsupported
+from probes.models import BrokerOverview, BrokerSnapshot, ConsumerInfo, PeekedMessage, PeekResult, QueueStats
+from probes.rabbitmq.deadletter import (
+    DEFAULT_DLQ_PATTERNS,
+    DeadLetterConfig,
+    dead_letter_config,
+    delivery_limit,
+    matches_dlq_name,
+    parse_deaths,
+    routed_queues,
+)
+from probes.rabbitmq.http import ManagementClient, vhost_path
+from probes.urls import BrokerTarget
+
+# Only what the snapshot reads: smaller pages to encode, send and parse.
+QUEUE_COLUMNS = ",".join((
+    "name", "vhost", "type", "state", "durable", "auto_delete", "exclusive", "node", "policy", "operator_policy",
+    "arguments", "effective_policy_definition", "messages", "messages_ready", "messages_unacknowledged",
+    "consumers", "consumer_utilisation", "idle_since", "memory",
+    "message_stats.publish_details.rate", "message_stats.deliver_get_details.rate",
+))
+
+PEEK_SIDE_EFFECT = ("read through the management API's get with requeue: the messages went back to the queue in "
+                    "their original order but are now marked redelivered")
+MAX_PEEK_BODY = 64 * 1024
+
+
+class RabbitMQProbe:
+    def __init__(self, target: BrokerTarget, *, dlq_patterns: Sequence[str] = DEFAULT_DLQ_PATTERNS,
+                 timeout: float = 10.0, client: ManagementClient | None = None) -> None:
+        self.target = target
+        self.vhost = target.path or "/"
+        self.dlq_patterns = tuple(dlq_patterns)
+        self.http = client or ManagementClient(target, timeout=timeout)
+        self._version: str | None = None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # ---- snapshot -------------------------------------------------------------------------------------
+    async def snapshot(self) -> BrokerSnapshot:
+        started, t0 = time.time(), time.perf_counter()
+        overview_raw, queues_raw = await asyncio.gather(
+            self.http.get("/overview", what="overview"),
+            self.http.paged(f"/queues/{vhost_path(self.vhost)}", {"columns": QUEUE_COLUMNS},
+                            what=f"vhost {self.vhost!r}"),
+        )
+        self._version = overview_raw.get("rabbitmq_version") or overview_raw.get("management_version")
+        configs = {q["name"]: dead_letter_config(q) for q in queues_raw}
+        routes, notes = await self._resolve_dead_letter_routes(c for c in configs.values() if c is not None)
+        dead_letter_queues = {name for targets in routes.values() for name in targets}
+        queues = tuple(self._queue_stats(q, configs[q["name"]], routes, dead_letter_queues) for q in queues_raw)
+        overview = self._overview(overview_raw, queues)
+        return BrokerSnapshot(broker=self.target.label, kind="rabbitmq", taken_at=started,
+                              duration_s=time.perf_counter() - t0, overview=overview,
+                              queues=tuple(sorted(queues, key=lambda q: q.name)), notes=tuple(notes))
+
+    async def _resolve_dead_letter_routes(
+        self, configs: Iterable[DeadLetterConfig]
+    ) -> tuple[dict[tuple[str, str | None], tuple[str, ...]], list[str]]:
+        """Where each distinct (dead-letter exchange, routing key) pair delivers: one bindings call per exchange."""
+        wanted = {(c.exchange, c.routing_key) for c in configs}
+        routes: dict[tuple[str, str | None], tuple[str, ...]] = {}
+        notes: list[str] = []
+        exchanges = sorted({ex for ex, _ in wanted if ex})
+        looked_up = await asyncio.gather(*(self._exchange_routes(ex) for ex in exchanges))
+        found = dict(zip(exchanges, looked_up, strict=True))
+        for exchange, key in sorted(wanted, key=lambda p: (p[0], p[1] or "")):
+            if not exchange:  # default exchange: the routing key names the queue
+                routes[(exchange, key)] = (key,) if key else ()
+                continue
+            info = found[exchange]
+            if info is None:
+                notes.append(f"dead-letter exchange {exchange!r} does not exist in vhost {self.vhost!r}: "
+                             "messages dead-lettered to it are dropped")
+                routes[(exchange, key)] = ()
+                continue
+            ex_type, bindings = info
+            routes[(exchange, key)] = tuple(routed_queues(ex_type, bindings, key))
+            if not routes[(exchange, key)]:
+                notes.append(f"dead-letter exchange {exchange!r} routes to no queue: "
+                             "dead-lettered messages are dropped")
+        return routes, notes
+
+    async def _exchange_routes(self, exchange: str) -> tuple[str, list[dict[str, Any]]] | None:
+        base = f"/exchanges/{vhost_path(self.vhost)}/{vhost_path(exchange)}"
+        try:
+            info, bindings = await asyncio.gather(self.http.get(base, what=f"exchange {exchange!r}"),
+                                                  self.http.get(base + "/bindings/source"))
+        except NotFound:
+            return None
+        return str(info.get("type", "direct")), list(bindings)
+
+    def _queue_stats(self, q: Mapping[str, Any], config: DeadLetterConfig | None,
+                     routes: Mapping[tuple[str, str | None], tuple[str, ...]], dlqs: set[str]) -> QueueStats:
+        stats = q.get("message_stats") or {}
+        name = str(q["name"])
+        queue_type = str(q.get("type") or "classic")
+        ready = q.get("messages_ready")
+        return QueueStats(
+            broker=self.target.label, name=name, kind="stream" if queue_type == "stream" else "queue",
+            depth=int(ready if ready is not None else q.get("messages") or 0),
+            in_flight=int(q.get("messages_unacknowledged") or 0),
+            consumers=int(q.get("consumers") or 0),
+            publish_rate=_rate(stats, "publish_details"), deliver_rate=_rate(stats, "deliver_get_details"),
+            dead_letter_target=config.target if config else None,
+            dead_letter_source=config.source if config else None,
+            dead_letter_queues=routes.get((config.exchange, config.routing_key), ()) if config else (),
+            is_dead_letter=name in dlqs or matches_dlq_name(name, self.dlq_patterns),
+            queue_type=queue_type, state=q.get("state"), policy=q.get("policy"),
+            delivery_limit=delivery_limit(q, self._version), raw=q,
+        )
+
+    def _overview(self, raw: Mapping[str, Any], queues: Sequence[QueueStats]) -> BrokerOverview:
+        stats = raw.get("message_stats") or {}
+        totals = raw.get("object_totals") or {}
+        return BrokerOverview(
+            broker=self.target.label, kind="rabbitmq",
+            version=raw.get("rabbitmq_version") or raw.get("management_version"),
+            node=raw.get("node"), cluster=raw.get("cluster_name"),
+            queues=len(queues), messages=sum(q.depth + q.in_flight for q in queues),
+            ready=sum(q.depth for q in queues), unacked=sum(q.in_flight for q in queues),
+            consumers=sum(q.consumers for q in queues), connections=totals.get("connections"),
+            publish_rate=_rate(stats, "publish_details"), deliver_rate=_rate(stats, "deliver_get_details"),
+            scope=f"vhost {self.vhost}", raw=raw,
+        )
+
+    # ---- consumers --------------------------------------------------------------------------------------
+    async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]:
+        raw = await self.http.get(f"/consumers/{vhost_path(self.vhost)}", what=f"vhost {self.vhost!r}")
+        found = []
+        for c in raw:
+            qname = str((c.get("queue") or {}).get("name", ""))
+            if queue is not None and qname != queue:
+                continue
+            channel = c.get("channel_details") or {}
+            peer = f"{channel.get('peer_host')}:{channel.get('peer_port')}" if channel.get("peer_host") else None
+            found.append(ConsumerInfo(queue=qname, tag=str(c.get("consumer_tag", "")),
+                                      connection=channel.get("connection_name") or peer,
+                                      channel=channel.get("name"), prefetch=c.get("prefetch_count"),
+                                      ack_required=c.get("ack_required"), active=c.get("active"), raw=c))
+        return sorted(found, key=lambda c: (c.queue, c.tag))
+
+    # ---- peek ---------------------------------------------------------------------------------------------
+    async def peek(self, queue: str, limit: int, *, force: bool = False) -> PeekResult:
+        if limit < 1:
+            raise ProbeError("peek needs a message count of at least 1")
+        path = f"/queues/{vhost_path(self.vhost)}/{vhost_path(queue)}"
+        info = await self.http.get(path, what=f"queue {queue!r} in vhost {self.vhost!r}")
+        queue_type = info.get("type", "classic")
+        if queue_type == "stream":
+            raise Unsupported(f"queue {queue!r} is a stream: the management API cannot peek streams "
+                              "(read it with a stream consumer from an offset)")
+        if self._version is None:
+            overview = await self.http.get("/overview", what="overview")
+            self._version = overview.get("rabbitmq_version") or overview.get("management_version")
+        side_effect = PEEK_SIDE_EFFECT
+        if queue_type == "quorum":
+            limit_n = delivery_limit(info, self._version)
+            if limit_n is not None and not force:
+                raise UnsafeOperation(
+                    f"refusing to peek quorum queue {queue!r}: it has a delivery limit of {limit_n} and every peek "
+                    "counts as a delivery, so repeated peeks dead-letter or drop its messages; pass --force to "
+                    "peek anyway")
+            side_effect += "; on this quorum queue each peek also raised the messages' x-delivery-count by one"
+        body = {"count": limit, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": MAX_PEEK_BODY}
+        raw = await self.http.post(f"{path}/get", body, what=f"queue {queue!r} in vhost {self.vhost!r}")
+        messages = tuple(_peeked(i, m) for i, m in enumerate(raw))
+        return PeekResult(broker=self.target.label, queue=queue, messages=messages,
+                          side_effect=side_effect if messages else None)
+
+
+def _rate(stats: Mapping[str, Any], key: str) -> float | None:
+    details = stats.get(key)
+    if isinstance(details, Mapping) and isinstance(details.get("rate"), int | float):
+        return float(details["rate"])
+    return None
+
+
+def _peeked(position: int, m: Mapping[str, Any]) -> PeekedMessage:
+    payload = m.get("payload") or ""
+    body = base64.b64decode(payload) if m.get("payload_encoding") == "base64" else str(payload).encode("utf-8")
+    size = int(m.get("payload_bytes") or len(body))
+    props = dict(m.get("properties") or {})
+    headers = dict(props.pop("headers", None) or {})
+    deaths, first_reason, first_queue, first_exchange = parse_deaths(headers)
+    app_headers = {k: v for k, v in headers.items() if k != "x-death" and not k.startswith("x-first-death-")}
+    stamp = props.get("timestamp")
+    return PeekedMessage(
+        position=position, body=body, size=size, body_truncated=len(body) < size,
+        exchange=m.get("exchange"), routing_key=m.get("routing_key"), redelivered=m.get("redelivered"),
+        message_id=props.get("message_id"),
+        timestamp=datetime.fromtimestamp(stamp, tz=UTC) if isinstance(stamp, int | float) else None,
+        headers=app_headers, properties=props, deaths=deaths, first_death_reason=first_reason,
+        first_death_queue=first_queue, first_death_exchange=first_exchange, raw=m,
+    )
+
+
+__all__ = ["RabbitMQProbe"]

