@@ -22,7 +22,7 @@ test: setup
 
 check: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy probes loadgen console tests bench
+	$(VENV)/bin/mypy probes loadgen console
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_import_hygiene.py
 
 demo: setup
@@ -36,6 +36,7 @@ brokers-down:
 
 bench: setup
 	$(PY) -m bench.probe_rabbitmq
+	$(PY) -m bench.probe_lag
 
 clean:
 	rm -rf $(VENV) .brokers .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from console import cmd_brokers, cmd_dlq, cmd_queues
+from console import cmd_brokers, cmd_dlq, cmd_lag, cmd_queues
 from console.runner import debug_enabled
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command("brokers")(cmd_brokers.brokers)
 app.command("queues")(cmd_queues.queues)
 app.command("consumers")(cmd_queues.consumers)
+app.command("lag")(cmd_lag.lag)
 app.add_typer(cmd_dlq.app, name="dlq")
 
 

@@ -25,13 +25,13 @@ def fmt_time(value: datetime | None) -> str:
 
 def overview_line(snapshot: BrokerSnapshot, shown: int) -> Text:
     o = snapshot.overview
-    parts = [f"{safe(o.broker)}", f"{o.kind} {o.version or '?'}"]
+    parts = [f"{safe(o.broker)}", f"{o.kind} {o.version or ''}".strip()]
     if o.node:
         parts.append(safe(o.node))
     if o.scope:
         parts.append(safe(o.scope))
     parts.append(f"{shown:,} of {o.queues:,} queues shown")
-    parts.append(f"ready {o.ready:,}  unacked {o.unacked:,}  consumers {o.consumers:,}")
+    parts.append(f"depth {o.ready:,}  in flight {o.unacked:,}  consumers {o.consumers:,}")
     if o.publish_rate is not None:
         parts.append(f"in {fmt_rate(o.publish_rate)}/s  out {fmt_rate(o.deliver_rate)}/s")
     return Text(" · ".join(parts), style="dim")
@@ -41,9 +41,12 @@ def queues_table(queues: Sequence[QueueStats]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("NAME", overflow="fold")
     table.add_column("TYPE")
-    table.add_column("READY", justify="right")
-    table.add_column("UNACKED", justify="right")
+    table.add_column("DEPTH", justify="right")
+    table.add_column("IN FLIGHT", justify="right")
     table.add_column("CONSUMERS", justify="right")
+    show_lag = any(q.lag is not None for q in queues)
+    if show_lag:
+        table.add_column("LAG", justify="right")
     table.add_column("IN/s", justify="right")
     table.add_column("OUT/s", justify="right")
     table.add_column("DEAD-LETTERS TO", overflow="fold")
@@ -52,10 +55,11 @@ def queues_table(queues: Sequence[QueueStats]) -> Table:
         if q.is_dead_letter:
             name.append(" [DLQ]", style="red")
         target = safe(q.dead_letter_target) if q.dead_letter_target else "-"
-        if q.dead_letter_source and q.dead_letter_source != "arguments":
+        if q.dead_letter_target and q.dead_letter_source and q.dead_letter_source != "arguments":
             target += f" ({safe(q.dead_letter_source)})"
+        lag = ["-" if q.lag is None else f"{q.lag:,}"] if show_lag else []
         table.add_row(name, safe(q.queue_type or q.kind), f"{q.depth:,}", f"{q.in_flight:,}", f"{q.consumers:,}",
-                      fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), Text(target))
+                      *lag, fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), Text(target))
     return table
 
 
@@ -119,7 +123,7 @@ def message_view(m: PeekedMessage, total: int, body_limit: int) -> RenderableTyp
             grid.add_row("", Text(f"{safe(d.reason)} ×{d.count} in {safe(d.queue)} at {fmt_time(d.time)}",
                                   style="dim"))
     else:
-        grid.add_row("reason", Text("(no x-death header: not dead-lettered by the broker)", style="dim"))
+        grid.add_row("reason", Text("(no dead-letter record on this message)", style="dim"))
     if m.exchange is not None or m.routing_key is not None:
         grid.add_row("arrived via", Text(f"exchange {safe(m.exchange) or '(default)'} · key {safe(m.routing_key)}"))
     for key, value in m.headers.items():

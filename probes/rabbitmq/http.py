@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from probes.errors import AuthFailed, BrokerUnreachable, ManagementDisabled, NotFound, ProbeError
+from probes.netcause import connection_cause
 from probes.redact import redact_text, redact_url
 from probes.urls import BrokerTarget
 
@@ -117,7 +116,7 @@ class ManagementClient:
 
     async def _unreachable(self, exc: Exception) -> ProbeError:
         """Tell 'plugin off' (AMQP answers, HTTP does not) from 'nothing there'."""
-        cause = _cause(exc)
+        cause = connection_cause(exc)
         amqp = f"{self.target.host}:{self.target.port}"
         if await _port_open(self.target.host, self.target.port):
             return ManagementDisabled(
@@ -128,21 +127,6 @@ class ManagementClient:
 
     def _scrub(self, text: str) -> str:
         return redact_text(text, self.target.secrets)
-
-
-def _cause(exc: BaseException) -> str:
-    """The root cause of a connection failure in a few words (httpx wraps it: 'All connection attempts failed')."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(seen, socket.gaierror):
-            return "unknown host"
-        if isinstance(seen, ssl.SSLError):
-            return f"TLS failed: {seen.reason or seen}"
-        seen = seen.__cause__ or seen.__context__
-    text = (str(exc) or type(exc).__name__).splitlines()[0][:200]
-    return "connection refused" if text == "All connection attempts failed" else text
 
 
 def _reason(response: httpx.Response) -> str:

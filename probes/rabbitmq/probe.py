@@ -11,12 +11,11 @@ from typing import Any
 
 from probes.errors import NotFound, ProbeError, UnsafeOperation, Unsupported
 from probes.models import BrokerOverview, BrokerSnapshot, ConsumerInfo, PeekedMessage, PeekResult, QueueStats
+from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
 from probes.rabbitmq.deadletter import (
-    DEFAULT_DLQ_PATTERNS,
     DeadLetterConfig,
     dead_letter_config,
     delivery_limit,
-    matches_dlq_name,
     parse_deaths,
     routed_queues,
 )

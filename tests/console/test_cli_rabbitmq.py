@@ -42,7 +42,7 @@ def test_queues_json_filter_and_sort(vhost: RabbitVhost) -> None:
     assert "guest:guest" not in r.out  # the broker URL is shown redacted
     human = qdeck("queues", "-b", vhost.url, "--filter", "emb.*")
     assert human.code == 0 and "emb.large" in human.out and "other" not in human.out
-    assert "READY" in human.out and "2 of 3 queues shown" in human.out
+    assert "DEPTH" in human.out and "2 of 3 queues shown" in human.out
 
 
 def test_dlq_list_and_peek(vhost: RabbitVhost) -> None:

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
+from probes.naming import matches_dlq_name
 from probes.rabbitmq.deadletter import (
     dead_letter_config,
     delivery_limit,
-    matches_dlq_name,
     parse_deaths,
     routed_queues,
     topic_matches,

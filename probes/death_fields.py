@@ -1,0 +1,27 @@
+"""Dead-letter records carried as plain fields or headers (Redis stream fields, Kafka headers).
+
+qdeck's worker writes ``reason``, ``source``, ``attempts`` and ``failed_at``; Spring Kafka's DLT headers
+(``kafka_dlt-original-topic``, ``kafka_dlt-exception-message``) are read too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from datetime import datetime
+
+from probes.models import DeathRecord
+
+
+def death_from_fields(fields: Mapping[str, str], fallback_time: datetime | None = None) -> DeathRecord | None:
+    reason = fields.get("reason") or fields.get("kafka_dlt-exception-message") or fields.get("error")
+    if reason is None:
+        return None
+    source = fields.get("source") or fields.get("kafka_dlt-original-topic")
+    attempts = fields.get("attempts", "1")
+    when = fallback_time
+    stamp = fields.get("failed_at")
+    if stamp:
+        with contextlib.suppress(ValueError):
+            when = datetime.fromisoformat(stamp)
+    return DeathRecord(queue=source, reason=reason, count=int(attempts) if attempts.isdigit() else 1, time=when)

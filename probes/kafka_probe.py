@@ -1,0 +1,254 @@
+"""``KafkaProbe``: topics with watermarks and key configs, consumer groups with lag, and a peek that never
+joins a group or commits (assign + seek)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import ConfigResource, OffsetSpec, ResourceType  # type: ignore[attr-defined]
+
+from probes.death_fields import death_from_fields
+from probes.errors import NotFound, ProbeError
+from probes.kafka_client import KafkaAdmin, client_config
+from probes.models import (
+    BrokerOverview,
+    BrokerSnapshot,
+    ConsumerInfo,
+    GroupLag,
+    PartitionLag,
+    PeekedMessage,
+    PeekResult,
+    QueueStats,
+)
+from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
+from probes.urls import BrokerTarget
+
+KEY_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy", "min.insync.replicas")
+MAX_PEEK_BODY = 64 * 1024
+
+
+class KafkaProbe:
+    def __init__(self, target: BrokerTarget, *, dlq_patterns: Sequence[str] = DEFAULT_DLQ_PATTERNS,
+                 timeout: float = 5.0, include_internal: bool = False) -> None:
+        self.target = target
+        from_url = target.param("dlq_patterns")
+        self.dlq_patterns = tuple(from_url.split(",")) if from_url else tuple(dlq_patterns)
+        self.client = KafkaAdmin(target, timeout)
+        self.timeout = timeout
+        self.include_internal = include_internal
+
+    async def aclose(self) -> None:
+        return None  # AdminClient has no close; its threads end with the object
+
+    async def _metadata(self) -> Any:
+        return await self.client.call(self.client.admin.list_topics, timeout=self.timeout, what="metadata")
+
+    def _topics(self, md: Any) -> list[str]:
+        return sorted(t for t in md.topics if self.include_internal or not t.startswith("__"))
+
+    # ---- snapshot -------------------------------------------------------------------------------------
+    async def snapshot(self) -> BrokerSnapshot:
+        started, t0 = time.time(), time.perf_counter()
+        md = await self._metadata()
+        topics = self._topics(md)
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(md.topics[t].partitions)]
+        (low, high), configs, groups = await asyncio.gather(
+            self._watermarks(partitions), self._configs(topics), self._groups(md))
+        per_topic_lag: dict[str, list[GroupLag]] = {}
+        group_rows: list[GroupLag] = []
+        for group_id, state, members, committed, assigned in groups:
+            for topic in sorted({t for t, _ in committed} | {t for t, _ in assigned}):
+                if topic not in md.topics:
+                    continue
+                row = self._group_lag(group_id, state, members, topic, md, committed, low, high)
+                group_rows.append(row)
+                per_topic_lag.setdefault(topic, []).append(row)
+        member_count = {t: sum(r.members for r in rows) for t, rows in per_topic_lag.items()}
+        queues = []
+        for topic in topics:
+            parts = sorted(md.topics[topic].partitions)
+            retained = sum(high[(topic, p)] - low[(topic, p)] for p in parts)
+            lags = per_topic_lag.get(topic, [])
+            dlq = matches_dlq_name(topic, self.dlq_patterns)
+            queues.append(QueueStats(
+                broker=self.target.label, name=topic, kind="topic", depth=retained, in_flight=0,
+                consumers=member_count.get(topic, 0), publish_rate=None, deliver_rate=None,
+                dead_letter_target=None, is_dead_letter=dlq, queue_type="topic",
+                dead_letter_source="name pattern" if dlq else None,
+                lag=max((r.lag for r in lags), default=None), partitions=len(parts),
+                config=configs.get(topic, {})))
+        controller = md.controller_id
+        overview = BrokerOverview(
+            broker=self.target.label, kind="kafka", version=None,
+            node=f"controller {controller} of {len(md.brokers)} broker(s)" if controller is not None and
+            controller >= 0 else f"{len(md.brokers)} broker(s)",
+            cluster=md.cluster_id, queues=len(queues), messages=sum(q.depth for q in queues),
+            ready=sum(q.depth for q in queues), unacked=0, consumers=sum(r.members for r in group_rows),
+            connections=None, publish_rate=None, deliver_rate=None, scope=f"{len(groups)} consumer group(s)",
+            raw={"brokers": {b.id: f"{b.host}:{b.port}" for b in md.brokers.values()}})
+        return BrokerSnapshot(broker=self.target.label, kind="kafka", taken_at=started,
+                              duration_s=time.perf_counter() - t0, overview=overview, queues=tuple(queues),
+                              groups=tuple(sorted(group_rows, key=lambda g: (g.group, g.source))))
+
+    async def _watermarks(self, partitions: list[TopicPartition]
+                          ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        if not partitions:
+            return {}, {}
+        admin = self.client.admin
+        earliest, latest = OffsetSpec.earliest(), OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        early = await self.client.results(admin.list_offsets({tp: earliest for tp in partitions},
+                                                             request_timeout=self.timeout), "watermarks")
+        late = await self.client.results(admin.list_offsets({tp: latest for tp in partitions},
+                                                            request_timeout=self.timeout), "watermarks")
+        return ({(tp.topic, tp.partition): max(0, r.offset) for tp, r in early.items()},
+                {(tp.topic, tp.partition): max(0, r.offset) for tp, r in late.items()})
+
+    async def _configs(self, topics: list[str]) -> dict[str, dict[str, str]]:
+        if not topics:
+            return {}
+        resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+        found = await self.client.results(self.client.admin.describe_configs(resources,
+                                                                             request_timeout=self.timeout),
+                                          "topic configs")
+        return {res.name: {k: str(v.value) for k, v in entries.items() if k in KEY_CONFIGS}
+                for res, entries in found.items()}
+
+    async def _groups(self, md: Any) -> list[tuple[str, str | None, int, dict[tuple[str, int], int],
+                                                   set[tuple[str, int]]]]:
+        """(group, state, members, committed offsets, assigned partitions) for every consumer group."""
+        admin = self.client.admin
+        listing = await self.client.result(admin.list_consumer_groups(request_timeout=self.timeout),
+                                           "consumer groups")
+        ids = sorted(g.group_id for g in listing.valid)
+        if not ids:
+            return []
+        described = await self.client.results(admin.describe_consumer_groups(ids, request_timeout=self.timeout),
+                                              "consumer groups")
+        offsets = await self.client.results(
+            {gid: admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(gid)],
+                                                    request_timeout=self.timeout)[gid] for gid in ids},
+            "committed offsets")
+        out = []
+        for gid in ids:
+            desc = described[gid]
+            committed = {(tp.topic, tp.partition): tp.offset for tp in offsets[gid].topic_partitions
+                         if tp.offset >= 0}
+            assigned = {(tp.topic, tp.partition) for m in desc.members
+                        for tp in (m.assignment.topic_partitions if m.assignment else [])}
+            state = getattr(desc.state, "name", None) or (str(desc.state) if desc.state is not None else None)
+            out.append((gid, state, len(desc.members), committed, assigned))
+        return out
+
+    def _group_lag(self, group: str, state: str | None, members: int, topic: str, md: Any,
+                   committed: dict[tuple[str, int], int], low: dict[tuple[str, int], int],
+                   high: dict[tuple[str, int], int]) -> GroupLag:
+        rows = []
+        for p in sorted(md.topics[topic].partitions):
+            lo, hi = low.get((topic, p), 0), high.get((topic, p), 0)
+            c = committed.get((topic, p))
+            # no commit yet: the group will start from the retained start, so the whole backlog is lag
+            lag = max(0, hi - c) if c is not None else hi - lo
+            rows.append(PartitionLag(partition=p, committed=c, low=lo, high=hi, lag=lag))
+        consumed = sum(r.committed for r in rows if r.committed is not None)
+        return GroupLag(broker=self.target.label, group=group, source=topic, lag=sum(r.lag for r in rows),
+                        state=state, members=members, consumed=consumed, partitions=tuple(rows))
+
+    # ---- consumers --------------------------------------------------------------------------------------
+    async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]:
+        admin = self.client.admin
+        listing = await self.client.result(admin.list_consumer_groups(request_timeout=self.timeout),
+                                           "consumer groups")
+        ids = sorted(g.group_id for g in listing.valid)
+        if not ids:
+            return []
+        described = await self.client.results(admin.describe_consumer_groups(ids, request_timeout=self.timeout),
+                                              "consumer groups")
+        found = []
+        for gid in ids:
+            for m in described[gid].members:
+                tps = m.assignment.topic_partitions if m.assignment else []
+                for topic in sorted({tp.topic for tp in tps}):
+                    if queue is None or topic == queue:
+                        found.append(ConsumerInfo(queue=topic, tag=f"{gid}/{m.consumer_id}", connection=m.host,
+                                                  channel=m.client_id, prefetch=None, ack_required=None,
+                                                  active=True))
+        return found
+
+    # ---- peek ---------------------------------------------------------------------------------------------
+    async def peek(self, queue: str, limit: int, *, force: bool = False, partition: int | None = None,
+                   offset: int | None = None) -> PeekResult:
+        """Up to ``limit`` records from ``partition`` (all, in order, by default) from ``offset`` (the low
+        watermark by default; negative: that many before the end). Assigns and seeks: no group, no commit."""
+        if limit < 1:
+            raise ProbeError("peek needs a message count of at least 1")
+        md = await self._metadata()
+        if queue not in md.topics or md.topics[queue].error is not None:
+            raise NotFound(f"topic {queue!r} not found at Kafka {self.client.where}")
+        parts = sorted(md.topics[queue].partitions)
+        if partition is not None:
+            if partition not in parts:
+                raise NotFound(f"topic {queue!r} has no partition {partition} (it has {len(parts)})")
+            parts = [partition]
+        low, high = await self._watermarks([TopicPartition(queue, p) for p in parts])
+        starts = {}
+        for p in parts:
+            lo, hi = low[(queue, p)], high[(queue, p)]
+            starts[p] = lo if offset is None else (max(lo, hi + offset) if offset < 0 else max(lo, offset))
+        wanted = {p: hi for (_t, p), hi in high.items() if starts[p] < hi}
+        records = await asyncio.wait_for(asyncio.to_thread(self._read, queue, starts, wanted, limit),
+                                         self.timeout * 3)
+        return PeekResult(broker=self.target.label, queue=queue,
+                          messages=tuple(_record(i, r) for i, r in enumerate(records)), side_effect=None)
+
+    def _read(self, topic: str, starts: dict[int, int], ends: dict[int, int], limit: int) -> list[Any]:
+        conf = client_config(self.target, self.timeout)
+        conf.update({"group.id": f"qdeck-peek-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                     "enable.auto.offset.store": False, "enable.partition.eof": False,
+                     "receive.message.max.bytes": 200_000_000})
+        consumer = Consumer(conf)
+        out: list[Any] = []
+        try:
+            for p in sorted(ends):
+                if len(out) >= limit:
+                    break
+                consumer.assign([TopicPartition(topic, p, starts[p])])
+                deadline = time.monotonic() + self.timeout
+                while len(out) < limit and time.monotonic() < deadline:
+                    msg = consumer.poll(0.5)
+                    if msg is None:
+                        continue
+                    if msg.error():
+                        raise KafkaException(msg.error())
+                    out.append(msg)
+                    if (msg.offset() or 0) + 1 >= ends[p]:
+                        break
+                consumer.unassign()
+        except KafkaException as exc:
+            raise self.client.translate(exc, f"peek {topic}") from None
+        finally:
+            consumer.close()  # never subscribed, never committed: leaves no group behind
+        return out
+
+
+def _record(position: int, msg: Any) -> PeekedMessage:
+    value = msg.value() or b""
+    headers = {k: (v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v))
+               for k, v in (msg.headers() or [])}
+    kind, ms = msg.timestamp()
+    stamp = datetime.fromtimestamp(ms / 1000, tz=UTC) if kind != 0 and ms > 0 else None
+    death = death_from_fields(headers, stamp)
+    return PeekedMessage(position=position, body=value[:MAX_PEEK_BODY], size=len(value),
+                         body_truncated=len(value) > MAX_PEEK_BODY, message_id=f"{msg.partition()}@{msg.offset()}",
+                         timestamp=stamp, key=msg.key(), partition=msg.partition(), offset=msg.offset(),
+                         headers=headers, deaths=(death,) if death else (),
+                         first_death_reason=death.reason if death else None,
+                         first_death_queue=death.queue if death else None)
+
+
+__all__ = ["KafkaError", "KafkaProbe"]

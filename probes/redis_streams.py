@@ -1,0 +1,233 @@
+"""``RedisProbe``: streams (groups, pending, lag) and list queues, found by a budgeted SCAN; peeks never consume.
+
+Dead-letter entries written by qdeck's worker carry the fields ``reason``, ``source``, ``attempts`` and
+``failed_at``; the peek turns them into death records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from probes.death_fields import death_from_fields
+from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
+from probes.models import (
+    BrokerOverview,
+    BrokerSnapshot,
+    ConsumerInfo,
+    GroupLag,
+    PeekedMessage,
+    PeekResult,
+    QueueStats,
+)
+from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
+from probes.netcause import connection_cause
+from probes.redact import redact_text
+from probes.redis_scan import ScanBudget, scan_type
+from probes.urls import BrokerTarget
+
+DEFAULT_LIST_PATTERNS = ("*queue*", "celery", "*dlq*", "*dead*", "*jobs*", "*tasks*")
+PENDING_SAMPLE = 100  # XPENDING range size for oldest idle / highest delivery count
+LAG_COUNT_LIMIT = 10_000  # Redis < 7: lag counted with XRANGE up to this many entries
+BODY_FIELDS = ("payload", "body", "data", "message", "value")
+MAX_PEEK_BODY = 64 * 1024
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
+class RedisProbe:
+    def __init__(self, target: BrokerTarget, *, dlq_patterns: Sequence[str] = DEFAULT_DLQ_PATTERNS,
+                 list_patterns: Sequence[str] = DEFAULT_LIST_PATTERNS, scan_calls: int = 100,
+                 scan_count: int = 1000, scan_seconds: float = 2.0, timeout: float = 10.0) -> None:
+        self.target = target
+        self.dlq_patterns = tuple(dlq_patterns)
+        from_url = target.param("list_patterns")
+        self.list_patterns = tuple(from_url.split(",")) if from_url else tuple(list_patterns)
+        self.scan = (scan_calls, scan_count, scan_seconds)
+        self.client = aioredis.Redis(
+            host=target.host, port=target.port, db=int(target.path or 0), username=target.username,
+            password=target.password, ssl=target.tls, socket_connect_timeout=min(timeout, 5.0),
+            socket_timeout=timeout, decode_responses=False, retry=Retry(NoBackoff(), 0))
+        self._version: tuple[int, ...] | None = None
+        self._version_text: str | None = None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _call(self, coro: Any) -> Any:
+        """Await a redis-py call, translating its errors into ``ProbeError``s with no secret in them."""
+        where = f"Redis at {self.target.host}:{self.target.port}"
+        try:
+            return await coro
+        except rexc.AuthenticationError:
+            raise AuthFailed(f"authentication failed at {where}: check the password (and username)") from None
+        except rexc.ResponseError as exc:
+            text = str(exc)
+            if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+                raise AuthFailed(f"authentication failed at {where}: {text.split('.')[0]}") from None
+            raise ProbeError(redact_text(f"Redis error at {where}: {text}", self.target.secrets)) from None
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+            cause = connection_cause(exc)
+            raise BrokerUnreachable(redact_text(f"broker unreachable: {where}: {cause}"[:300],
+                                                self.target.secrets)) from None
+
+    async def version(self) -> tuple[int, ...]:
+        if self._version is None:
+            info = await self._call(self.client.info("server"))
+            self._version_text = _s(info.get("redis_version", "0"))
+            self._version = tuple(int(p) for p in self._version_text.split(".") if p.isdigit())
+        return self._version
+
+    # ---- snapshot -------------------------------------------------------------------------------------
+    async def snapshot(self) -> BrokerSnapshot:
+        started, t0 = time.time(), time.perf_counter()
+        version = await self.version()
+        calls, count, seconds = self.scan
+        budget = ScanBudget(max_calls=calls, count=count, max_seconds=seconds)
+        streams, streams_done = await self._call(scan_type(self.client, "stream", budget, calls // 2))
+        lists, lists_done = await self._call(scan_type(self.client, "list", budget, calls - budget.calls))
+        notes = []
+        if not (streams_done and lists_done):
+            dbsize = await self._call(self.client.dbsize())
+            notes.append(f"partial: the key scan stopped at its budget ({budget.calls} SCAN calls of COUNT "
+                         f"{budget.count}, {budget.max_seconds:g} s) in a keyspace of {dbsize:,} keys; "
+                         "some streams or lists may be missing")
+        stream_names = sorted({_s(k) for k in streams})
+        list_names = sorted({_s(k) for k in lists if any(fnmatch.fnmatchcase(_s(k), p) for p in self.list_patterns)
+                             or matches_dlq_name(_s(k), self.dlq_patterns)})
+        per_stream = await asyncio.gather(*(self._stream(name, version) for name in stream_names))
+        queues = [q for q, _ in per_stream if q is not None]
+        groups = [g for _, gs in per_stream for g in gs]
+        queues += await self._lists(list_names)
+        queues.sort(key=lambda q: q.name)
+        overview = BrokerOverview(
+            broker=self.target.label, kind="redis", version=self._version_text, node=f"{self.target.host}:"
+            f"{self.target.port}", cluster=None, queues=len(queues), messages=sum(q.depth for q in queues),
+            ready=sum(q.depth for q in queues), unacked=sum(q.in_flight for q in queues),
+            consumers=sum(q.consumers for q in queues), connections=None, publish_rate=None, deliver_rate=None,
+            scope=f"db {self.target.path or 0}")
+        return BrokerSnapshot(broker=self.target.label, kind="redis", taken_at=started,
+                              duration_s=time.perf_counter() - t0, overview=overview, queues=tuple(queues),
+                              partial=bool(notes), notes=tuple(notes), groups=tuple(groups))
+
+    async def _stream(self, name: str, version: tuple[int, ...]) -> tuple[QueueStats | None, list[GroupLag]]:
+        try:
+            info = await self._call(self.client.xinfo_stream(name))
+            raw_groups = await self._call(self.client.xinfo_groups(name))
+        except ProbeError:
+            return None, []  # deleted between SCAN and XINFO
+        length = int(info.get("length", 0))
+        groups = [await self._group(name, g, version) for g in raw_groups]
+        consumers = sum(int(g.get("consumers", 0)) for g in raw_groups)
+        stats = QueueStats(
+            broker=self.target.label, name=name, kind="stream", depth=length,
+            in_flight=sum(int(g.get("pending", 0)) for g in raw_groups), consumers=consumers,
+            publish_rate=None, deliver_rate=None, dead_letter_target=None,
+            is_dead_letter=matches_dlq_name(name, self.dlq_patterns), queue_type="stream",
+            dead_letter_source="name pattern" if matches_dlq_name(name, self.dlq_patterns) else None,
+            lag=max((g.lag for g in groups), default=None), raw={"length": length, "groups": len(raw_groups)})
+        return stats, groups
+
+    async def _group(self, stream: str, g: Mapping[str, Any], version: tuple[int, ...]) -> GroupLag:
+        group = _s(g["name"])
+        pending = int(g.get("pending", 0))
+        lag = g.get("lag") if version >= (7,) else None
+        exact = True
+        if lag is None:  # Redis < 7, or 7 after deletions: count the entries after last-delivered-id
+            last = _s(g.get("last-delivered-id", "0-0"))
+            after = await self._call(self.client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_LIMIT))
+            lag, exact = len(after), len(after) < LAG_COUNT_LIMIT
+        oldest_idle = max_deliveries = None
+        if pending:
+            sample = await self._call(self.client.xpending_range(stream, group, min="-", max="+",
+                                                                 count=PENDING_SAMPLE))
+            if sample:
+                oldest_idle = max(int(p["time_since_delivered"]) for p in sample)
+                max_deliveries = max(int(p["times_delivered"]) for p in sample)
+        entries_read = g.get("entries-read")
+        return GroupLag(broker=self.target.label, group=group, source=stream, lag=int(lag), state=None,
+                        members=int(g.get("consumers", 0)), pending=pending,
+                        consumed=int(entries_read) if entries_read is not None else None, lag_exact=exact,
+                        oldest_pending_idle_ms=oldest_idle, max_delivery_count=max_deliveries)
+
+    async def _lists(self, names: Sequence[str]) -> list[QueueStats]:
+        if not names:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(name)
+        lengths = await self._call(pipe.execute())
+        return [QueueStats(broker=self.target.label, name=name, kind="list", depth=int(n), in_flight=0, consumers=0,
+                           publish_rate=None, deliver_rate=None, dead_letter_target=None,
+                           is_dead_letter=matches_dlq_name(name, self.dlq_patterns), queue_type="list",
+                           dead_letter_source="name pattern" if matches_dlq_name(name, self.dlq_patterns) else None)
+                for name, n in zip(names, lengths, strict=True)]
+
+    # ---- consumers ------------------------------------------------------------------------------------
+    async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]:
+        streams = [queue] if queue else [q.name for q in (await self.snapshot()).queues if q.kind == "stream"]
+        found = []
+        for stream in streams:
+            if await self._call(self.client.type(stream)) != b"stream":
+                continue
+            for g in await self._call(self.client.xinfo_groups(stream)):
+                for c in await self._call(self.client.xinfo_consumers(stream, g["name"])):
+                    found.append(ConsumerInfo(queue=stream, tag=f"{_s(g['name'])}/{_s(c['name'])}", connection=None,
+                                              channel=None, prefetch=None, ack_required=True, active=None,
+                                              raw={"pending": c.get("pending"), "idle_ms": c.get("idle")}))
+        return found
+
+    # ---- peek ---------------------------------------------------------------------------------------------
+    async def peek(self, queue: str, limit: int, *, force: bool = False) -> PeekResult:
+        if limit < 1:
+            raise ProbeError("peek needs a message count of at least 1")
+        key_type = await self._call(self.client.type(queue))
+        if key_type == b"stream":
+            entries = await self._call(self.client.xrange(queue, min="-", max="+", count=limit))
+            messages = tuple(_stream_message(i, eid, fields) for i, (eid, fields) in enumerate(entries))
+        elif key_type == b"list":
+            items = await self._call(self.client.lrange(queue, 0, limit - 1))
+            messages = tuple(_body_message(i, item) for i, item in enumerate(items))
+        elif key_type == b"none":
+            raise NotFound(f"no stream or list named {queue!r} in Redis db {self.target.path or 0}")
+        else:
+            raise NotFound(f"{queue!r} is a Redis {_s(key_type)}, not a stream or list")
+        return PeekResult(broker=self.target.label, queue=queue, messages=messages, side_effect=None)
+
+
+def _body_message(position: int, body: bytes, **extra: Any) -> PeekedMessage:
+    return PeekedMessage(position=position, body=body[:MAX_PEEK_BODY], size=len(body),
+                         body_truncated=len(body) > MAX_PEEK_BODY, **extra)
+
+
+def _stream_message(position: int, entry_id: bytes, fields: Mapping[bytes, bytes]) -> PeekedMessage:
+    decoded = {_s(k): v for k, v in fields.items()}
+    body_key = next((k for k in BODY_FIELDS if k in decoded), None)
+    if body_key is not None:
+        body = decoded.pop(body_key)
+    else:
+        body = json.dumps({k: _s(v) for k, v in decoded.items()}).encode()
+        decoded = {}
+    headers = {k: _s(v) for k, v in decoded.items()}
+    eid = _s(entry_id)
+    stamp = datetime.fromtimestamp(int(eid.split("-")[0]) / 1000, tz=UTC) if eid.split("-")[0].isdigit() else None
+    death = death_from_fields(headers, stamp)
+    deaths = (death,) if death else ()
+    return _body_message(position, body, message_id=eid, timestamp=stamp, headers=headers, deaths=deaths,
+                         first_death_reason=deaths[0].reason if deaths else None,
+                         first_death_queue=deaths[0].queue if deaths else None)
+
+
+__all__ = ["RedisProbe"]
