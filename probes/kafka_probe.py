@@ -123,13 +123,10 @@ class KafkaProbe:
                                                    set[tuple[str, int]]]]:
         """(group, state, members, committed offsets, assigned partitions) for every consumer group."""
         admin = self.client.admin
-        listing = await self.client.result(admin.list_consumer_groups(request_timeout=self.timeout),
-                                           "consumer groups")
-        ids = sorted(g.group_id for g in listing.valid)
+        described = await self._describe_groups()
+        ids = sorted(described)
         if not ids:
             return []
-        described = await self.client.results(admin.describe_consumer_groups(ids, request_timeout=self.timeout),
-                                              "consumer groups")
         offsets = await self.client.results(
             {gid: admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(gid)],
                                                     request_timeout=self.timeout)[gid] for gid in ids},
@@ -144,6 +141,17 @@ class KafkaProbe:
             state = getattr(desc.state, "name", None) or (str(desc.state) if desc.state is not None else None)
             out.append((gid, state, len(desc.members), committed, assigned))
         return out
+
+    async def _describe_groups(self) -> dict[str, Any]:
+        """Every consumer group's description (state, members, assignments), by group id."""
+        admin = self.client.admin
+        listing = await self.client.result(admin.list_consumer_groups(request_timeout=self.timeout),
+                                           "consumer groups")
+        ids = sorted(g.group_id for g in listing.valid)
+        if not ids:
+            return {}
+        return await self.client.results(admin.describe_consumer_groups(ids, request_timeout=self.timeout),
+                                         "consumer groups")
 
     def _group_lag(self, group: str, state: str | None, members: int, topic: str, md: Any,
                    committed: dict[tuple[str, int], int], low: dict[tuple[str, int], int],
@@ -161,16 +169,9 @@ class KafkaProbe:
 
     # ---- consumers --------------------------------------------------------------------------------------
     async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]:
-        admin = self.client.admin
-        listing = await self.client.result(admin.list_consumer_groups(request_timeout=self.timeout),
-                                           "consumer groups")
-        ids = sorted(g.group_id for g in listing.valid)
-        if not ids:
-            return []
-        described = await self.client.results(admin.describe_consumer_groups(ids, request_timeout=self.timeout),
-                                              "consumer groups")
+        described = await self._describe_groups()
         found = []
-        for gid in ids:
+        for gid in sorted(described):
             for m in described[gid].members:
                 tps = m.assignment.topic_partitions if m.assignment else []
                 for topic in sorted({tp.topic for tp in tps}):
