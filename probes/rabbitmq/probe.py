@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from probes.death_fields import death_from_fields
 from probes.errors import NotFound, ProbeError, UnsafeOperation, Unsupported
 from probes.models import BrokerOverview, BrokerSnapshot, ConsumerInfo, PeekedMessage, PeekResult, QueueStats
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
@@ -194,6 +195,10 @@ def _peeked(position: int, m: Mapping[str, Any]) -> PeekedMessage:
     props = dict(m.get("properties") or {})
     headers = dict(props.pop("headers", None) or {})
     deaths, first_reason, first_queue, first_exchange = parse_deaths(headers)
+    if not deaths:  # published to a DLQ by an application (qdeck's worker) rather than dead-lettered by the broker
+        record = death_from_fields({k: str(v) for k, v in headers.items() if isinstance(v, str | int)})
+        if record is not None:
+            deaths, first_reason, first_queue = (record,), record.reason, record.queue
     app_headers = {k: v for k, v in headers.items() if k != "x-death" and not k.startswith("x-first-death-")}
     stamp = props.get("timestamp")
     return PeekedMessage(

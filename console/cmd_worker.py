@@ -1,0 +1,70 @@
+"""``qdeck worker``: serve a model behind a broker queue with dynamic batching (see loadgen/worker/)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+
+import typer
+
+from console.runner import broker_option, cli_errors, fail
+from probes import resolve_broker
+
+
+class Device(enum.StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class MetricsFormat(enum.StrEnum):
+    human = "human"
+    json = "json"
+
+
+@cli_errors
+def worker(
+    broker: str | None = broker_option(),
+    queue: str = typer.Option(..., "--queue", "-q", help="Request queue (RabbitMQ queue, Redis stream, Kafka topic)."),
+    model: str = typer.Option("echo", "--model", "-m",
+                              help="echo | synthetic:base_ms=20,per_item_ms=0.5,jitter=exp,jitter_ms=2 | "
+                                   "minilm | pkg.module:function (a list of inputs to a list of outputs)."),
+    max_batch: int = typer.Option(16, "--max-batch", min=1, help="Largest batch handed to the model."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0,
+                                      help="Longest wait for a batch to fill once its first request is in."),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Batches run at the same time."),
+    device: Device = typer.Option(Device.auto, "--device", help="auto picks CUDA when torch sees a GPU."),
+    max_attempts: int = typer.Option(2, "--max-attempts", min=1,
+                                     help="Model attempts per request before it is answered with an error and "
+                                          "dead-lettered (attempts after the first run the request alone)."),
+    group: str = typer.Option("qdeck-workers", "--group", help="Consumer group (Redis, Kafka)."),
+    dead_letter: str | None = typer.Option(None, "--dead-letter",
+                                           help="Dead-letter destination; default <queue>.dlq (<queue>:dlq on Redis)."),
+    claim_idle_s: float = typer.Option(30.0, "--claim-idle", min=0.01,
+                                       help="Redis: claim entries another consumer left pending this many seconds."),
+    metrics_interval: float = typer.Option(10.0, "--metrics-interval", min=0.1, help="Seconds between metric lines."),
+    metrics_format: MetricsFormat = typer.Option(MetricsFormat.human, "--metrics-format",
+                                                 help="Metric lines on stderr as text or JSON lines."),
+    worker_id: str = typer.Option("", "--worker-id", help="Name in replies and metrics; default host-pid."),
+) -> None:
+    """Consume inference requests, batch them, run the model and reply with per-stage timestamps.
+
+    Acks (RabbitMQ), XACKs (Redis) and offset commits (Kafka) happen only after the replies are published.
+    SIGTERM finishes the batches in hand, acknowledges them and exits.
+    """
+    from loadgen.models import ModelError
+    from loadgen.worker.core import WorkerConfig
+    from loadgen.worker.runner import WorkerOptions, serve
+
+    target = resolve_broker(broker)
+    try:
+        config = WorkerConfig(max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0, concurrency=concurrency,
+                              max_attempts=max_attempts, metrics_interval_s=metrics_interval)
+        opts = WorkerOptions(queue=queue, model=model, device=device.value, config=config, group=group,
+                             dead_letter=dead_letter, claim_idle_s=claim_idle_s,
+                             metrics_format=metrics_format.value, worker_id=worker_id)
+        asyncio.run(serve(target, opts))
+    except ModelError as exc:
+        raise fail(str(exc)) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,141 @@
+"""pika on the asyncio loop: a connection and channel opened as awaitables, their failures as ``ProbeError``s.
+
+pika's ``AsyncioConnection`` runs its callbacks on the running loop, so publishing, consuming and acking cost no
+thread hops. Both the worker's RabbitMQ source and the load generator's RabbitMQ transport stand on this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pika.exceptions as pexc
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+
+from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
+from probes.redact import redact_text
+from probes.urls import BrokerTarget
+
+
+def connection_parameters(target: BrokerTarget, *, heartbeat: int = 30) -> pika.ConnectionParameters:
+    creds = pika.PlainCredentials(target.username or "guest", target.password or "guest")
+    ssl_options = pika.SSLOptions(ssl.create_default_context(), target.host) if target.tls else None
+    return pika.ConnectionParameters(host=target.host, port=target.port, virtual_host=target.path or "/",
+                                     credentials=creds, heartbeat=heartbeat, ssl_options=ssl_options,
+                                     connection_attempts=1, socket_timeout=5, blocked_connection_timeout=30)
+
+
+def amqp_error(target: BrokerTarget, exc: BaseException, what: str = "") -> ProbeError:
+    where = f"RabbitMQ at {target.host}:{target.port}"
+    if isinstance(exc, pexc.ProbableAuthenticationError | pexc.AuthenticationError):
+        return AuthFailed(f"authentication failed at {where}: check the user name and password")
+    if isinstance(exc, pexc.ProbableAccessDeniedError):
+        return AuthFailed(f"access denied at {where} (vhost {target.path!r})")
+    if isinstance(exc, pexc.ChannelClosedByBroker) and exc.reply_code == 404:
+        return NotFound(redact_text(f"{what or 'not found'} at {where}: {exc.reply_text}", target.secrets))
+    if isinstance(exc, pexc.AMQPConnectionError | OSError):
+        return BrokerUnreachable(f"broker unreachable: {where}: {type(exc).__name__} {exc}".strip()[:300])
+    return ProbeError(redact_text(f"RabbitMQ error at {where}{' (' + what + ')' if what else ''}: {exc}"[:300],
+                                  target.secrets))
+
+
+class AmqpLink:
+    """One AMQP connection with one channel, on the running asyncio loop."""
+
+    def __init__(self, target: BrokerTarget, connection: AsyncioConnection, channel: Channel) -> None:
+        self.target, self.connection, self.channel = target, connection, channel
+        self.closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        channel.add_on_close_callback(self._on_channel_closed)
+
+    def _on_channel_closed(self, _channel: Channel, reason: BaseException) -> None:
+        if not self.closed.done():
+            self.closed.set_result(reason)
+
+    @classmethod
+    async def open(cls, target: BrokerTarget, *, timeout: float = 10.0) -> AmqpLink:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+
+        def ok(conn: Any) -> None:
+            if not opened.done():
+                opened.set_result(conn)
+
+        def failed(_conn: Any, exc: BaseException) -> None:
+            if not opened.done():
+                opened.set_exception(exc if isinstance(exc, BaseException) else pexc.AMQPConnectionError(exc))
+
+        conn = AsyncioConnection(connection_parameters(target), on_open_callback=ok, on_open_error_callback=failed,
+                                 on_close_callback=failed, custom_ioloop=loop)
+        try:
+            await asyncio.wait_for(opened, timeout)
+            channel = await callback_call(lambda cb: conn.channel(on_open_callback=cb))
+        except TimeoutError:
+            _quiet_close(conn)
+            raise BrokerUnreachable(f"broker unreachable: RabbitMQ at {target.host}:{target.port}: "
+                                    f"no answer in {timeout:.0f} s") from None
+        except (pexc.AMQPError, OSError) as exc:
+            _quiet_close(conn)
+            raise amqp_error(target, exc) from None
+        return cls(target, conn, channel)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, what: str = "", **kwargs: Any) -> Any:
+        """Run a callback-style channel method (``callback=``) and await its reply, or the channel's closing."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        fn(*args, callback=lambda frame: done.done() or done.set_result(frame), **kwargs)
+        waiter = asyncio.ensure_future(asyncio.shield(self.closed))
+        try:
+            finished, _ = await asyncio.wait({done, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if done in finished:
+            return done.result()
+        raise amqp_error(self.target, self.closed.result(), what)
+
+    async def declare(self, queue: str, *, durable: bool = True, exclusive: bool = False,
+                      auto_delete: bool = False) -> int:
+        """Declare ``queue`` if missing (an existing queue is used as it is); returns its depth."""
+        frame = await self.call(self.channel.queue_declare, queue, passive=False, durable=durable,
+                                exclusive=exclusive, auto_delete=auto_delete, what=f"declare queue {queue!r}")
+        return int(frame.method.message_count)
+
+    async def ensure_queue(self, queue: str) -> None:
+        """Use ``queue`` if it exists (whatever its type and arguments), else declare a durable classic queue."""
+        probe = await AmqpLink.open(self.target)
+        try:
+            await probe.call(probe.channel.queue_declare, queue, passive=True, what=f"queue {queue!r}")
+        except NotFound:
+            await self.declare(queue)
+        finally:
+            await probe.aclose()
+
+    async def aclose(self) -> None:
+        if self.connection.is_closed or self.connection.is_closing:
+            return
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+        self.connection.add_on_close_callback(lambda *_: closed.done() or closed.set_result(None))
+        self.connection.close()
+        try:
+            await asyncio.wait_for(closed, 5.0)
+        except TimeoutError:
+            pass
+
+
+async def callback_call(start: Callable[[Callable[[Any], None]], Any], timeout: float = 10.0) -> Any:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+    start(lambda value: done.done() or done.set_result(value))
+    return await asyncio.wait_for(done, timeout)
+
+
+def _quiet_close(conn: AsyncioConnection) -> None:
+    try:
+        if not (conn.is_closed or conn.is_closing):
+            conn.close()
+    except Exception:  # closing a half-open connection may raise inside pika; nothing to clean up then
+        pass

@@ -1,0 +1,161 @@
+"""One HdrHistogram per stage (µs, 1 µs to 1 h, 3 significant figures), rolled once per interval.
+
+Values are recorded into interval histograms; ``roll()`` adds them into the run's totals, writes them to the interval
+logs (``.hlog``) and returns the interval's figures, so percentiles are computed once per interval, never per request.
+Values the histogram cannot hold are counted (``record_value`` returns False silently otherwise), and negative
+stage times (clock skew between hosts) are clamped to 0 and counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogWriter
+
+from loadgen.envelope import Stamps
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGFIGS = 3
+STAGES = ("end_to_end", "end_to_end_uncorrected", "schedule_lag", "queue_wait", "batch_wait", "service",
+          "reply_transit")
+STAGE_HELP = {
+    "end_to_end": "reply received − intended send time (coordinated-omission correct)",
+    "end_to_end_uncorrected": "reply received − actual send time (what a closed-loop tool reports)",
+    "schedule_lag": "actual send − intended send (the generator's own health)",
+    "queue_wait": "taken by the worker − sent",
+    "batch_wait": "inference start − taken by the worker (batch forming, waiting for a model slot)",
+    "service": "inference end − inference start",
+    "reply_transit": "reply received − inference end (reply publish and delivery)",
+}
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGFIGS)
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalStats:
+    start_s: float
+    end_s: float
+    sent: int
+    replied: int
+    errors: int
+    timeouts: int
+    p50_us: int
+    p99_us: int
+    max_us: int
+    schedule_lag_p99_us: int
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.sent / max(self.end_s - self.start_s, 1e-9)
+
+
+@dataclass
+class Recorder:
+    interval: dict[str, HdrHistogram] = field(default_factory=lambda: {s: new_histogram() for s in STAGES})
+    total: dict[str, HdrHistogram] = field(default_factory=lambda: {s: new_histogram() for s in STAGES})
+    out_of_range: Counter[str] = field(default_factory=Counter)
+    clamped: Counter[str] = field(default_factory=Counter)
+    batch_sizes: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    devices: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    replied: int = 0
+    _iv_sent: int = 0
+    _iv_replied: int = 0
+    _iv_errors: int = 0
+    _iv_timeouts: int = 0
+    _writers: dict[str, tuple[HistogramLogWriter, IO[str]]] = field(default_factory=dict)
+    intervals: list[IntervalStats] = field(default_factory=list)
+
+    def _put(self, stage: str, ns: int) -> None:
+        if ns < 0:
+            self.clamped[stage] += 1
+            ns = 0
+        if not self.interval[stage].record_value(ns // 1000):
+            self.out_of_range[stage] += 1
+
+    def record_sent(self, count: int = 1) -> None:
+        self.sent += count
+        self._iv_sent += count
+
+    def record_schedule_lag(self, intended_ns: int, sent_ns: int) -> None:
+        self._put("schedule_lag", sent_ns - intended_ns)
+
+    def record_reply(self, intended_ns: int, sent_ns: int, received_ns: int, stamps: Stamps, batch_size: int,
+                     device: str) -> None:
+        self.replied += 1
+        self._iv_replied += 1
+        put = self._put
+        put("end_to_end", received_ns - intended_ns)
+        put("end_to_end_uncorrected", received_ns - sent_ns)
+        put("queue_wait", stamps.dequeued_ns - sent_ns)
+        put("batch_wait", stamps.inference_start_ns - stamps.dequeued_ns)
+        put("service", stamps.inference_end_ns - stamps.inference_start_ns)
+        put("reply_transit", received_ns - stamps.inference_end_ns)
+        self.batch_sizes[batch_size] += 1
+        self.devices[device] += 1
+
+    def record_error(self, kind: str) -> None:
+        self.errors[kind] += 1
+        if kind == "timeout":
+            self._iv_timeouts += 1
+        else:
+            self._iv_errors += 1
+
+    @property
+    def timeouts(self) -> int:
+        return self.errors.get("timeout", 0)
+
+    @property
+    def error_count(self) -> int:
+        return sum(v for k, v in self.errors.items() if k != "timeout")
+
+    def open_logs(self, directory: Path, start_epoch_s: float) -> None:
+        """One interval log per stage: ``latency.hlog`` is end_to_end; the others are ``hlog/<stage>.hlog``."""
+        (directory / "hlog").mkdir(parents=True, exist_ok=True)
+        for stage in STAGES:
+            path = directory / "latency.hlog" if stage == "end_to_end" else directory / "hlog" / f"{stage}.hlog"
+            fh = path.open("w")
+            writer = HistogramLogWriter(fh)
+            writer.output_comment(f"qdeck stage {stage}: {STAGE_HELP[stage]}; values in microseconds")
+            writer.output_log_format_version()
+            # hdrh's output_start_time is broken (treats ms as s, calls a missing iso_format): write the line here.
+            stamp = datetime.fromtimestamp(start_epoch_s, UTC).isoformat(" ", timespec="milliseconds")
+            writer.output_comment(f"[StartTime: {start_epoch_s:.3f} (seconds since epoch), {stamp}]")
+            writer.output_base_time(start_epoch_s * 1000.0)
+            writer.output_legend()
+            self._writers[stage] = (writer, fh)
+
+    def roll(self, start_s: float, end_s: float) -> IntervalStats:
+        """Close the interval [start_s, end_s) (seconds from the run start): totals, logs, figures."""
+        e2e = self.interval["end_to_end"]
+        lag = self.interval["schedule_lag"]
+        stats = IntervalStats(start_s=start_s, end_s=end_s, sent=self._iv_sent, replied=self._iv_replied,
+                              errors=self._iv_errors, timeouts=self._iv_timeouts,
+                              p50_us=e2e.get_value_at_percentile(50) if e2e.get_total_count() else 0,
+                              p99_us=e2e.get_value_at_percentile(99) if e2e.get_total_count() else 0,
+                              max_us=e2e.get_max_value() if e2e.get_total_count() else 0,
+                              schedule_lag_p99_us=lag.get_value_at_percentile(99) if lag.get_total_count() else 0)
+        for stage in STAGES:
+            hist = self.interval[stage]
+            if stage in self._writers:
+                self._writers[stage][0].output_interval_histogram(hist, start_s, end_s, max_value_unit_ratio=1000.0)
+            if hist.get_total_count():
+                self.total[stage].add(hist)
+            hist.reset()
+        self._iv_sent = self._iv_replied = self._iv_errors = self._iv_timeouts = 0
+        self.intervals.append(stats)
+        return stats
+
+    def close_logs(self) -> None:
+        for _writer, fh in self._writers.values():
+            fh.close()
+        self._writers.clear()

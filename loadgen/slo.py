@@ -1,0 +1,135 @@
+"""SLO gates: ``p99<250ms``, ``errors<0.1%``, ``achieved_rate>=99%``, ``queue_wait.p99<50ms`` judged on a summary.
+
+Metrics:
+- latency: ``[STAGE.]STAT`` with STAT one of ``p50``, ``p99``, ``p99.9`` (any percentile), ``mean``, ``max``, ``min``;
+  the stage defaults to ``end_to_end``; the value needs a unit (``us``, ``ms``, ``s``).
+- ``errors``: failed requests (worker errors + timeouts); with ``%`` a share of the requests sent, else a count.
+- ``timeouts``: the same, timeouts only.
+- ``achieved_rate``: with ``%`` a share of the target rate, else requests per second.
+Operators: ``<``, ``<=``, ``>``, ``>=``.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.recorder import STAGES
+from loadgen.report import stage_histogram
+from loadgen.units import parse_duration
+
+EXIT_SLO_FAILED = 99
+_OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge, "<": operator.lt,
+                                                   ">": operator.gt}
+_EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*([a-zµ%]*)\s*$")
+_LATENCY = re.compile(r"^(?:(?P<stage>[a-z_]+)\.)?(?P<stat>p(?P<pct>\d+(?:\.\d+)?)|mean|max|min)$")
+
+
+class SloError(ValueError):
+    """An SLO expression that cannot be parsed; one line for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    text: str
+    metric: str  # "latency" | "errors" | "timeouts" | "achieved_rate"
+    op: str
+    threshold: float  # seconds for latency, a fraction for %, else a count or a rate
+    percent: bool = False
+    stage: str = "end_to_end"
+    stat: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    slo: Slo
+    ok: bool
+    actual: str
+    detail: str = ""
+
+
+def parse_slo(text: str) -> Slo:
+    m = _EXPR.match(text)
+    if not m:
+        raise SloError(f"SLO {text!r} is not METRIC OP VALUE (e.g. 'p99<250ms', 'errors<0.1%')")
+    name, op, number, unit = m.groups()
+    try:
+        value = float(number)
+    except ValueError:
+        raise SloError(f"SLO {text!r}: {number!r} is not a number") from None
+    if name in ("errors", "timeouts", "achieved_rate"):
+        if unit not in ("", "%"):
+            raise SloError(f"SLO {text!r}: {name} takes a plain number or a percentage, not {unit!r}")
+        return Slo(text.strip(), name, op, value / 100 if unit == "%" else value, percent=unit == "%")
+    lm = _LATENCY.match(name)
+    if not lm:
+        raise SloError(f"SLO {text!r}: unknown metric {name!r} (use pNN, mean, max, min, errors, timeouts, "
+                       "achieved_rate, or STAGE.pNN)")
+    stage, stat = lm.group("stage"), lm.group("stat")
+    stage = stage or "end_to_end"
+    if stage not in STAGES:
+        raise SloError(f"SLO {text!r}: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    if not unit or unit == "%":
+        raise SloError(f"SLO {text!r}: a latency needs a unit (us, ms or s)")
+    try:
+        seconds = parse_duration(f"{number}{unit}")
+    except ValueError as exc:
+        raise SloError(f"SLO {text!r}: {exc}") from None
+    if lm.group("pct") is not None and not 0 < float(lm.group("pct")) <= 100:
+        raise SloError(f"SLO {text!r}: a percentile must be in (0, 100]")
+    return Slo(text.strip(), "latency", op, seconds, stage=stage, stat=stat)
+
+
+def parse_slos(texts: Iterable[str]) -> list[Slo]:
+    return [parse_slo(t) for t in texts]
+
+
+def _latency_us(summary: dict[str, Any], slo: Slo) -> float | None:
+    hist = stage_histogram(summary, slo.stage)
+    if not hist.get_total_count():
+        return None
+    if slo.stat == "mean":
+        return float(hist.get_mean_value())
+    if slo.stat == "max":
+        return float(hist.get_max_value())
+    if slo.stat == "min":
+        return float(hist.get_min_value())
+    return float(hist.get_value_at_percentile(float(slo.stat[1:])))
+
+
+def judge(summary: dict[str, Any], slo: Slo) -> Verdict:
+    cmp = _OPS[slo.op]
+    counts = summary.get("counts", {})
+    sent = int(counts.get("sent", 0))
+    if slo.metric == "latency":
+        us = _latency_us(summary, slo)
+        if us is None:
+            return Verdict(slo, False, "no data", f"stage {slo.stage} recorded nothing")
+        return Verdict(slo, cmp(us / 1e6, slo.threshold), _fmt_ms(us))
+    if slo.metric in ("errors", "timeouts"):
+        n = int(counts.get("timeouts", 0)) + (int(counts.get("errors", 0)) if slo.metric == "errors" else 0)
+        if slo.percent:
+            if not sent:
+                return Verdict(slo, False, "no requests sent")
+            share = n / sent
+            return Verdict(slo, cmp(share, slo.threshold), f"{share * 100:.3g}% ({n} of {sent})")
+        return Verdict(slo, cmp(n, slo.threshold), str(n))
+    rates = summary.get("rates", {})
+    if slo.percent:
+        ratio = rates.get("achieved_ratio")
+        if ratio is None:
+            return Verdict(slo, False, "no target rate", "closed-loop runs have no target rate")
+        return Verdict(slo, cmp(float(ratio), slo.threshold), f"{float(ratio) * 100:.2f}% of target")
+    achieved = float(rates.get("achieved", 0.0))
+    return Verdict(slo, cmp(achieved, slo.threshold), f"{achieved:,.1f}/s")
+
+
+def judge_all(summary: dict[str, Any], slos: Iterable[Slo]) -> list[Verdict]:
+    return [judge(summary, s) for s in slos]
+
+
+def _fmt_ms(us: float) -> str:
+    return f"{us / 1000:.3f} ms"

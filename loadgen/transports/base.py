@@ -1,0 +1,45 @@
+"""The transport interface and the lazy table that picks one by the broker URL's kind."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Protocol
+
+from probes.errors import ConfigError
+from probes.urls import BrokerTarget
+
+ReplyHandler = Callable[[bytes, int], None]  # (reply body, received wall-clock ns)
+
+
+class Transport(Protocol):
+    reply_to: str
+
+    async def start(self, on_reply: ReplyHandler) -> None:
+        """Connect, make sure the request queue and the reply destination exist, start delivering replies."""
+        ...
+
+    async def send(self, bodies: list[bytes]) -> None:
+        """Publish encoded requests to the request queue, in order (one round trip where the broker allows)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the reply reader, remove the run's private reply destination, disconnect."""
+        ...
+
+
+TRANSPORTS = {
+    "redis": "loadgen.transports.redis_streams:RedisTransport",
+    "rabbitmq": "loadgen.transports.rabbitmq:RabbitMQTransport",
+    "kafka": "loadgen.transports.kafka:KafkaTransport",
+    "memory": "loadgen.transports.memory:MemoryTransport",
+}
+
+
+def open_transport(target: BrokerTarget, queue: str, run_id: str) -> Transport:
+    spec = TRANSPORTS.get(target.kind)
+    if spec is None:
+        raise ConfigError(f"no load-generator transport for {target.kind}:// brokers")
+    module, _, cls = spec.partition(":")
+    factory: Callable[[BrokerTarget, str, str], Transport] = getattr(importlib.import_module(module), cls)
+    return factory(target, queue, run_id)

@@ -1,0 +1,111 @@
+"""Kafka transport: a confluent-kafka producer for requests, a consumer on the reply topic for replies.
+
+Replies go to ``<queue>.replies`` (created if missing, shared by runs; each run keeps only its own replies). The
+reply consumer is assigned every partition at the high watermark read *before* the first request is sent, so no reply
+is skipped, and it commits nothing. Both clients block, so each runs on its own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from loadgen.transports.base import ReplyHandler
+from probes.errors import BrokerUnreachable, ProbeError
+from probes.kafka_client import client_config
+from probes.redact import redact_text
+from probes.urls import BrokerTarget
+
+
+class KafkaTransport:
+    def __init__(self, target: BrokerTarget, queue: str, run_id: str) -> None:
+        self.target, self.queue, self.run_id = target, queue, run_id
+        self.reply_to = f"{queue}.replies"
+        base = client_config(target, timeout=10.0)
+        self._base = base
+        self._producer = Producer({**base, "linger.ms": 0, "enable.idempotence": False})
+        self._consumer: Consumer | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.send_errors = 0
+
+    async def start(self, on_reply: ReplyHandler) -> None:
+        loop = asyncio.get_running_loop()
+        self._consumer = await loop.run_in_executor(None, self._prepare)
+
+        def deliver(batch: list[bytes], now: int) -> None:
+            for body in batch:
+                on_reply(body, now)
+
+        def read() -> None:
+            assert self._consumer is not None
+            while not self._stop.is_set():
+                msgs = self._consumer.consume(2000, 0.05)
+                if not msgs:
+                    continue
+                now = time.time_ns()
+                bodies = [m.value() for m in msgs if not m.error() and m.value() is not None]
+                if bodies:
+                    loop.call_soon_threadsafe(deliver, bodies, now)
+
+        def poll() -> None:
+            while not self._stop.is_set():
+                self._producer.poll(0.05)
+
+        for fn, name in ((read, "qdeck-kafka-replies"), (poll, "qdeck-kafka-producer")):
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _prepare(self) -> Consumer:
+        admin = AdminClient(self._base)
+        try:
+            admin.list_topics(timeout=10)
+        except KafkaException:
+            raise BrokerUnreachable(f"broker unreachable: Kafka at {self.target.host}:{self.target.port}") from None
+        for fut in admin.create_topics([NewTopic(t, 1, 1) for t in (self.queue, self.reply_to)]).values():
+            try:
+                fut.result(10)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise ProbeError(redact_text(f"Kafka: cannot create topic: {exc}", self.target.secrets)) from None
+        consumer = Consumer({**self._base, "group.id": f"qdeck-loadgen-{uuid.uuid4().hex[:8]}",
+                             "enable.auto.commit": False, "receive.message.max.bytes": 200_000_000,
+                             "fetch.wait.max.ms": 10})
+        meta = consumer.list_topics(self.reply_to, timeout=10).topics[self.reply_to]
+        parts = []
+        for p in sorted(meta.partitions):
+            _low, high = consumer.get_watermark_offsets(TopicPartition(self.reply_to, p), timeout=10)
+            parts.append(TopicPartition(self.reply_to, p, high))
+        consumer.assign(parts)
+        return consumer
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.send_errors += 1
+
+    async def send(self, bodies: list[bytes]) -> None:
+        produce = self._producer.produce
+        for body in bodies:
+            try:
+                produce(self.queue, body, on_delivery=self._on_delivery)
+            except BufferError:
+                self._producer.poll(0.01)
+                produce(self.queue, body, on_delivery=self._on_delivery)
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._producer.flush, 10)
+        self._stop.set()
+        for t in self._threads:
+            await loop.run_in_executor(None, t.join, 5)
+        if self._consumer is not None:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                await loop.run_in_executor(None, self._consumer.close)

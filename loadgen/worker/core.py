@@ -1,0 +1,185 @@
+"""The worker loop: dynamic batching (up to N requests or T ms), the model in a thread, replies with stage stamps.
+
+A batch is formed only when a model slot is free (``concurrency`` slots), so under saturation the backlog turns into
+full batches, and under light load a lone request waits at most ``max_wait``. A model exception fails only its batch:
+each request of it is retried alone (so one poison input does not sink its neighbours) until ``max_attempts``; a request
+that still fails gets an error reply and a dead-letter record with the reason. Malformed messages go straight to the
+dead-letter destination. On stop (SIGTERM) the batches in hand are finished, replied to and acknowledged; messages
+received but not yet batched are released to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.envelope import Malformed, Reply, Request, Stamps, decode_request, encode_reply
+from loadgen.models import Model
+from loadgen.worker.metrics import MetricsReporter
+from loadgen.worker.source import DeadLetter, Delivery, Source
+
+POLL_SLICE_S = 0.25  # how long one idle fetch waits, so a stop is noticed promptly
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    max_batch: int = 16
+    max_wait_s: float = 0.005
+    concurrency: int = 1
+    max_attempts: int = 2
+    metrics_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError("max-batch must be at least 1")
+        if self.max_wait_s < 0:
+            raise ValueError("max-wait must not be negative")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.max_attempts < 1:
+            raise ValueError("max-attempts must be at least 1")
+
+
+@dataclass(slots=True)
+class _Item:
+    delivery: Delivery
+    request: Request
+
+
+class Worker:
+    def __init__(self, source: Source, model: Model, config: WorkerConfig, *, worker_id: str,
+                 metrics: MetricsReporter) -> None:
+        self.source, self.model, self.config = source, model, config
+        self.worker_id = worker_id
+        self.metrics = metrics
+        self._executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="qdeck-model")
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        slots = asyncio.Semaphore(self.config.concurrency)
+        ticker = asyncio.create_task(self._tick(stop))
+        try:
+            while not stop.is_set():
+                await slots.acquire()
+                try:
+                    batch = await self._form_batch(stop)
+                except BaseException:
+                    slots.release()
+                    raise
+                if not batch:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._handle(batch))
+                self._tasks.add(task)
+                task.add_done_callback(lambda t: (self._tasks.discard(t), slots.release()))
+            leftover = await self.source.stop_fetching()
+            if self._tasks:
+                await asyncio.gather(*self._tasks)
+            if leftover:
+                await self.source.release(leftover)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            self._executor.shutdown(wait=True)
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.metrics_interval_s)
+            self.metrics.emit()
+
+    async def _form_batch(self, stop: asyncio.Event) -> list[Delivery]:
+        cfg = self.config
+        batch = await self.source.fetch(cfg.max_batch, POLL_SLICE_S)
+        if not batch:
+            return batch
+        deadline = time.monotonic() + cfg.max_wait_s
+        while len(batch) < cfg.max_batch and not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            batch += await self.source.fetch(cfg.max_batch - len(batch), remaining)
+        return batch
+
+    async def _handle(self, batch: list[Delivery]) -> None:
+        formed = time.time_ns()
+        counters = self.metrics.counters
+        counters.batches += 1
+        counters.items += len(batch)
+        dead: list[DeadLetter] = []
+        items: list[_Item] = []
+        for d in batch:
+            decoded = Malformed(d.problem) if d.problem else decode_request(d.body)
+            if isinstance(decoded, Malformed):
+                counters.malformed += 1
+                dead.append(DeadLetter(d, f"malformed request: {decoded.reason}", attempts=1))
+            else:
+                items.append(_Item(d, decoded))
+        replies: list[tuple[str, bytes]] = []
+        if items:
+            replies = await self._infer(items, formed, dead)
+        counters.dead_lettered += len(dead)
+        await self.source.settle(replies, dead, batch)
+
+    async def _infer(self, items: list[_Item], formed: int, dead: list[DeadLetter]) -> list[tuple[str, bytes]]:
+        loop = asyncio.get_running_loop()
+        size = len(items)
+        start = time.time_ns()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self.model.infer, [i.request.payload for i in items])
+            if len(outputs) != size:
+                raise ValueError(f"model returned {len(outputs)} outputs for {size} inputs")
+        except Exception as exc:  # the model's failure fails this batch only
+            if size == 1 and self.config.max_attempts == 1:
+                return [self._failed(items[0], formed, start, time.time_ns(), exc, 1, dead)]
+            return await self._retry_alone(items, formed, exc, dead)
+        end = time.time_ns()
+        return [self._reply(i, formed, start, end, size, output=o) for i, o in zip(items, outputs, strict=True)]
+
+    async def _retry_alone(self, items: list[_Item], formed: int, first: Exception,
+                           dead: list[DeadLetter]) -> list[tuple[str, bytes]]:
+        """After a batch failure, try each request alone (attempts 2..max); the ones that keep failing are given up."""
+        loop = asyncio.get_running_loop()
+        out: list[tuple[str, bytes]] = []
+        for item in items:
+            error: Exception = first
+            attempt = 1
+            answered = False
+            while attempt < self.config.max_attempts:
+                attempt += 1
+                start = time.time_ns()
+                try:
+                    result = await loop.run_in_executor(self._executor, self.model.infer, [item.request.payload])
+                    if len(result) != 1:
+                        raise ValueError(f"model returned {len(result)} outputs for 1 input")
+                except Exception as exc:
+                    error = exc
+                    continue
+                out.append(self._reply(item, formed, start, time.time_ns(), 1, output=result[0]))
+                answered = True
+                break
+            if not answered:
+                now = time.time_ns()
+                out.append(self._failed(item, formed, now, now, error, attempt, dead))
+        return out
+
+    def _failed(self, item: _Item, formed: int, start: int, end: int, exc: Exception, attempts: int,
+                dead: list[DeadLetter]) -> tuple[str, bytes]:
+        reason = f"model error after {attempts} attempt{'s' if attempts > 1 else ''}: {type(exc).__name__}: {exc}"
+        reason = reason[:500]
+        self.metrics.counters.errors += 1
+        dead.append(DeadLetter(item.delivery, reason, attempts))
+        return self._reply(item, formed, start, end, 1, error=reason)
+
+    def _reply(self, item: _Item, formed: int, start: int, end: int, size: int, *, output: Any = None,
+               error: str | None = None) -> tuple[str, bytes]:
+        req = item.request
+        stamps = Stamps(item.delivery.dequeued_ns, formed, start, end, time.time_ns())
+        rep = Reply(run=req.run, seq=req.seq, worker=self.worker_id, device=self.model.device, batch_size=size,
+                    stamps=stamps, output=output, error=error)
+        return req.reply_to, encode_reply(rep)

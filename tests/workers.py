@@ -1,0 +1,135 @@
+"""Worker subprocesses and a small request/reply client for worker and load-generator tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadgen.envelope import Malformed, Reply, Request, decode_reply, encode_request
+from loadgen.transports import Transport, open_transport
+from probes.urls import parse_broker_url
+
+
+def unique(prefix: str = "qdeck-test") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class WorkerProc:
+    proc: subprocess.Popen[str]
+    log_path: str
+
+    def log(self) -> str:
+        with open(self.log_path) as fh:
+            return fh.read()
+
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "serving" in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"worker not serving after {timeout} s:\n{self.log()}")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@contextmanager
+def worker(broker: str, queue: str, *args: str, tmp_path: Any) -> Iterator[WorkerProc]:
+    log_path = str(tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QDECK_") or k.startswith("QDECK_TEST_")}
+    env["QDECK_CONFIG"] = "/nonexistent/qdeck-brokers.toml"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "worker", "--broker", broker, "--queue", queue,
+                                 "--metrics-interval", "60", *args], stdout=log, stderr=subprocess.STDOUT,
+                                text=True, env=env, stdin=subprocess.DEVNULL)
+    w = WorkerProc(proc, log_path)
+    try:
+        w.wait_serving()
+        yield w
+    finally:
+        try:  # a clean stop: a SIGKILLed Kafka member would stall its group's next rebalance for 45 s
+            w.terminate(timeout=20)
+        except subprocess.TimeoutExpired:
+            w.kill()
+
+
+@dataclass
+class Client:
+    """Sends hand-made requests through a real transport and collects the replies."""
+
+    transport: Transport
+    run: str
+    replies: dict[int, Reply] = field(default_factory=dict)
+    received_ns: dict[int, int] = field(default_factory=dict)
+    sent_ns: dict[int, int] = field(default_factory=dict)
+    duplicates: int = 0
+    _event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _on_reply(self, body: bytes, now: int) -> None:
+        rep = decode_reply(body)
+        if isinstance(rep, Malformed) or rep.run != self.run:
+            return
+        if rep.seq in self.replies:
+            self.duplicates += 1
+        self.replies[rep.seq] = rep
+        self.received_ns[rep.seq] = now
+        self._event.set()
+
+    async def send(self, payloads: list[Any], *, start_seq: int = 0) -> list[int]:
+        bodies, seqs = [], []
+        for i, payload in enumerate(payloads, start=start_seq + 1):
+            now = time.time_ns()
+            self.sent_ns[i] = now
+            bodies.append(encode_request(Request(self.run, i, now, now, self.transport.reply_to, "test", payload)))
+            seqs.append(i)
+        await self.transport.send(bodies)
+        return seqs
+
+    async def wait_for(self, count: int, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(self.replies) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), min(remaining, 0.5))
+            except TimeoutError:
+                pass
+        return True
+
+    async def settle(self, quiet_s: float = 1.0, timeout: float = 30.0) -> None:
+        """Wait until no reply has arrived for ``quiet_s``."""
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline and len(self.replies) != last:
+            last = len(self.replies)
+            await asyncio.sleep(quiet_s)
+
+
+async def open_client(broker: str, queue: str) -> Client:
+    run = uuid.uuid4().hex[:8]
+    transport = open_transport(parse_broker_url(broker), queue, run)
+    client = Client(transport, run)
+    await transport.start(client._on_reply)
+    return client
