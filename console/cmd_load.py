@@ -5,16 +5,20 @@ Exit codes: 0 every SLO met, 99 an SLO failed or the run regressed (as k6 does),
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from console.runner import EXIT_USAGE, broker_option, cli_errors, fail
 from probes import ProbeError, resolve_broker
 from probes.redact import redact_text
+
+if TYPE_CHECKING:
+    from loadgen.engine import RunSpec
+    from loadgen.slo import Slo
 
 app = typer.Typer(help="Load tests through a broker to inference workers: run, gate, compare.",
                   no_args_is_help=True)
@@ -89,27 +93,27 @@ def run(
     raise typer.Exit(code)
 
 
-def execute(broker: str | None, spec: object, slos: list, *, out: Path | None, junit: Path | None,
+def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | None, junit: Path | None,
             json_out: bool, quiet: bool) -> int:
     """Run ``spec``, print the report, judge ``slos``; returns the exit code (also used by the demo)."""
     from console.load_view import Progress, print_summary, print_verdicts, stderr_console
-    from loadgen.engine import Engine, RunSpec
+    from loadgen import aio
+    from loadgen.engine import Engine
     from loadgen.report import build_summary, write_outputs
     from loadgen.slo import EXIT_SLO_FAILED, judge_all
     from loadgen.transports import open_transport
 
-    assert isinstance(spec, RunSpec)
     target = resolve_broker(broker)
     err = stderr_console()
     if not quiet:
         err.print(f"qdeck load: {spec.schedule.describe()} → {spec.queue} on {target.display}, run {spec.run_id}"
                   + (f", warm-up {spec.warmup_s:g} s" if spec.warmup_s else ""))
-    progress = None if quiet else Progress(None, err)
+    progress = None if quiet else Progress(spec.warmup_s, err)
     engine = Engine(open_transport(target, spec.queue, spec.run_id), spec, progress=progress)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     try:
-        result = asyncio.run(engine.run(str(out) if out is not None else None))
+        result = aio.run(engine.run(str(out) if out is not None else None))
     except ProbeError as exc:
         raise ProbeError(redact_text(str(exc), target.secrets)) from None
     summary = build_summary(result, broker=target.display)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 
 import typer
 
 from console.runner import broker_option, cli_errors, fail
+from loadgen import aio
 from probes import resolve_broker
 
 
@@ -63,7 +63,7 @@ def worker(
         opts = WorkerOptions(queue=queue, model=model, device=device.value, config=config, group=group,
                              dead_letter=dead_letter, claim_idle_s=claim_idle_s,
                              metrics_format=metrics_format.value, worker_id=worker_id)
-        asyncio.run(serve(target, opts))
+        aio.run(serve(target, opts))
     except ModelError as exc:
         raise fail(str(exc)) from None
     except ValueError as exc:

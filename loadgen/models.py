@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 JITTERS = ("none", "exp", "uniform", "lognormal")
+BUILTIN = ("echo", "synthetic", "minilm")
 
 
 class ModelError(Exception):
@@ -129,7 +130,7 @@ class CallableModel:
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``NAME`` or ``NAME:k=v,...`` → (name, params). An import path ``pkg.mod:fn`` has no ``=`` and stays whole."""
     head, sep, rest = spec.partition(":")
-    if not sep or "=" not in rest:
+    if not sep or ("=" not in rest and head.strip() not in BUILTIN):
         return spec.strip(), {}
     name = head
     params: dict[str, str] = {}
@@ -141,7 +142,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name.strip(), params
 
 
-def _typed(cls_name: str, params: dict[str, str], fields: dict[str, type]) -> dict[str, Any]:
+def _typed(cls_name: str, params: dict[str, str], fields: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in params.items():
         if key not in fields:
@@ -149,12 +150,14 @@ def _typed(cls_name: str, params: dict[str, str], fields: dict[str, type]) -> di
         try:
             out[key] = fields[key](raw)
         except ValueError:
-            raise ModelError(f"{cls_name}: {key}={raw!r} is not a {fields[key].__name__}") from None
+            kind = getattr(fields[key], "__name__", "value").lstrip("_")
+            raise ModelError(f"{cls_name}: {key}={raw!r} is not a {kind}") from None
     return out
 
 
-_SYNTHETIC_FIELDS: dict[str, type] = {"base_ms": float, "per_item_ms": float, "jitter": str, "jitter_ms": float,
-                                      "stall_ms": float, "stall_after_s": float, "seed": int}
+_SYNTHETIC_FIELDS: dict[str, Callable[[str], Any]] = {
+    "base_ms": float, "per_item_ms": float, "jitter": str, "jitter_ms": float, "stall_ms": float,
+    "stall_after_s": float, "seed": int}
 
 
 def load_model(spec: str, device: str = "auto") -> Model:
@@ -188,7 +191,7 @@ def _import_callable(spec: str) -> Model:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelError(f"cannot import model module {module_name!r}: {exc}") from None
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:

@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.engine import RunSpec
-from loadgen.schedules import (AnySchedule, ClosedLoop, Constant, Poisson, Ramp, ScheduleError, Steps, Trace,
-                               parse_steps)
+from loadgen.schedules import AnySchedule, ClosedLoop, Constant, Poisson, Ramp, ScheduleError, Steps, Trace, parse_steps
 from loadgen.slo import Slo, parse_slo
 from loadgen.units import parse_duration
 

@@ -127,10 +127,13 @@ class Recorder:
             writer = HistogramLogWriter(fh)
             writer.output_comment(f"qdeck stage {stage}: {STAGE_HELP[stage]}; values in microseconds")
             writer.output_log_format_version()
-            # hdrh's output_start_time is broken (treats ms as s, calls a missing iso_format): write the line here.
+            # hdrh's output_start_time is broken (treats ms as s, calls a missing iso_format), so both time lines
+            # are written here, with the same digits: a StartTime later than BaseTime would make readers skip
+            # the first interval.
+            epoch = f"{start_epoch_s:.6f}"
             stamp = datetime.fromtimestamp(start_epoch_s, UTC).isoformat(" ", timespec="milliseconds")
-            writer.output_comment(f"[StartTime: {start_epoch_s:.3f} (seconds since epoch), {stamp}]")
-            writer.output_base_time(start_epoch_s * 1000.0)
+            writer.output_comment(f"[StartTime: {epoch} (seconds since epoch), {stamp}]")
+            writer.output_comment(f"[BaseTime: {epoch} (seconds since epoch)]")
             writer.output_legend()
             self._writers[stage] = (writer, fh)
 

@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,10 +112,8 @@ class Client:
             if remaining <= 0:
                 return False
             self._event.clear()
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), min(remaining, 0.5))
-            except TimeoutError:
-                pass
         return True
 
     async def settle(self, quiet_s: float = 1.0, timeout: float = 30.0) -> None:

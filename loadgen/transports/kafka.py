@@ -51,7 +51,7 @@ class KafkaTransport:
                 if not msgs:
                     continue
                 now = time.time_ns()
-                bodies = [m.value() for m in msgs if not m.error() and m.value() is not None]
+                bodies: list[bytes] = [v for m in msgs if not m.error() and (v := m.value()) is not None]
                 if bodies:
                     loop.call_soon_threadsafe(deliver, bodies, now)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import redis.exceptions as rexc
 
@@ -40,7 +41,7 @@ class RedisTransport:
         since_trim = 0
         try:
             while True:
-                res = await self.reader.xread({self.reply_to: last}, count=READ_COUNT, block=BLOCK_MS)
+                res: Any = await self.reader.xread({self.reply_to: last}, count=READ_COUNT, block=BLOCK_MS)
                 now = time.time_ns()
                 for _stream, entries in res or []:
                     for entry_id, fields in entries:

@@ -58,6 +58,7 @@ class Worker:
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="qdeck-model")
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ahead: asyncio.Task[list[Delivery]] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         slots = asyncio.Semaphore(self.config.concurrency)
@@ -73,9 +74,16 @@ class Worker:
                 if not batch:
                     slots.release()
                     continue
-                task = asyncio.create_task(self._handle(batch))
-                self._tasks.add(task)
-                task.add_done_callback(lambda t: (self._tasks.discard(t), slots.release()))
+                self._dispatch(batch, slots)
+                if slots.locked() and not stop.is_set():
+                    # Every model slot is busy: read the next batch's first requests now, so the broker round trip
+                    # overlaps inference instead of following it (taken = stamped when the batch forms).
+                    self._ahead = asyncio.create_task(self.source.fetch(self.config.max_batch, POLL_SLICE_S))
+            if self._ahead is not None:  # received before the stop: in hand, so answered
+                staged, self._ahead = await self._ahead, None
+                if staged:
+                    await slots.acquire()
+                    self._dispatch(self._restamp(staged), slots)
             leftover = await self.source.stop_fetching()
             if self._tasks:
                 await asyncio.gather(*self._tasks)
@@ -85,7 +93,21 @@ class Worker:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            if self._ahead is not None:
+                self._ahead.cancel()
             self._executor.shutdown(wait=True)
+
+    def _dispatch(self, batch: list[Delivery], slots: asyncio.Semaphore) -> None:
+        task = asyncio.create_task(self._handle(batch, slots, time.time_ns()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _restamp(batch: list[Delivery]) -> list[Delivery]:
+        now = time.time_ns()
+        for d in batch:
+            d.dequeued_ns = now
+        return batch
 
     async def _tick(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -95,7 +117,11 @@ class Worker:
 
     async def _form_batch(self, stop: asyncio.Event) -> list[Delivery]:
         cfg = self.config
-        batch = await self.source.fetch(cfg.max_batch, POLL_SLICE_S)
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            batch = self._restamp(await ahead)
+        else:
+            batch = await self.source.fetch(cfg.max_batch, POLL_SLICE_S)
         if not batch:
             return batch
         deadline = time.monotonic() + cfg.max_wait_s
@@ -106,8 +132,17 @@ class Worker:
             batch += await self.source.fetch(cfg.max_batch - len(batch), remaining)
         return batch
 
-    async def _handle(self, batch: list[Delivery]) -> None:
-        formed = time.time_ns()
+    async def _handle(self, batch: list[Delivery], slot: asyncio.Semaphore, formed: int) -> None:
+        """Run one batch. The model slot is released as soon as inference ends, so the next batch forms while
+        this one's replies are published and acknowledged."""
+        try:
+            replies, dead = await self._run_batch(batch, formed)
+        finally:
+            slot.release()
+        self.metrics.counters.dead_lettered += len(dead)
+        await self.source.settle(replies, dead, batch)
+
+    async def _run_batch(self, batch: list[Delivery], formed: int) -> tuple[list[tuple[str, bytes]], list[DeadLetter]]:
         counters = self.metrics.counters
         counters.batches += 1
         counters.items += len(batch)
@@ -123,8 +158,7 @@ class Worker:
         replies: list[tuple[str, bytes]] = []
         if items:
             replies = await self._infer(items, formed, dead)
-        counters.dead_lettered += len(dead)
-        await self.source.settle(replies, dead, batch)
+        return replies, dead
 
     async def _infer(self, items: list[_Item], formed: int, dead: list[DeadLetter]) -> list[tuple[str, bytes]]:
         loop = asyncio.get_running_loop()

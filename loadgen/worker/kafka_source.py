@@ -10,6 +10,7 @@ thread-safe), so a reply never waits behind an idle poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -131,14 +132,14 @@ class KafkaSource:
         for dest, body in replies:
             self._producer.produce(dest, body, on_delivery=delivered)
         for d in dead:
-            headers = [(k, v.encode()) for k, v in d.fields(self.queue).items()]
+            headers: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in d.fields(self.queue).items()]
             self._producer.produce(self.dead_letter_name, d.delivery.body, headers=headers, on_delivery=delivered)
         left = self._producer.flush(30)
         if left or failures:
             # Not committing keeps the requests: another worker (or this one, after a restart) answers them again.
             raise ProbeError(f"Kafka: {left or len(failures)} replies not delivered: {(failures or ['timeout'])[0]}")
-        for d in done:
-            topic, partition, offset, _headers = d.handle
+        for delivery in done:
+            topic, partition, offset, _headers = delivery.handle
             self._tracker.done(topic, partition, offset)
         commits = self._tracker.commits()
         if commits:
@@ -152,9 +153,7 @@ class KafkaSource:
         return None  # uncommitted offsets are consumed again by the group's next member
 
     async def aclose(self) -> None:
-        try:
+        with contextlib.suppress(ProbeError):
             await self._run(self._consumer.close)
-        except ProbeError:
-            pass
         self._thread.shutdown(wait=True)
         self._settler.shutdown(wait=True)

@@ -8,6 +8,7 @@ is acked. Prefetch is ``max_batch × (concurrency + 1)``: every model slot's bat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ import pika
 
 from loadgen.amqp import AmqpLink, amqp_error
 from loadgen.worker.source import DeadLetter, Delivery
+from probes.errors import ProbeError
 from probes.urls import BrokerTarget
 
 _PERSISTENT = pika.BasicProperties(delivery_mode=2)
@@ -73,16 +75,14 @@ class RabbitMQSource:
             ch.basic_publish("", self.dead_letter_name, d.delivery.body,
                              pika.BasicProperties(delivery_mode=2, headers=headers,
                                                   content_type=getattr(props, "content_type", None)))
-        for d in done:
-            ch.basic_ack(d.handle[0])
+        for delivery in done:
+            ch.basic_ack(delivery.handle[0])
 
     async def stop_fetching(self) -> list[Delivery]:
         link = self.link
         if link is not None and self._consumer_tag and not link.closed.done():
-            try:
+            with contextlib.suppress(ProbeError):  # a dead channel has no consumer left to cancel
                 await link.call(link.channel.basic_cancel, self._consumer_tag, what="basic.cancel")
-            except Exception:  # a dead channel has no consumer left to cancel
-                pass
         left: list[Delivery] = []
         while not self._buffer.empty():
             left.append(self._buffer.get_nowait())

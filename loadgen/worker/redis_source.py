@@ -6,6 +6,7 @@ letters go to ``<queue>:dlq`` with the body and ``reason``/``source``/``attempts
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -43,7 +44,7 @@ class RedisSource:
             if claimed:
                 return claimed
         block = int(timeout_s * 1000)
-        reply = await checked(self.target, self.client.xreadgroup(
+        reply: Any = await checked(self.target, self.client.xreadgroup(
             self.group, self.consumer, {self.queue: ">"}, count=max_items, block=block if block > 0 else None))
         now = time.time_ns()
         out: list[Delivery] = []
@@ -77,7 +78,8 @@ class RedisSource:
         for dest, body in replies:
             pipe.xadd(dest, {"body": body})
         for d in dead:
-            pipe.xadd(self.dead_letter_name, {"body": d.delivery.body, **d.fields(self.queue)})
+            record: dict[Any, Any] = {"body": d.delivery.body, **d.fields(self.queue)}
+            pipe.xadd(self.dead_letter_name, record)
         if done:
             pipe.xack(self.queue, self.group, *[d.handle for d in done])
         await checked(self.target, pipe.execute())
@@ -90,10 +92,8 @@ class RedisSource:
         return None  # entries stay pending in the group; XAUTOCLAIM hands them to a live worker
 
     async def aclose(self) -> None:
-        try:
+        with contextlib.suppress(rexc.RedisError, OSError):
             await self.client.aclose()
-        except (rexc.RedisError, OSError):
-            pass
 
 
 def _delivery(entry_id: Any, fields: dict[bytes, bytes] | None, now: int) -> Delivery:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from loadgen.models import Model, load_model
 from loadgen.worker.core import Worker, WorkerConfig
@@ -21,7 +21,7 @@ class WorkerOptions:
     queue: str
     model: str = "echo"
     device: str = "auto"
-    config: WorkerConfig = WorkerConfig()
+    config: WorkerConfig = field(default_factory=WorkerConfig)
     group: str = "qdeck-workers"
     dead_letter: str | None = None
     claim_idle_s: float = 30.0

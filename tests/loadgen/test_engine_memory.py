@@ -1,0 +1,62 @@
+"""The engine against the in-process memory:// transport: counts add up, timeouts and errors are counted,
+warm-up is excluded, the recorder is bounded."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+from loadgen.engine import Engine, RunSpec
+from loadgen.envelope import Stamps
+from loadgen.recorder import Recorder
+from loadgen.schedules import ClosedLoop, Constant
+from loadgen.transports import open_transport
+from probes.urls import parse_broker_url
+
+
+async def _run(url: str, spec: RunSpec):
+    return await Engine(open_transport(parse_broker_url(url), spec.queue, spec.run_id), spec).run()
+
+
+async def test_counts_add_up_with_timeouts_and_errors() -> None:
+    spec = RunSpec(queue="q", schedule=Constant(200), duration_s=1.0, warmup_s=0.25, timeout_s=0.3)
+    result = await _run("memory://t?service_ms=1&drop_every=10&error_every=7", spec)
+    rec = result.recorder
+    assert result.sent == 200 and result.intended == 200 and result.unsent == 0
+    assert result.warmup_sent == 50
+    assert rec.timeouts > 0 and rec.error_count > 0
+    assert result.sent == rec.replied + rec.error_count + rec.timeouts
+    assert rec.total["end_to_end"].get_total_count() == rec.replied
+    assert rec.total["schedule_lag"].get_total_count() == result.sent
+
+
+async def test_closed_loop_keeps_n_in_flight() -> None:
+    spec = RunSpec(queue="q", schedule=ClosedLoop(2), duration_s=None, requests=50, timeout_s=1.0)
+    result = await _run("memory://c?service_ms=2", spec)
+    assert result.sent == 50 and result.recorder.replied == 50
+    e2e = result.recorder.total["end_to_end"]
+    assert e2e.get_value_at_percentile(50) >= 2000  # at least the service time (µs)
+
+
+def test_recorder_counts_out_of_range_and_clamps_negative() -> None:
+    rec = Recorder()
+    s = Stamps(100, 100, 100, 100, 100)
+    rec.record_reply(intended_ns=0, sent_ns=200, received_ns=4 * 3600 * 10**9, stamps=s, batch_size=1, device="cpu")
+    rec.roll(0, 1)
+    assert rec.out_of_range["end_to_end"] == 1
+    assert rec.clamped["queue_wait"] == 1  # dequeued before sent: clock skew
+
+
+def test_recorder_memory_is_bounded() -> None:
+    rec = Recorder()
+    s = Stamps(1_000_000, 1_100_000, 1_200_000, 3_000_000, 3_100_000)
+    tracemalloc.start()
+    for i in range(20_000):
+        rec.record_reply(0, 500_000, 4_000_000 + i * 1000, s, 4, "cpu")
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(200_000):
+        rec.record_reply(0, 500_000, 4_000_000 + (i % 50_000) * 1000, s, 4, "cpu")
+        if i % 50_000 == 0:
+            rec.roll(i, i + 1)
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert grown < 200_000, f"recording 200k requests grew memory by {grown} bytes"
