@@ -37,6 +37,9 @@ brokers-down:
 bench: setup
 	$(PY) -m bench.probe_rabbitmq
 	$(PY) -m bench.probe_lag
+	$(PY) -m bench.worker_batching
+	$(PY) -m bench.loadgen_ceiling
+	$(PY) -m bench.rabbitmq_clients
 
 clean:
 	rm -rf $(VENV) .brokers .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -23,6 +23,7 @@ from loadgen.transports.base import Transport
 from probes.errors import ProbeError
 
 BEHIND_LAG_US = 10_000  # schedule-lag p99 above this in an interval: the generator is behind
+TIMER_NS = 1_000_000
 END_GRACE_NS = 50_000_000  # a request intended inside the window may still go out this late; later = unsent
 
 
@@ -174,7 +175,10 @@ class Engine:
                 break
             due_at = mono0 + nxt.offset_ns
             if due_at > now:
-                await asyncio.sleep((due_at - now) / NS)
+                # Loop timers tick in whole milliseconds (uvloop rounds to the nearest, asyncio rounds up): sleep
+                # the whole milliseconds, then yield to the loop (replies are handled meanwhile) for the rest.
+                whole_ms = (due_at - now) // TIMER_NS
+                await asyncio.sleep(whole_ms * TIMER_NS / NS - 0.0003 if whole_ms else 0)
                 continue
             batch: list[tuple[Arrival, bool]] = []
             while nxt is not None and mono0 + nxt.offset_ns <= now:

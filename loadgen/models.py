@@ -171,7 +171,7 @@ def load_model(spec: str, device: str = "auto") -> Model:
     if name == "minilm":
         from loadgen.minilm import MiniLMModel
 
-        return MiniLMModel.load(device=device, **_typed("minilm", params, {"normalize": _bool}))
+        return MiniLMModel.load(device=device, **_typed("minilm", params, {"normalize": _bool, "encoding": str}))
     if ":" in name:
         return _import_callable(name)
     raise ModelError(f"unknown model {name!r}: use echo, synthetic, minilm or an import path pkg.mod:fn")

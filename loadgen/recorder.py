@@ -8,6 +8,8 @@ stage times (clock skew between hosts) are clamped to 0 and counted.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +39,55 @@ STAGE_HELP = {
 
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGFIGS)
+
+
+def _reset(hist: HdrHistogram) -> None:
+    """``HdrHistogram.reset`` zeroes its counts one by one in Python; a memset does it in microseconds."""
+    ctypes.memset(ctypes.addressof(hist.counts), 0, ctypes.sizeof(hist.counts))
+    hist.total_count = 0
+    hist.min_value = sys.maxsize
+    hist.max_value = 0
+    hist.start_time_stamp_msec = sys.maxsize
+    hist.end_time_stamp_msec = 0
+
+
+class FastSink:
+    """Records into an HdrHistogram's counts with the index arithmetic inlined (~3× cheaper than
+    ``record_value``); the total, min and max are applied at ``flush()``, before anyone reads the histogram."""
+
+    __slots__ = ("counts", "counts_len", "half_count", "half_mag", "hi", "hist", "lo", "mask", "n", "unit")
+
+    def __init__(self, hist: HdrHistogram) -> None:
+        self.hist = hist
+        self.counts = hist.counts
+        self.counts_len = hist.counts_len
+        self.mask = hist.sub_bucket_mask
+        self.unit = hist.unit_magnitude
+        self.half_mag = hist.sub_bucket_half_count_magnitude
+        self.half_count = hist.sub_bucket_half_count
+        self.n, self.lo, self.hi = 0, 1 << 62, 0
+
+    def record(self, value: int) -> bool:
+        """``value`` ≥ 0, an int; False when it is beyond the histogram's range (as record_value)."""
+        bucket = (value | self.mask).bit_length() - self.unit - self.half_mag - 1
+        index = ((bucket + 1) << self.half_mag) + (value >> (bucket + self.unit)) - self.half_count
+        if index >= self.counts_len:
+            return False
+        self.counts[index] += 1
+        self.n += 1
+        if value < self.lo:
+            self.lo = value
+        if value > self.hi:
+            self.hi = value
+        return True
+
+    def flush(self) -> None:
+        if self.n:
+            h = self.hist
+            h.total_count += self.n
+            h.min_value = min(h.min_value, self.lo)
+            h.max_value = max(h.max_value, self.hi)
+            self.n, self.lo, self.hi = 0, 1 << 62, 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +125,22 @@ class Recorder:
     _iv_timeouts: int = 0
     _writers: dict[str, tuple[HistogramLogWriter, IO[str]]] = field(default_factory=dict)
     intervals: list[IntervalStats] = field(default_factory=list)
+    _sinks: dict[str, FastSink] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._sinks = {stage: FastSink(h) for stage, h in self.interval.items()}
 
     def _put(self, stage: str, ns: int) -> None:
         if ns < 0:
             self.clamped[stage] += 1
             ns = 0
-        if not self.interval[stage].record_value(ns // 1000):
+        if not self._sinks[stage].record(ns // 1000):
             self.out_of_range[stage] += 1
+
+    def flush(self) -> None:
+        """Bring the interval histograms' totals up to date (``roll`` does this itself)."""
+        for sink in self._sinks.values():
+            sink.flush()
 
     def record_sent(self, count: int = 1) -> None:
         self.sent += count
@@ -139,6 +199,7 @@ class Recorder:
 
     def roll(self, start_s: float, end_s: float) -> IntervalStats:
         """Close the interval [start_s, end_s) (seconds from the run start): totals, logs, figures."""
+        self.flush()
         e2e = self.interval["end_to_end"]
         lag = self.interval["schedule_lag"]
         stats = IntervalStats(start_s=start_s, end_s=end_s, sent=self._iv_sent, replied=self._iv_replied,
@@ -153,7 +214,7 @@ class Recorder:
                 self._writers[stage][0].output_interval_histogram(hist, start_s, end_s, max_value_unit_ratio=1000.0)
             if hist.get_total_count():
                 self.total[stage].add(hist)
-            hist.reset()
+            _reset(hist)
         self._iv_sent = self._iv_replied = self._iv_errors = self._iv_timeouts = 0
         self.intervals.append(stats)
         return stats

@@ -17,7 +17,7 @@ from loadgen.redis_conn import checked, redis_client
 from loadgen.transports.base import ReplyHandler
 from probes.urls import BrokerTarget
 
-READ_COUNT = 2000
+READ_COUNT = 128
 BLOCK_MS = 100
 TRIM_EVERY = 5000
 

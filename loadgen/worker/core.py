@@ -50,6 +50,25 @@ class _Item:
     request: Request
 
 
+@dataclass(slots=True)
+class _Answer:
+    """A request's outcome, encoded only once the model slot is free."""
+
+    item: _Item
+    formed: int
+    start: int
+    end: int
+    size: int
+    output: Any
+    error: str | None
+
+    def encode(self, worker: str, device: str, published: int) -> bytes:
+        req = self.item.request
+        stamps = Stamps(self.item.delivery.dequeued_ns, self.formed, self.start, self.end, published)
+        return encode_reply(Reply(run=req.run, seq=req.seq, worker=worker, device=device, batch_size=self.size,
+                                  stamps=stamps, output=self.output, error=self.error))
+
+
 class Worker:
     def __init__(self, source: Source, model: Model, config: WorkerConfig, *, worker_id: str,
                  metrics: MetricsReporter) -> None:
@@ -136,13 +155,15 @@ class Worker:
         """Run one batch. The model slot is released as soon as inference ends, so the next batch forms while
         this one's replies are published and acknowledged."""
         try:
-            replies, dead = await self._run_batch(batch, formed)
+            answers, dead = await self._run_batch(batch, formed)
         finally:
             slot.release()
         self.metrics.counters.dead_lettered += len(dead)
+        published = time.time_ns()  # replies are encoded here, after the slot is free, and published next
+        replies = [(a.item.request.reply_to, a.encode(self.worker_id, self.model.device, published)) for a in answers]
         await self.source.settle(replies, dead, batch)
 
-    async def _run_batch(self, batch: list[Delivery], formed: int) -> tuple[list[tuple[str, bytes]], list[DeadLetter]]:
+    async def _run_batch(self, batch: list[Delivery], formed: int) -> tuple[list[_Answer], list[DeadLetter]]:
         counters = self.metrics.counters
         counters.batches += 1
         counters.items += len(batch)
@@ -155,12 +176,12 @@ class Worker:
                 dead.append(DeadLetter(d, f"malformed request: {decoded.reason}", attempts=1))
             else:
                 items.append(_Item(d, decoded))
-        replies: list[tuple[str, bytes]] = []
+        answers: list[_Answer] = []
         if items:
-            replies = await self._infer(items, formed, dead)
-        return replies, dead
+            answers = await self._infer(items, formed, dead)
+        return answers, dead
 
-    async def _infer(self, items: list[_Item], formed: int, dead: list[DeadLetter]) -> list[tuple[str, bytes]]:
+    async def _infer(self, items: list[_Item], formed: int, dead: list[DeadLetter]) -> list[_Answer]:
         loop = asyncio.get_running_loop()
         size = len(items)
         start = time.time_ns()
@@ -176,10 +197,10 @@ class Worker:
         return [self._reply(i, formed, start, end, size, output=o) for i, o in zip(items, outputs, strict=True)]
 
     async def _retry_alone(self, items: list[_Item], formed: int, first: Exception,
-                           dead: list[DeadLetter]) -> list[tuple[str, bytes]]:
+                           dead: list[DeadLetter]) -> list[_Answer]:
         """After a batch failure, try each request alone (attempts 2..max); the ones that keep failing are given up."""
         loop = asyncio.get_running_loop()
-        out: list[tuple[str, bytes]] = []
+        out: list[_Answer] = []
         for item in items:
             error: Exception = first
             attempt = 1
@@ -203,17 +224,14 @@ class Worker:
         return out
 
     def _failed(self, item: _Item, formed: int, start: int, end: int, exc: Exception, attempts: int,
-                dead: list[DeadLetter]) -> tuple[str, bytes]:
+                dead: list[DeadLetter]) -> _Answer:
         reason = f"model error after {attempts} attempt{'s' if attempts > 1 else ''}: {type(exc).__name__}: {exc}"
         reason = reason[:500]
         self.metrics.counters.errors += 1
         dead.append(DeadLetter(item.delivery, reason, attempts))
         return self._reply(item, formed, start, end, 1, error=reason)
 
-    def _reply(self, item: _Item, formed: int, start: int, end: int, size: int, *, output: Any = None,
-               error: str | None = None) -> tuple[str, bytes]:
-        req = item.request
-        stamps = Stamps(item.delivery.dequeued_ns, formed, start, end, time.time_ns())
-        rep = Reply(run=req.run, seq=req.seq, worker=self.worker_id, device=self.model.device, batch_size=size,
-                    stamps=stamps, output=output, error=error)
-        return req.reply_to, encode_reply(rep)
+    @staticmethod
+    def _reply(item: _Item, formed: int, start: int, end: int, size: int, *, output: Any = None,
+               error: str | None = None) -> _Answer:
+        return _Answer(item, formed, start, end, size, output, error)

