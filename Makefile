@@ -40,6 +40,7 @@ bench: setup
 	$(PY) -m bench.worker_batching
 	$(PY) -m bench.loadgen_ceiling
 	$(PY) -m bench.rabbitmq_clients
+	$(PY) -m bench.console_10k
 
 clean:
 	rm -rf $(VENV) .brokers .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from console import cmd_brokers, cmd_dlq, cmd_lag, cmd_load, cmd_queues, cmd_worker
+from console import cmd_brokers, cmd_console, cmd_dlq, cmd_lag, cmd_load, cmd_queues, cmd_worker
 from console.runner import debug_enabled
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("queues")(cmd_queues.queues)
 app.command("consumers")(cmd_queues.consumers)
 app.command("lag")(cmd_lag.lag)
 app.add_typer(cmd_dlq.app, name="dlq")
+app.command("console")(cmd_console.console)
 app.command("worker")(cmd_worker.worker)
 app.add_typer(cmd_load.app, name="load")
 

@@ -27,11 +27,25 @@ class Health:
         return None if self.last_ok is None else (now or time.time()) - self.last_ok
 
 
-@dataclass
 class QueueHistory:
-    depth: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
-    publish: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
-    deliver: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    """(depth, publish rate, deliver rate) per poll, newest last; one append per poll per queue."""
+
+    __slots__ = ("points",)
+
+    def __init__(self) -> None:
+        self.points: deque[tuple[float, float, float]] = deque(maxlen=HISTORY)
+
+    @property
+    def depth(self) -> list[float]:
+        return [p[0] for p in self.points]
+
+    @property
+    def publish(self) -> list[float]:
+        return [p[1] for p in self.points]
+
+    @property
+    def deliver(self) -> list[float]:
+        return [p[2] for p in self.points]
 
 
 @dataclass
@@ -47,18 +61,16 @@ class BrokerState:
         self.previous, self.snapshot = self.snapshot, snap
         h = self.health
         h.up, h.last_ok, h.last_error, h.failures, h.poll_s = True, snap.taken_at, None, 0, snap.duration_s
-        seen = set()
+        history = self.history
         for q in snap.queues:
-            seen.add(q.name)
-            hist = self.history.get(q.name)
+            hist = history.get(q.name)
             if hist is None:
-                hist = self.history[q.name] = QueueHistory()
-            hist.depth.append(float(q.depth))
-            hist.publish.append(q.publish_rate or 0.0)
-            hist.deliver.append(q.deliver_rate or 0.0)
-        if len(self.history) > len(seen):
-            for gone in [n for n in self.history if n not in seen]:
-                del self.history[gone]
+                hist = history[q.name] = QueueHistory()
+            hist.points.append((q.depth, q.publish_rate or 0.0, q.deliver_rate or 0.0))
+        if len(history) > len(snap.queues):
+            seen = {q.name for q in snap.queues}
+            for gone in [n for n in history if n not in seen]:
+                del history[gone]
 
     def failed(self, message: str) -> None:
         h = self.health

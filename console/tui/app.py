@@ -1,0 +1,129 @@
+"""The console app: wiring only. One poller per broker (an exclusive worker, re-armed by a timer after each poll
+completes, backing off on failure); screens read the shared ``BrokerState``s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from console.tui.commands import ViewCommands
+from console.tui.messages import DataChanged, PollFailed, SnapshotArrived
+from console.tui.state import BrokerState, backoff
+from probes import BrokerTarget, Probe, ProbeError, open_probe
+from probes.redact import redact_text
+
+
+class QdeckApp(App[None]):
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "qdeck"
+    COMMANDS: ClassVar = App.COMMANDS | {ViewCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("colon", "command_palette", "jump", show=True),
+        Binding("question_mark", "help", "help"),
+        Binding("o", "overview", "overview", show=False),
+        Binding("d", "dead_letters", "dead letters"),
+        Binding("l", "lag", "lag"),
+    ]
+
+    def __init__(self, targets: Sequence[BrokerTarget], *, interval: float = 2.0, timeout: float = 15.0,
+                 probes: Mapping[str, Probe] | None = None, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.targets = {t.label: t for t in targets}
+        self.interval, self.timeout = interval, timeout
+        self.states = {label: BrokerState(label, t.kind) for label, t in self.targets.items()}
+        self.probes: dict[str, Probe] = dict(probes or {})
+        self.polls = 0
+        self.clock = clock  # the header's "polled Ns ago" (tests freeze it)
+
+    def on_mount(self) -> None:
+        from console.tui.overview import OverviewScreen
+
+        for label, target in self.targets.items():
+            if label not in self.probes:
+                self.probes[label] = open_probe(target)
+        self.push_screen(OverviewScreen())
+        for label in self.targets:
+            self.poll(label)
+
+    async def on_unmount(self) -> None:
+        for probe in self.probes.values():
+            with contextlib.suppress(ProbeError, TimeoutError, OSError):
+                await asyncio.wait_for(probe.aclose(), 5)
+
+    # -- polling -------------------------------------------------------------------------------------------------
+
+    def poll(self, label: str) -> None:
+        self.run_worker(self._poll_once(label), group=f"poll:{label}", exclusive=True, exit_on_error=False,
+                        description=f"poll {label}")
+
+    async def _poll_once(self, label: str) -> None:
+        target = self.targets[label]
+        try:
+            snap = await asyncio.wait_for(self.probes[label].snapshot(), self.timeout)
+        except ProbeError as exc:
+            self.post_message(PollFailed(label, redact_text(str(exc), target.secrets)))
+        except TimeoutError:
+            self.post_message(PollFailed(label, f"no answer in {self.timeout:g} s"))
+        except Exception as exc:  # a probe bug must not kill the poller: show it and keep polling
+            self.post_message(PollFailed(label, redact_text(f"internal error: {type(exc).__name__}: {exc}",
+                                                            target.secrets)))
+        else:
+            self.post_message(SnapshotArrived(label, snap, time.perf_counter()))
+
+    def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
+        self.polls += 1
+        self.states[message.broker].record(message.snapshot)
+        self.set_timer(self.interval, lambda: self.poll(message.broker))
+        self.screen.post_message(DataChanged(message.broker, message.arrived))
+
+    def on_poll_failed(self, message: PollFailed) -> None:
+        self.polls += 1
+        state = self.states[message.broker]
+        state.failed(message.error)
+        self.set_timer(backoff(self.interval, state.health.failures - 1), lambda: self.poll(message.broker))
+        self.screen.post_message(DataChanged(message.broker, time.perf_counter()))
+
+    # -- navigation ----------------------------------------------------------------------------------------------
+
+    def _switch_to(self, name: str) -> None:
+        from console.tui.deadletters import DeadLettersScreen
+        from console.tui.lag import LagScreen
+
+        while len(self.screen_stack) > 2:  # [default, overview, ...]: back to the overview first
+            self.pop_screen()
+        if name == "deadletters":
+            self.push_screen(DeadLettersScreen())
+        elif name == "lag":
+            self.push_screen(LagScreen())
+
+    def action_overview(self) -> None:
+        self._switch_to("overview")
+
+    def action_dead_letters(self) -> None:
+        self._switch_to("deadletters")
+
+    def action_lag(self) -> None:
+        self._switch_to("lag")
+
+    def action_help(self) -> None:
+        from console.tui.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def action_back_or_quit(self) -> None:
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+        else:
+            self.exit()
+
+    def open_queue(self, broker: str, queue: str) -> None:
+        from console.tui.detail import QueueDetailScreen
+
+        self.push_screen(QueueDetailScreen(broker, queue))

@@ -1,0 +1,47 @@
+"""What every console screen shares: the broker health header, the footer, and refreshing on new data."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from console.tui.health import HealthBar
+from console.tui.messages import DataChanged
+
+if TYPE_CHECKING:
+    from console.tui.app import QdeckApp
+
+
+class BaseScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "escape", "back", show=False),
+        Binding("q", "app.back_or_quit", "back/quit"),
+    ]
+
+    @property
+    def qapp(self) -> QdeckApp:
+        return cast("QdeckApp", self.app)
+
+    def compose_header(self) -> ComposeResult:
+        yield HealthBar(self.qapp.states, self.qapp.clock)
+
+    def compose_footer(self) -> ComposeResult:
+        yield Footer()
+
+    def action_escape(self) -> None:
+        self.qapp.action_back_or_quit()
+
+    def refresh_data(self) -> None:
+        """Redraw from ``self.qapp.states``; screens override."""
+
+    def on_data_changed(self, message: DataChanged) -> None:
+        self.query_one(HealthBar).update_health()
+        self.refresh_data()
+
+    def on_screen_resume(self) -> None:
+        self.query_one(HealthBar).update_health()
+        self.refresh_data()

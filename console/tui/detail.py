@@ -1,0 +1,193 @@
+"""Queue detail: settings and dead-letter target, depth and rate history, consumers, and messages peeked on demand.
+
+A peek runs only when asked (``p``). On RabbitMQ it first says what it does — messages are requeued and come back
+marked redelivered — and waits for ``y``. A DLQ's messages show their reason, original queue, death count and
+first/last death times; Enter opens the body viewer.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Label, Sparkline, Static
+
+from console.render import fmt_rate, fmt_time
+from console.safe_text import preview_bytes, safe
+from console.tui.base import BaseScreen
+from console.tui.confirm import ConfirmPeek
+from console.tui.messages import ConsumersDone, PeekDone
+from console.tui.table import Column, VirtualTable
+from probes.errors import ProbeError, UnsafeOperation
+from probes.models import PeekedMessage, QueueStats
+from probes.redact import redact_text
+
+PEEK_LIMIT = 20
+MESSAGE_COLUMNS = [Column("pos", "#", 8), Column("reason", "reason", 0, max_width=28),
+                   Column("origin", "original queue", 0, max_width=30), Column("count", "deaths", 6, right=True),
+                   Column("first", "first death", 23), Column("last", "last death", 23),
+                   Column("size", "bytes", 9, right=True), Column("body", "body", 0, max_width=80)]
+CONSUMER_COLUMNS = [Column("tag", "consumer", 0, max_width=40), Column("conn", "connection", 0, max_width=30),
+                    Column("prefetch", "prefetch", 8, right=True), Column("ack", "ack", 5),
+                    Column("active", "active", 6)]
+
+
+def message_row(m: PeekedMessage) -> tuple[str, ...]:
+    pos = safe(m.message_id, 24) if m.message_id and m.offset is None else str(m.offset if m.offset is not None
+                                                                            else m.position)
+    return (pos, safe(m.death_reason or "-", 60), safe(m.original_queue or "-", 60),
+            str(m.death_count) if m.deaths else "-", fmt_time(m.first_death_time), fmt_time(m.last_death_time),
+            f"{m.size:,}", preview_bytes(m.body, 80, total=m.size))
+
+
+class QueueDetailScreen(BaseScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "peek", "peek messages"),
+        Binding("P", "peek(True)", "peek anyway", show=False),
+        Binding("c", "consumers", "consumers"),
+        Binding("tab", "app.focus_next", "next table", show=False),
+    ]
+
+    def __init__(self, broker: str, queue: str, *, auto_peek: bool = False) -> None:
+        super().__init__(name="detail")
+        self.broker, self.queue = broker, queue
+        self.auto_peek = auto_peek
+        self.messages: list[PeekedMessage] = []
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_header()
+        with Vertical(id="detail"):
+            yield Static(id="info")
+            with Horizontal(classes="history"):
+                yield Label("depth ", classes="spark-title")
+                yield Sparkline([], id="depth")
+            with Horizontal(classes="history"):
+                yield Label("in/s  ", classes="spark-title")
+                yield Sparkline([], id="publish")
+            with Horizontal(classes="history"):
+                yield Label("out/s ", classes="spark-title")
+                yield Sparkline([], id="deliver")
+            yield Label("consumers (c to refresh)", classes="section")
+            yield VirtualTable(CONSUMER_COLUMNS, id="consumers")
+            yield Label("messages: p to peek", id="messages-title", classes="section")
+            yield VirtualTable(MESSAGE_COLUMNS, id="messages")
+        yield from self.compose_footer()
+
+    def on_mount(self) -> None:
+        self.refresh_data()
+        self.action_consumers()
+        self.query_one("#messages", VirtualTable).focus()
+        if self.auto_peek:
+            self.action_peek()
+
+    @property
+    def stats(self) -> QueueStats | None:
+        st = self.qapp.states.get(self.broker)
+        return st.snapshot.queue(self.queue) if st and st.snapshot else None
+
+    def refresh_data(self) -> None:
+        q = self.stats
+        info = Text()
+        info.append(f"{safe(self.queue, 120)}", style="bold")
+        info.append(f"  on {safe(self.broker, 40)}\n")
+        if q is None:
+            info.append("not in the latest snapshot (deleted, filtered by the broker, or not polled yet)",
+                        style="yellow")
+        else:
+            info.append(f"{q.kind}{' · ' + q.queue_type if q.queue_type else ''}"
+                        f"{' · ' + q.state if q.state else ''} · depth {q.depth:,} · in flight {q.in_flight:,} · "
+                        f"consumers {q.consumers} · in {fmt_rate(q.publish_rate)}/s · out "
+                        f"{fmt_rate(q.deliver_rate)}/s" + (f" · lag {q.lag:,}" if q.lag is not None else ""))
+            if q.is_dead_letter:
+                info.append("\nthis is a dead-letter queue", style="bold red" if q.depth else "red")
+            if q.dead_letter_target:
+                routes = f" → {', '.join(safe(x, 60) for x in q.dead_letter_queues)}" if q.dead_letter_queues else ""
+                source = f" ({safe(q.dead_letter_source, 40)})" if q.dead_letter_source else ""
+                info.append(f"\ndead letters go to {safe(q.dead_letter_target, 80)}{routes}{source}")
+            if q.delivery_limit is not None:
+                info.append(f"\ndelivery limit {q.delivery_limit}: each RabbitMQ peek counts as a delivery",
+                            style="yellow")
+        self.query_one("#info", Static).update(info)
+        st = self.qapp.states.get(self.broker)
+        hist = st.history.get(self.queue) if st else None
+        for wid, series in (("#depth", hist.depth if hist else ()), ("#publish", hist.publish if hist else ()),
+                            ("#deliver", hist.deliver if hist else ())):
+            self.query_one(wid, Sparkline).data = list(series) or [0.0]
+
+    # -- consumers -----------------------------------------------------------------------------------------------
+
+    def action_consumers(self) -> None:
+        self.run_worker(self._consumers(), group="consumers", exclusive=True, exit_on_error=False)
+
+    async def _consumers(self) -> None:
+        probe = self.qapp.probes[self.broker]
+        consumers = getattr(probe, "consumers", None)
+        if consumers is None:
+            self.post_message(ConsumersDone(self.broker, self.queue, (), "this broker does not list consumers"))
+            return
+        try:
+            found = tuple(await consumers(self.queue))
+        except ProbeError as exc:
+            self.post_message(ConsumersDone(self.broker, self.queue, (), redact_text(str(exc))))
+            return
+        self.post_message(ConsumersDone(self.broker, self.queue, found))
+
+    def on_consumers_done(self, message: ConsumersDone) -> None:
+        table = self.query_one("#consumers", VirtualTable)
+        if message.error:
+            table.set_rows([None], [(f"({safe(message.error, 100)})", "", "", "", "")])
+            return
+        rows = [(safe(c.tag, 60), safe(c.connection or "-", 40), str(c.prefetch) if c.prefetch is not None else "-",
+                 "ack" if c.ack_required else ("auto" if c.ack_required is False else "-"),
+                 "yes" if c.active else ("no" if c.active is False else "-")) for c in message.consumers]
+        table.set_rows(list(range(len(rows))), rows or [("(no consumers)", "", "", "", "")])
+
+    # -- peek ----------------------------------------------------------------------------------------------------
+
+    def action_peek(self, force: bool = False) -> None:
+        kind = self.qapp.states[self.broker].kind
+        if kind == "rabbitmq":
+            q = self.stats
+            self.app.push_screen(ConfirmPeek(self.queue, q.delivery_limit if q else None, force),
+                                 lambda ok: self._start_peek(force) if ok else None)
+        else:
+            self._start_peek(force)
+
+    def _start_peek(self, force: bool) -> None:
+        self.query_one("#messages-title", Label).update("messages: peeking…")
+        self.run_worker(self._peek(force), group="peek", exclusive=True, exit_on_error=False)
+
+    async def _peek(self, force: bool) -> None:
+        probe = self.qapp.probes[self.broker]
+        try:
+            result = await probe.peek(self.queue, PEEK_LIMIT, force=force)
+        except UnsafeOperation as exc:
+            self.post_message(PeekDone(self.broker, self.queue, None, f"refused: {exc} — P peeks anyway"))
+            return
+        except ProbeError as exc:
+            self.post_message(PeekDone(self.broker, self.queue, None, redact_text(str(exc))))
+            return
+        self.post_message(PeekDone(self.broker, self.queue, result))
+
+    def on_peek_done(self, message: PeekDone) -> None:
+        title = self.query_one("#messages-title", Label)
+        if message.result is None:
+            title.update(Text(f"messages: {safe(message.error or '', 200)}", style="red"))
+            return
+        self.messages = list(message.result.messages)
+        text = Text(f"messages: {len(self.messages)} shown (p again to refresh, Enter opens one)")
+        if message.result.side_effect:
+            text.append(f"\nnote: {safe(message.result.side_effect, 300)}", style="yellow")
+        title.update(text)
+        table = self.query_one("#messages", VirtualTable)
+        table.set_rows(list(range(len(self.messages))), [message_row(m) for m in self.messages])
+        table.focus()
+
+    def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
+        if message.table.id == "messages" and isinstance(message.key, int) and message.key < len(self.messages):
+            from console.tui.body import BodyScreen
+
+            self.app.push_screen(BodyScreen(self.queue, self.messages[message.key]))

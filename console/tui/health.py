@@ -1,0 +1,58 @@
+"""The header: one badge per broker — up (green), down (red, with the error), not yet polled (yellow) — and the
+age of its last good poll."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from rich.text import Text
+from textual.widgets import Static
+
+from console.safe_text import safe
+from console.tui.state import BrokerState
+
+
+def health_text(states: Mapping[str, BrokerState], now: float | None = None) -> Text:
+    now = now or time.time()
+    out = Text()
+    for i, (label, st) in enumerate(states.items()):
+        if i:
+            out.append("   ")
+        h = st.health
+        age = h.age(now)
+        age_text = f"{age:.0f}s ago" if age is not None else "never"
+        if h.up is None:
+            out.append(f"◌ {safe(label, 40)} ", style="bold yellow")
+            out.append("connecting…", style="yellow")
+        elif h.up:
+            out.append(f"● {safe(label, 40)} ", style="bold green")
+            extra = f"{st.kind} · {len(st.queues()):,} queues · polled {age_text}"
+            if st.snapshot is not None and st.snapshot.partial:
+                extra += " · partial"
+            out.append(extra, style="green")
+        else:
+            out.append(f"✖ {safe(label, 40)} DOWN ", style="bold red")
+            out.append(f"last ok {age_text} · {safe(h.last_error or '', 90)}", style="red")
+    return out
+
+
+class HealthBar(Static):
+    DEFAULT_CSS = """
+    HealthBar { height: auto; max-height: 3; padding: 0 1; background: $panel; }
+    """
+
+    def __init__(self, states: Mapping[str, BrokerState], clock: Callable[[], float] = time.time) -> None:
+        super().__init__(id="health")
+        self.states, self.clock = states, clock
+
+    def on_mount(self) -> None:
+        self.update_health()
+        self.set_interval(1.0, self.update_health)
+
+    def update_health(self) -> None:
+        self.update(health_text(self.states, self.clock()))
+
+    @property
+    def any_down(self) -> bool:
+        return any(st.health.up is False for st in self.states.values())

@@ -1,0 +1,64 @@
+"""Lag: consumer groups (Kafka, Redis streams) and queue backlogs (RabbitMQ, Redis lists), with seconds to drain."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widgets import Label
+
+from console.render import fmt_rate
+from console.safe_text import safe
+from console.tui.base import BaseScreen
+from console.tui.table import Column, VirtualTable
+from probes.lag import LagRow
+
+COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("source", "queue / topic / stream", 0),
+           Column("group", "group", 0, max_width=30), Column("backlog", "backlog", 10, right=True),
+           Column("pending", "pending", 8, right=True), Column("consumers", "consumers", 9, right=True),
+           Column("rate", "drain/s", 9, right=True), Column("eta", "to drain", 10, right=True),
+           Column("state", "state", 0, max_width=14)]
+
+
+def drain_text(row: LagRow) -> str:
+    if row.backlog == 0:
+        return "0s"
+    if row.seconds_to_drain is None:
+        return "∞" if row.consume_rate == 0 else "?"
+    s = row.seconds_to_drain
+    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
+
+
+class LagScreen(BaseScreen):
+    def __init__(self) -> None:
+        super().__init__(name="lag")
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_header()
+        yield Label("lag — rates come from two polls, so the first poll shows '?' for time to drain",
+                    classes="section")
+        yield VirtualTable(COLUMNS, id="lag")
+        yield from self.compose_footer()
+
+    def on_mount(self) -> None:
+        self.query_one(VirtualTable).focus()
+        self.refresh_data()
+
+    def refresh_data(self) -> None:
+        keys: list[object] = []
+        rows: list[tuple[str, ...]] = []
+        alerts: set[int] = set()
+        for label, st in self.qapp.states.items():
+            for r in st.lag():
+                if r.backlog and r.consumers == 0:
+                    alerts.add(len(rows))
+                keys.append((label, r.source, r.group))
+                rows.append((safe(label, 40), safe(r.source, 120), safe(r.group or "-", 60),
+                             f"{r.backlog:,}" + ("" if r.exact else "+"),
+                             f"{r.pending:,}" if r.pending is not None else "-", f"{r.consumers:,}",
+                             fmt_rate(r.consume_rate), drain_text(r), safe(r.state or "", 20)))
+        self.query_one(VirtualTable).set_rows(keys, rows, alerts)
+
+    def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
+        if message.key is not None:
+            from console.tui.detail import QueueDetailScreen
+
+            self.app.push_screen(QueueDetailScreen(message.key[0], message.key[1]))

@@ -1,0 +1,46 @@
+"""Messages the pollers and the peek workers post back to the app (results as dataclasses, never driver objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from probes.models import BrokerSnapshot, ConsumerInfo, PeekResult
+
+
+@dataclass
+class SnapshotArrived(Message):
+    broker: str
+    snapshot: BrokerSnapshot
+    arrived: float  # time.perf_counter() when the poll finished (for the console benchmark)
+
+
+@dataclass
+class PollFailed(Message):
+    broker: str
+    error: str
+
+
+@dataclass
+class DataChanged(Message):
+    """Posted to the active screen after a broker's state changed."""
+
+    broker: str
+    arrived: float
+
+
+@dataclass
+class PeekDone(Message):
+    broker: str
+    queue: str
+    result: PeekResult | None
+    error: str | None = None
+
+
+@dataclass
+class ConsumersDone(Message):
+    broker: str
+    queue: str
+    consumers: tuple[ConsumerInfo, ...]
+    error: str | None = None

@@ -1,0 +1,235 @@
+"""The overview: every queue, topic, stream and list across brokers, sortable, filterable, with a depth sparkline."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Sequence
+from typing import ClassVar, overload
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import Input, Label, Sparkline
+
+from console.render import fmt_rate
+from console.safe_text import safe
+from console.tui.base import BaseScreen
+from console.tui.messages import DataChanged
+from console.tui.table import Column, Row, VirtualTable
+from probes.models import QueueStats
+
+COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("name", "queue / topic / stream", 0),
+           Column("kind", "kind", 6), Column("depth", "depth", 10, right=True),
+           Column("in_flight", "in flight", 9, right=True), Column("consumers", "consumers", 9, right=True),
+           Column("publish_rate", "in/s", 8, right=True), Column("deliver_rate", "out/s", 8, right=True),
+           Column("lag", "lag", 10, right=True), Column("dlq", "dead letters", 0, max_width=30)]
+SORTABLE = [c.key for c in COLUMNS]
+NUMERIC = {"depth", "in_flight", "consumers", "publish_rate", "deliver_rate", "lag"}
+
+
+def queue_row(broker: str, q: QueueStats) -> Row:
+    dlq = "DLQ" if q.is_dead_letter else (f"→ {safe(q.dead_letter_target, 40)}" if q.dead_letter_target else "")
+    return (safe(broker, 40), safe(q.name, 120), q.kind, f"{q.depth:,}", f"{q.in_flight:,}", f"{q.consumers:,}",
+            fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), f"{q.lag:,}" if q.lag is not None else "-", dlq)
+
+
+def matches(name: str, pattern: str) -> bool:
+    """Glob when the pattern has wildcards, else a case-insensitive substring."""
+    if not pattern:
+        return True
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatch(name.lower(), pattern.lower())
+    return pattern.lower() in name.lower()
+
+
+def sort_key(column: str, broker: str, q: QueueStats) -> tuple[object, ...]:
+    if column == "broker":
+        return (broker, q.name)
+    if column == "name":
+        return (q.name, broker)
+    if column == "kind":
+        return (q.kind, q.name)
+    if column == "dlq":
+        return (not q.is_dead_letter, q.dead_letter_target or "", q.name)
+    value = getattr(q, column)
+    return (value if value is not None else -1, q.name)
+
+
+class QueueRows(Sequence[Row]):
+    """Rows formatted only when the table draws them (a screenful, not 10,000)."""
+
+    def __init__(self, entries: list[tuple[str, QueueStats]]) -> None:
+        self.entries = entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @overload
+    def __getitem__(self, i: int) -> Row: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Row]: ...
+
+    def __getitem__(self, i: int | slice) -> Row | list[Row]:
+        if isinstance(i, slice):
+            return [queue_row(*e) for e in self.entries[i]]
+        return queue_row(*self.entries[i])
+
+
+class EntryKeys(Sequence[tuple[str, str]]):
+    def __init__(self, entries: list[tuple[str, QueueStats]]) -> None:
+        self.entries = entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, str]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[str, str]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[str, str] | list[tuple[str, str]]:
+        if isinstance(i, slice):
+            return [(label, q.name) for label, q in self.entries[i]]
+        label, q = self.entries[i]
+        return label, q.name
+
+    def index(self, key: object, start: int = 0, stop: int | None = None) -> int:
+        for i, (label, q) in enumerate(self.entries):
+            if (label, q.name) == key:
+                return i
+        raise ValueError(key)
+
+
+class OverviewScreen(BaseScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "filter", "filter"),
+        Binding("s", "sort_next", "sort"),
+        Binding("r", "reverse", "reverse"),
+        Binding("enter", "open", "open", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(name="overview")
+        self.pattern = ""
+        self.sort_column = "depth"
+        self.sort_reverse = False  # numbers: largest first unless reversed
+        self.last_update_ms: float | None = None
+        self.last_latency_ms: float | None = None
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_header()
+        yield Input(placeholder="filter: substring, or a glob like embed.*  (Enter keeps it, Esc clears)",
+                    id="filter")
+        yield VirtualTable(COLUMNS, id="queues")
+        with Horizontal(id="spark-row"):
+            yield Label("", id="spark-label")
+            yield Sparkline([], id="spark")
+        yield from self.compose_footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        table = self.query_one(VirtualTable)
+        table.sort_column, table.sort_reverse = self.sort_column, self.sort_reverse
+        table.focus()
+        self.refresh_data()
+
+    # -- data ----------------------------------------------------------------------------------------------------
+
+    def entries(self) -> list[tuple[str, QueueStats]]:
+        pattern = self.pattern
+        entries = [(label, q) for label, st in self.qapp.states.items() for q in st.queues()
+                   if not pattern or matches(q.name, pattern)]
+        col = self.sort_column
+        descending = col in NUMERIC
+        entries.sort(key=lambda e: sort_key(col, e[0], e[1]), reverse=descending != self.sort_reverse)
+        return entries
+
+    def refresh_data(self) -> None:
+        t0 = time.perf_counter()
+        entries = self.entries()
+        alerts = {i for i, (_l, q) in enumerate(entries) if q.is_dead_letter and q.depth > 0}
+        widest = {"broker": max((len(label) for label in self.qapp.states), default=0),
+                  "name": max((len(q.name) for _l, q in entries), default=0),
+                  "dlq": max((len(q.dead_letter_target or "") + 2 for _l, q in entries), default=3)}
+        table = self.query_one(VirtualTable)
+        table.sort_column, table.sort_reverse = self.sort_column, self.sort_reverse
+        table.set_rows(EntryKeys(entries), QueueRows(entries), alerts, widest)
+        self.last_update_ms = (time.perf_counter() - t0) * 1000
+        self._spark(table.current_key)
+
+    def on_data_changed(self, message: DataChanged) -> None:
+        super().on_data_changed(message)
+        self.last_latency_ms = (time.perf_counter() - message.arrived) * 1000
+
+    def _spark(self, key: tuple[str, str] | None) -> None:
+        label = self.query_one("#spark-label", Label)
+        spark = self.query_one("#spark", Sparkline)
+        if key is None:
+            label.update("no queues" + (f" match {safe(self.pattern, 40)!r}" if self.pattern else " yet"))
+            spark.data = []
+            return
+        st = self.qapp.states.get(key[0])
+        hist = st.history.get(key[1]) if st else None
+        points = list(hist.depth) if hist else []
+        label.update(f"depth {safe(key[1], 40)}: {int(points[-1]) if points else 0:,} now, "
+                     f"{int(min(points)) if points else 0:,}–{int(max(points)) if points else 0:,} "
+                     f"over {len(points)} polls ")
+        spark.data = points or [0.0]
+
+    def on_virtual_table_highlighted(self, message: VirtualTable.Highlighted) -> None:
+        self._spark(message.key)
+
+    def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
+        if message.key is not None:
+            from console.tui.detail import QueueDetailScreen
+
+            self.app.push_screen(QueueDetailScreen(*message.key))
+
+    def on_virtual_table_sorted(self, message: VirtualTable.Sorted) -> None:
+        if message.column == self.sort_column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column, self.sort_reverse = message.column, False
+        self.refresh_data()
+
+    # -- keys ----------------------------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.pattern = event.value.strip()
+        self.refresh_data()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = bool(self.pattern)
+        self.query_one(VirtualTable).focus()
+
+    def action_escape(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_focus or self.pattern:
+            box.value = ""
+            box.display = False
+            self.pattern = ""
+            self.refresh_data()
+            self.query_one(VirtualTable).focus()
+            return
+        super().action_escape()
+
+    def action_sort_next(self) -> None:
+        i = SORTABLE.index(self.sort_column)
+        self.sort_column, self.sort_reverse = SORTABLE[(i + 1) % len(SORTABLE)], False
+        self.refresh_data()
+
+    def action_reverse(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self.refresh_data()
+
+    def action_open(self) -> None:
+        self.query_one(VirtualTable).action_open()

@@ -1,0 +1,141 @@
+"""The console against real brokers, headless (App.run_test + Pilot): depths, filter, x-death reasons, a broker
+going down and coming back, and hostile payloads rendered as visible escapes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from console import embedded_redis
+from console.tui.app import QdeckApp
+from console.tui.body import BodyScreen
+from console.tui.detail import QueueDetailScreen
+from console.tui.health import HealthBar
+from console.tui.overview import OverviewScreen
+from console.tui.table import VirtualTable
+from probes import parse_broker_url
+from tests.probes.test_rabbitmq_probe import _dead_letter_topology
+from tests.rabbit import RabbitVhost
+
+pytestmark = pytest.mark.slow
+
+
+async def until(pilot, check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def overview_rows(app: QdeckApp) -> dict[str, tuple[str, ...]]:
+    table = app.screen.query_one(VirtualTable)
+    return {row[1]: row for row in table.rows}
+
+
+async def test_rabbitmq_depths_filter_and_dead_letter_reason(vhost: RabbitVhost) -> None:
+    _dead_letter_topology(vhost)
+    ch = vhost.channel()
+    ch.queue_declare("embed.requests")
+    for i in range(7):
+        ch.basic_publish("", "embed.requests", f"r{i}".encode())
+    ch.close()
+    app = QdeckApp([parse_broker_url(vhost.url)], interval=0.5)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: overview_rows(app).get("embed.requests", ("",) * 4)[3] == "7"
+                    and overview_rows(app).get("work.dlq", ("",) * 4)[3] == "2",
+                    timeout=30, what="depths 7 and 2 in the overview (management stats refresh every 5 s)")
+        rows = overview_rows(app)
+        assert set(rows) == {"embed.requests", "work", "work.dlq"}
+        assert rows["work.dlq"][9] == "DLQ" and rows["work"][9] == "→ dlx"
+
+        await pilot.press("slash", "e", "m", "b")
+        await until(pilot, lambda: set(overview_rows(app)) == {"embed.requests"}, what="the filter")
+        await pilot.press("escape")
+        await until(pilot, lambda: len(overview_rows(app)) == 3, what="the filter cleared")
+
+        await pilot.press("d")
+        await until(pilot, lambda: app.screen.name == "deadletters", what="dead letters view")
+        assert [r[1] for r in app.screen.query_one(VirtualTable).rows] == ["work.dlq"]
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the DLQ's detail")
+        await pilot.press("p")  # RabbitMQ: asks first, because its peek requeues
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmPeek", what="the peek confirmation")
+        await pilot.press("y")
+        detail = app.screen
+        assert isinstance(detail, QueueDetailScreen)
+        await until(pilot, lambda: len(detail.messages) == 2, what="the peeked messages")
+        table = detail.query_one("#messages", VirtualTable)
+        reasons = {row[1]: row for row in table.rows}
+        assert set(reasons) == {"rejected", "expired"}
+        assert reasons["rejected"][2] == "work" and reasons["rejected"][3] == "1"
+        assert "redelivered" in str(detail.query_one("#messages-title").render())
+    assert vhost.exact_depth("work.dlq") == 2  # the peek put them back
+
+
+async def test_broker_down_turns_red_and_recovers_while_keys_work(tmp_path) -> None:
+    port = embedded_redis.free_port()
+    proc, url = embedded_redis.start(port)
+    try:
+        r = redis.Redis.from_url(url)
+        r.xadd("jobs:stream", {"body": b"x"})
+        r.close()
+        app = QdeckApp([parse_broker_url(url)], interval=0.5, timeout=2.0)
+        async with app.run_test(size=(140, 30)) as pilot:
+            health = app.screen.query_one(HealthBar)
+            await until(pilot, lambda: app.states[url].health.up is True, what="the first good poll")
+            embedded_redis.stop(proc)
+            went_down = time.monotonic()
+            await until(pilot, lambda: app.states[url].health.up is False, timeout=10, what="the broker marked down")
+            assert time.monotonic() - went_down <= 2 * 0.5 + 2.0  # two poll intervals (+ the poll's own timeout)
+            health = app.screen.query_one(HealthBar)
+            text = health.render()
+            assert "DOWN" in str(text)
+            assert any(span.style and "red" in str(span.style) for span in text.spans)
+            # The app keeps answering keys while the broker is down.
+            await pilot.press("l")
+            await until(pilot, lambda: app.screen.name == "lag", what="the lag view")
+            await pilot.press("q")
+            await until(pilot, lambda: isinstance(app.screen, OverviewScreen), what="back to the overview")
+            proc, url2 = embedded_redis.start(port)
+            assert url2 == url
+            await until(pilot, lambda: app.states[url].health.up is True, timeout=30, what="recovery")
+            assert "DOWN" not in str(app.screen.query_one(HealthBar).render())
+    finally:
+        embedded_redis.stop(proc)
+
+
+async def test_hostile_payload_renders_as_visible_escapes(redis_url: str) -> None:
+    stream = f"qdeck-test-tui-{time.time_ns()}:dlq"
+    r = redis.Redis.from_url(redis_url)
+    r.xadd(stream, {"body": b"title \x1b]0;pwned\x07 clear \x1b[2J bad \xff end", "reason": "bad \x1b[31mred",
+                    "source": "embed"})
+    r.close()
+    app = QdeckApp([parse_broker_url(redis_url)], interval=1.0)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            await until(pilot, lambda: stream in overview_rows(app), what="the stream in the overview")
+            app.open_queue(redis_url, stream)
+            await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the detail")
+            await pilot.press("p")
+            detail = app.screen
+            assert isinstance(detail, QueueDetailScreen)
+            await until(pilot, lambda: len(detail.messages) == 1, what="the peek")
+            row = detail.query_one("#messages", VirtualTable).rows[0]
+            assert row[1] == "bad \\x1b[31mred"
+            assert "\x1b" not in "".join(row)
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, BodyScreen), what="the body viewer")
+            shown = str(app.screen.query_one("#body-text").render())
+            assert "\\x1b]0;pwned\\x07" in shown and "\\x1b[2J" in shown and "\\xff" in shown
+            assert "\x1b" not in shown and "\x07" not in shown
+            assert "\x1b]0;pwned" not in app.export_screenshot()
+    finally:
+        r = redis.Redis.from_url(redis_url)
+        r.delete(stream)
+        r.close()
+        await asyncio.sleep(0)
