@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 from console import embedded_redis
+from console.demo import stop_worker
 
 
 @contextlib.contextmanager
@@ -42,12 +42,7 @@ def worker(url: str, queue: str, *args: str, timeout: float = 120.0) -> Iterator
             time.sleep(0.05)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_worker(proc)
         os.unlink(log.name)
 
 

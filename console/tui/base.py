@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, ClassVar, cast
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, Label
 
 from console.tui.health import HealthBar
 from console.tui.messages import DataChanged
+from console.tui.table import Column, VirtualTable
 
 if TYPE_CHECKING:
     from console.tui.app import QdeckApp
@@ -45,3 +46,25 @@ class BaseScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         self.query_one(HealthBar).update_health()
         self.refresh_data()
+
+
+class TableScreen(BaseScreen):
+    """A screen that is one titled table, refilled from the broker states on every change."""
+
+    columns: ClassVar[list[Column]] = []
+    caption = ""
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_header()
+        yield Label(self.caption, classes="section")
+        yield VirtualTable(self.columns, id=self.name)
+        yield from self.compose_footer()
+
+    def on_mount(self) -> None:
+        self.query_one(VirtualTable).focus()
+        self.refresh_data()
+
+    def open_detail(self, broker: str, queue: str, *, auto_peek: bool = False) -> None:
+        from console.tui.detail import QueueDetailScreen
+
+        self.app.push_screen(QueueDetailScreen(broker, queue, auto_peek=auto_peek))

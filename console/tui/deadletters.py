@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Label
-
 from console.safe_text import safe
-from console.tui.base import BaseScreen
+from console.tui.base import TableScreen
 from console.tui.table import Column, VirtualTable
 
 COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("name", "dead-letter queue", 0),
@@ -14,20 +11,12 @@ COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("name", "dead-let
            Column("feeders", "fed by", 0, max_width=60)]
 
 
-class DeadLettersScreen(BaseScreen):
+class DeadLettersScreen(TableScreen):
+    columns = COLUMNS
+    caption = "dead-letter queues — Enter shows their messages (reason, original queue, deaths)"
+
     def __init__(self) -> None:
         super().__init__(name="deadletters")
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_header()
-        yield Label("dead-letter queues — Enter shows their messages (reason, original queue, deaths)",
-                    classes="section")
-        yield VirtualTable(COLUMNS, id="dlqs")
-        yield from self.compose_footer()
-
-    def on_mount(self) -> None:
-        self.query_one(VirtualTable).focus()
-        self.refresh_data()
 
     def refresh_data(self) -> None:
         keys: list[object] = []
@@ -50,8 +39,6 @@ class DeadLettersScreen(BaseScreen):
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
         if message.key is not None:
-            from console.tui.detail import QueueDetailScreen
-
             broker, queue = message.key
-            auto = self.qapp.states[broker].kind != "rabbitmq"  # RabbitMQ asks first: its peek requeues
-            self.app.push_screen(QueueDetailScreen(broker, queue, auto_peek=auto))
+            # RabbitMQ asks first (its peek requeues); the others peek without side effects, so straight away.
+            self.open_detail(broker, queue, auto_peek=self.qapp.states[broker].kind != "rabbitmq")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Label
-
 from console.render import fmt_rate
 from console.safe_text import safe
-from console.tui.base import BaseScreen
+from console.tui.base import TableScreen
 from console.tui.table import Column, VirtualTable
 from probes.lag import LagRow
 
@@ -27,20 +24,12 @@ def drain_text(row: LagRow) -> str:
     return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
 
 
-class LagScreen(BaseScreen):
+class LagScreen(TableScreen):
+    columns = COLUMNS
+    caption = "lag — rates come from two polls, so the first poll shows '?' for time to drain"
+
     def __init__(self) -> None:
         super().__init__(name="lag")
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_header()
-        yield Label("lag — rates come from two polls, so the first poll shows '?' for time to drain",
-                    classes="section")
-        yield VirtualTable(COLUMNS, id="lag")
-        yield from self.compose_footer()
-
-    def on_mount(self) -> None:
-        self.query_one(VirtualTable).focus()
-        self.refresh_data()
 
     def refresh_data(self) -> None:
         keys: list[object] = []
@@ -59,6 +48,4 @@ class LagScreen(BaseScreen):
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
         if message.key is not None:
-            from console.tui.detail import QueueDetailScreen
-
-            self.app.push_screen(QueueDetailScreen(message.key[0], message.key[1]))
+            self.open_detail(message.key[0], message.key[1])
