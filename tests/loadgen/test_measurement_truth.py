@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,6 +21,18 @@ from tests.cli import qdeck
 from tests.workers import open_client, unique, worker
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def queues(redis_url: str) -> Iterator[list[str]]:
+    """Queue names a test used; their streams are deleted afterwards."""
+    import redis
+
+    used: list[str] = []
+    yield used
+    with redis.Redis.from_url(redis_url) as r:
+        for name in used:
+            r.delete(name, f"{name}:dlq")
 
 SERVICE_MS = 20.0
 RATE = 25.0  # 50 % load at 20 ms
@@ -55,8 +68,9 @@ def _lindley_mean_wait(service_s: float) -> float:
     return statistics.fmean(waits)
 
 
-async def test_mean_queue_wait_matches_md1(redis_url: str, tmp_path) -> None:
+async def test_mean_queue_wait_matches_md1(redis_url: str, tmp_path, queues: list[str]) -> None:
     queue = unique("qdeck-test-md1")
+    queues.append(queue)
     out = tmp_path / "md1"
     with worker(redis_url, queue, "--model", f"synthetic:base_ms={SERVICE_MS:g}", "--max-batch", "1",
                 "--max-wait-ms", "0", tmp_path=tmp_path):
@@ -80,7 +94,8 @@ async def test_mean_queue_wait_matches_md1(redis_url: str, tmp_path) -> None:
     assert abs(measured - sample_path) <= 0.15 * sample_path, report
 
 
-async def test_stall_shows_in_open_loop_p99_but_not_closed_loop(redis_url: str, tmp_path) -> None:
+async def test_stall_shows_in_open_loop_p99_but_not_closed_loop(redis_url: str, tmp_path,
+                                                                queues: list[str]) -> None:
     """wrk2's demonstration: a 1 s stall mid-run. Open loop measures from the intended send times, so every request
     scheduled during the stall carries its wait; a closed loop stops sending while it waits and reports one slow
     request among hundreds."""
@@ -88,6 +103,7 @@ async def test_stall_shows_in_open_loop_p99_but_not_closed_loop(redis_url: str, 
     for label, args in (("open", ["--schedule", "constant", "--rate", "40"]),
                         ("closed", ["--schedule", "closed", "--concurrency", "1"])):
         queue = unique(f"qdeck-test-co-{label}")
+        queues.append(queue)
         out = tmp_path / label
         model = "synthetic:base_ms=5,stall_ms=1000,stall_after_s=3"
         with worker(redis_url, queue, "--model", model, "--max-batch", "1", "--max-wait-ms", "0", tmp_path=tmp_path):
