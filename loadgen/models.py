@@ -1,7 +1,8 @@
 """The worker's model registry: ``echo``, ``synthetic``, ``minilm`` and a user's own callable (``pkg.mod:fn``).
 
 A model spec is ``NAME`` or ``NAME:key=value,key=value`` (``synthetic:base_ms=20,per_item_ms=0.5``).
-Every model maps a list of inputs to a list of outputs of the same length; ``infer`` runs in a worker thread.
+Every model maps a list of inputs to a list of outputs of the same length; ``infer`` runs in a worker thread,
+unless the model sets ``blocking = False`` (echo), when the worker calls it on its event loop.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class EchoModel:
 
     name: str = "echo"
     device: str = "cpu"
+    blocking: bool = False  # no compute: the worker calls it on its event loop, no thread hop
 
     def warmup(self) -> None:
         return None

@@ -182,11 +182,10 @@ class Worker:
         return answers, dead
 
     async def _infer(self, items: list[_Item], formed: int, dead: list[DeadLetter]) -> list[_Answer]:
-        loop = asyncio.get_running_loop()
         size = len(items)
         start = time.time_ns()
         try:
-            outputs = await loop.run_in_executor(self._executor, self.model.infer, [i.request.payload for i in items])
+            outputs = await self._call_model([i.request.payload for i in items])
             if len(outputs) != size:
                 raise ValueError(f"model returned {len(outputs)} outputs for {size} inputs")
         except Exception as exc:  # the model's failure fails this batch only
@@ -199,7 +198,6 @@ class Worker:
     async def _retry_alone(self, items: list[_Item], formed: int, first: Exception,
                            dead: list[DeadLetter]) -> list[_Answer]:
         """After a batch failure, try each request alone (attempts 2..max); the ones that keep failing are given up."""
-        loop = asyncio.get_running_loop()
         out: list[_Answer] = []
         for item in items:
             error: Exception = first
@@ -209,7 +207,7 @@ class Worker:
                 attempt += 1
                 start = time.time_ns()
                 try:
-                    result = await loop.run_in_executor(self._executor, self.model.infer, [item.request.payload])
+                    result = await self._call_model([item.request.payload])
                     if len(result) != 1:
                         raise ValueError(f"model returned {len(result)} outputs for 1 input")
                 except Exception as exc:
@@ -222,6 +220,13 @@ class Worker:
                 now = time.time_ns()
                 out.append(self._failed(item, formed, now, now, error, attempt, dead))
         return out
+
+    async def _call_model(self, inputs: list[Any]) -> list[Any]:
+        """In a model thread, unless the model says it never blocks (echo): then a thread hop would be the
+        largest cost of the batch and would blur the broker path it exists to measure."""
+        if getattr(self.model, "blocking", True):
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self.model.infer, inputs)
+        return self.model.infer(inputs)
 
     def _failed(self, item: _Item, formed: int, start: int, end: int, exc: Exception, attempts: int,
                 dead: list[DeadLetter]) -> _Answer:
