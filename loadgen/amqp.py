@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 import pika
 import pika.exceptions as pexc
 from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.channel import Channel
 
 from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
+from probes.netcause import connection_cause
 from probes.redact import redact_text
 from probes.urls import BrokerTarget
 
@@ -27,7 +30,8 @@ def connection_parameters(target: BrokerTarget, *, heartbeat: int = 30) -> pika.
     ssl_options = pika.SSLOptions(ssl.create_default_context(), target.host) if target.tls else None
     return pika.ConnectionParameters(host=target.host, port=target.port, virtual_host=target.path or "/",
                                      credentials=creds, heartbeat=heartbeat, ssl_options=ssl_options,
-                                     connection_attempts=1, socket_timeout=5, blocked_connection_timeout=30)
+                                     connection_attempts=1, socket_timeout=5, stack_timeout=8,
+                                     blocked_connection_timeout=30)
 
 
 def amqp_error(target: BrokerTarget, exc: BaseException, what: str = "") -> ProbeError:
@@ -38,8 +42,9 @@ def amqp_error(target: BrokerTarget, exc: BaseException, what: str = "") -> Prob
         return AuthFailed(f"access denied at {where} (vhost {target.path!r})")
     if isinstance(exc, pexc.ChannelClosedByBroker) and exc.reply_code == 404:
         return NotFound(redact_text(f"{what or 'not found'} at {where}: {exc.reply_text}", target.secrets))
-    if isinstance(exc, pexc.AMQPConnectionError | OSError):
-        return BrokerUnreachable(f"broker unreachable: {where}: {type(exc).__name__} {exc}".strip()[:300])
+    if isinstance(exc, pexc.AMQPConnectionError | AMQPConnectorException | OSError):
+        inner = next((e for e in getattr(exc, "exceptions", ()) if isinstance(e, BaseException)), exc)
+        return BrokerUnreachable(f"broker unreachable: {where}: {_diagnose(target, inner)}"[:300])
     return ProbeError(redact_text(f"RabbitMQ error at {where}{' (' + what + ')' if what else ''}: {exc}"[:300],
                                   target.secrets))
 
@@ -74,10 +79,11 @@ class AmqpLink:
             await asyncio.wait_for(opened, timeout)
             channel = await callback_call(lambda cb: conn.channel(on_open_callback=cb))
         except TimeoutError:
-            _quiet_close(conn)
+            # No close() here: closing while pika's connection workflow runs trips an assertion inside pika
+            # (printed by the loop as a traceback). stack_timeout (8 s) ends the workflow on its own.
             raise BrokerUnreachable(f"broker unreachable: RabbitMQ at {target.host}:{target.port}: "
                                     f"no answer in {timeout:.0f} s") from None
-        except (pexc.AMQPError, OSError) as exc:
+        except (pexc.AMQPError, AMQPConnectorException, OSError) as exc:
             _quiet_close(conn)
             raise amqp_error(target, exc) from None
         return cls(target, conn, channel)
@@ -129,6 +135,18 @@ async def callback_call(start: Callable[[Callable[[Any], None]], Any], timeout: 
     done: asyncio.Future[Any] = loop.create_future()
     start(lambda value: _resolve(done, value))
     return await asyncio.wait_for(done, timeout)
+
+
+def _diagnose(target: BrokerTarget, exc: BaseException) -> str:
+    """pika's asyncio adapter often reports a failed connect as a bare AMQPConnectionError; a plain TCP connect
+    then tells refused from unknown host from timeout."""
+    if isinstance(exc, OSError):
+        return connection_cause(exc)
+    try:
+        socket.create_connection((target.host, target.port), timeout=3).close()
+    except OSError as probe:
+        return connection_cause(probe)
+    return "the server accepted TCP but the AMQP handshake failed (is this port RabbitMQ's AMQP port?)"
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:

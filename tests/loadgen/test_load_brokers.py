@@ -58,3 +58,29 @@ def test_run_counts_stages_files_and_exit_codes(case: Case, model: str, tmp_path
 
     gate = qdeck("load", "gate", str(out / "summary.json"), "--slo", "queue_wait.p99<1us", "--json")
     assert gate.code == 99 and gate.json()[0]["ok"] is False
+
+
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq", "kafka"])
+def test_unreachable_or_refused_broker_is_one_line_exit_2(kind: str, rabbitmq_url: str) -> None:
+    from console.embedded_redis import free_port
+
+    port = free_port()
+    url = {"redis": f"redis://:hunter2pw@127.0.0.1:{port}/0",
+           "rabbitmq": f"amqp://guest:hunter2pw@127.0.0.1:{port}/",
+           "kafka": f"kafka://127.0.0.1:{port}?sasl_password=hunter2pw"}[kind]
+    for args in (["load", "run", "-b", url, "-q", "q", "--rate", "10", "-d", "1", "--quiet"],
+                 ["worker", "-b", url, "-q", "q"]):
+        run = qdeck(*args, timeout=60)
+        assert run.code == 2, run.all
+        lines = [line for line in run.err.splitlines() if line.startswith("qdeck:")]
+        assert len(lines) == 1 and "broker unreachable" in lines[0], run.err
+        assert "Traceback" not in run.all and "hunter2pw" not in run.all
+
+
+def test_rabbitmq_wrong_password_is_auth_failed(rabbitmq_url: str) -> None:
+    from probes import parse_broker_url
+
+    t = parse_broker_url(rabbitmq_url)
+    url = f"amqp://{t.username}:not-the-password@{t.host}:{t.port}/"
+    run = qdeck("load", "run", "-b", url, "-q", "q", "--rate", "10", "-d", "1", "--quiet", timeout=60)
+    assert run.code == 2 and "authentication failed" in run.err and "not-the-password" not in run.all
