@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from loadgen.aio import quiet_gc
 from loadgen.envelope import Malformed, Request, decode_reply, encode_request
 from loadgen.recorder import IntervalStats, Recorder
 from loadgen.schedules import NS, AnySchedule, Arrival, ClosedLoop
@@ -116,6 +117,10 @@ class Engine:
         return self._wall0 + (mono_ns - self._mono0)
 
     async def run(self, out_dir: str | None = None) -> RunResult:
+        with quiet_gc():
+            return await self._run(out_dir)
+
+    async def _run(self, out_dir: str | None) -> RunResult:
         from pathlib import Path
 
         spec = self.spec

@@ -8,6 +8,7 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
+from loadgen.aio import quiet_gc
 from loadgen.models import Model, load_model
 from loadgen.worker.core import Worker, WorkerConfig
 from loadgen.worker.metrics import MetricsReporter
@@ -70,7 +71,8 @@ async def serve(target: BrokerTarget, opts: WorkerOptions, *, model: Model | Non
         metrics.event("serving", broker=target.display, queue=opts.queue, max_batch=cfg.max_batch,
                       max_wait_ms=round(cfg.max_wait_s * 1000, 3), concurrency=cfg.concurrency,
                       device=model.device, dead_letters=source.dead_letter_name)
-        await Worker(source, model, cfg, worker_id=worker_id, metrics=metrics).run(stop)
+        with quiet_gc():
+            await Worker(source, model, cfg, worker_id=worker_id, metrics=metrics).run(stop)
         metrics.event("stopped", items=metrics.counters.items, batches=metrics.counters.batches)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
