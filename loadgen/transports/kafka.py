@@ -79,13 +79,29 @@ class KafkaTransport:
         consumer = Consumer({**self._base, "group.id": f"qdeck-loadgen-{uuid.uuid4().hex[:8]}",
                              "enable.auto.commit": False, "receive.message.max.bytes": 200_000_000,
                              "fetch.wait.max.ms": 10})
-        meta = consumer.list_topics(self.reply_to, timeout=10).topics[self.reply_to]
+        partitions = self._wait_for_leaders(consumer)
         parts = []
-        for p in sorted(meta.partitions):
+        for p in partitions:
             _low, high = consumer.get_watermark_offsets(TopicPartition(self.reply_to, p), timeout=10)
             parts.append(TopicPartition(self.reply_to, p, high))
         consumer.assign(parts)
+        # Start fetching now: the first fetch resolves leaders and offsets, which on a just-created topic took
+        # seconds and showed up as the first replies' transit time. Nothing has been sent yet, so whatever this
+        # returns belongs to another run.
+        consumer.consume(100, 0.3)
         return consumer
+
+    def _wait_for_leaders(self, consumer: Consumer, timeout: float = 15.0) -> list[int]:
+        """The reply topic's partitions once each has a leader (a topic just created may not yet)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            topic = consumer.list_topics(self.reply_to, timeout=10).topics.get(self.reply_to)
+            parts = topic.partitions if topic is not None and topic.error is None else {}
+            if parts and all(p.leader >= 0 for p in parts.values()):
+                return sorted(parts)
+            if time.monotonic() > deadline:
+                raise ProbeError(f"Kafka: topic {self.reply_to!r} has no leader after {timeout:g} s")
+            time.sleep(0.1)
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
