@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import subprocess
@@ -60,6 +59,3 @@ async def flood(url: str, queue: str, payloads: list[object], timeout: float = 6
         await client.transport.aclose()
     return list(client.replies.values())
 
-
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from loadgen.compare import Check
 from loadgen.engine import RunResult
-from loadgen.recorder import STAGE_HELP, STAGES, IntervalStats
+from loadgen.recorder import STAGES, IntervalStats
 from loadgen.slo import Verdict
 
 
@@ -109,9 +109,6 @@ def print_checks(checks: list[Check], console: Console | None = None) -> None:
                                                                                               style="bold red"))
     console.print(t)
 
-
-def stage_legend() -> str:
-    return "\n".join(f"  {k:<24} {v}" for k, v in STAGE_HELP.items())
 
 
 def stderr_console() -> Console:

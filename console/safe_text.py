@@ -49,9 +49,12 @@ def preview_bytes(body: bytes, limit: int = 500, *, total: int | None = None) ->
 
 
 def is_binary(body: bytes) -> bool:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
+    """Binary: any NUL, or more than 1 in 10 bytes invalid UTF-8 or control characters. Escape sequences and bells
+    count as text (coloured logs have them) and are shown escaped."""
+    if not body:
+        return False
+    if b"\x00" in body:
         return True
-    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r")
-    return controls > max(1, len(text) // 10)
+    text = body.decode("utf-8", errors="replace")
+    odd = text.count("\ufffd") + sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\x1b\x07")
+    return odd > len(body) // 10

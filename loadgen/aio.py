@@ -22,10 +22,6 @@ def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
     return asyncio.run(main)
 
 
-def loop_name() -> str:
-    loop = asyncio.get_running_loop()
-    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
-
 
 @contextlib.contextmanager
 def quiet_gc(threshold: int = 200_000) -> Iterator[None]:

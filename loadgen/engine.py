@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
+@functools.lru_cache(maxsize=64)
 def payload_text(size: int) -> str:
     base = "the quick brown fox jumps over the lazy dog; inference request payload. "
     return (base * (size // len(base) + 1))[:size]

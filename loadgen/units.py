@@ -21,11 +21,3 @@ def parse_duration(text: str | float | int, *, default_unit: str = "s") -> float
         raise ValueError(f"{text!r}: unknown unit {unit!r} (use ns, us, ms, s, m or h)")
     return value * _UNITS_S[unit]
 
-
-def format_us(us: float) -> str:
-    """A latency in µs for people: 850µs, 12.3ms, 1.25s."""
-    if us < 1000:
-        return f"{us:.0f}µs"
-    if us < 1_000_000:
-        return f"{us / 1000:.3g}ms" if us < 100_000 else f"{us / 1000:.0f}ms"
-    return f"{us / 1_000_000:.3g}s"

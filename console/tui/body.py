@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from console.render import fmt_time
-from console.safe_text import safe
+from console.safe_text import is_binary, safe
 from console.tui.base import BaseScreen
 from probes.models import PeekedMessage
 
@@ -28,24 +28,12 @@ def hexdump(data: bytes, width: int = 16) -> str:
     return "\n".join(lines)
 
 
-def looks_binary(data: bytes) -> bool:
-    """Binary: any NUL, or more than 1 in 10 bytes invalid UTF-8 or control characters. Escape sequences and bells
-    count as text (coloured logs have them) and are shown escaped."""
-    if not data:
-        return False
-    if b"\x00" in data:
-        return True
-    text = data.decode("utf-8", errors="replace")
-    odd = text.count("\ufffd") + sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\x1b\x07")
-    return odd > len(data) // 10
-
-
 def body_text(body: bytes, size: int) -> tuple[str, str]:
     """(how it is shown, the text): JSON, text or hex; never raw."""
     shown = body[:BODY_LIMIT]
     more = max(size, len(body)) - len(shown)
     tail = f"\n… {more:,} more bytes not shown" if more > 0 else ""
-    if looks_binary(shown):
+    if is_binary(shown):
         return "binary, hex", hexdump(shown) + tail
     text = shown.decode("utf-8", errors="backslashreplace")
     try:

@@ -123,13 +123,8 @@ class QueueDetailScreen(BaseScreen):
         self.run_worker(self._consumers(), group="consumers", exclusive=True, exit_on_error=False)
 
     async def _consumers(self) -> None:
-        probe = self.qapp.probes[self.broker]
-        consumers = getattr(probe, "consumers", None)
-        if consumers is None:
-            self.post_message(ConsumersDone(self.broker, self.queue, (), "this broker does not list consumers"))
-            return
         try:
-            found = tuple(await consumers(self.queue))
+            found = tuple(await self.qapp.probes[self.broker].consumers(self.queue))
         except ProbeError as exc:
             self.post_message(ConsumersDone(self.broker, self.queue, (), redact_text(str(exc))))
             return

@@ -52,7 +52,3 @@ class HealthBar(Static):
 
     def update_health(self) -> None:
         self.update(health_text(self.states, self.clock()))
-
-    @property
-    def any_down(self) -> bool:
-        return any(st.health.up is False for st in self.states.values())

@@ -27,7 +27,6 @@ class RedisSource:
         self._next_claim = 0.0
         self._claim_cursor = b"0-0"
         self._stopped = False
-        self.claimed = 0
 
     async def start(self) -> None:
         try:
@@ -70,7 +69,6 @@ class RedisSource:
             self._next_claim = time.monotonic() + max(self.claim_idle_ms / 2000, 0.1)
         now = time.time_ns()
         out = [_delivery(eid, fields, now) for eid, fields in entries if fields is not None]
-        self.claimed += len(out)
         return out
 
     async def settle(self, replies: list[tuple[str, bytes]], dead: list[DeadLetter], done: list[Delivery]) -> None:

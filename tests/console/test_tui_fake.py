@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from console.tui.body import body_text, hexdump, looks_binary
+from console.safe_text import is_binary
+from console.tui.body import body_text, hexdump
 from console.tui.detail import QueueDetailScreen
 from console.tui.state import backoff
 from console.tui.table import VirtualTable
@@ -83,7 +84,7 @@ def test_body_viewer_formats() -> None:
     assert how == "text" and "\\x1b[31mred" in text and "\nline 2" in text
     how, text = body_text(b"x" * 70_000, 1_000_000)
     assert "more bytes not shown" in text and len(text) < 70_000
-    assert not looks_binary(b"caf\xc3\xa9 \x1b[1m") and looks_binary(b"\x00") and looks_binary(bytes(range(20)))
+    assert not is_binary(b"caf\xc3\xa9 \x1b[1m") and is_binary(b"\x00") and is_binary(bytes(range(20)))
     assert hexdump(b"AB") == "00000000  " + "41 42".ljust(48) + " AB"
 
 
