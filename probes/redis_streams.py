@@ -14,13 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis import exceptions as rexc
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from probes.death_fields import death_from_fields
-from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
+from probes.errors import NotFound, ProbeError
 from probes.models import (
     BrokerOverview,
     BrokerSnapshot,
@@ -31,8 +26,7 @@ from probes.models import (
     QueueStats,
 )
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
-from probes.netcause import connection_cause
-from probes.redact import redact_text
+from probes.redis_client import checked, redis_client
 from probes.redis_scan import ScanBudget, scan_type
 from probes.urls import BrokerTarget
 
@@ -56,10 +50,7 @@ class RedisProbe:
         from_url = target.param("list_patterns")
         self.list_patterns = tuple(from_url.split(",")) if from_url else tuple(list_patterns)
         self.scan = (scan_calls, scan_count, scan_seconds)
-        self.client = aioredis.Redis(
-            host=target.host, port=target.port, db=int(target.path or 0), username=target.username,
-            password=target.password, ssl=target.tls, socket_connect_timeout=min(timeout, 5.0),
-            socket_timeout=timeout, decode_responses=False, retry=Retry(NoBackoff(), 0))
+        self.client = redis_client(target, timeout=timeout, read_timeout=timeout)
         self._version: tuple[int, ...] | None = None
         self._version_text: str | None = None
 
@@ -68,22 +59,7 @@ class RedisProbe:
 
     async def _call(self, coro: Any) -> Any:
         """Await a redis-py call, translating its errors into ``ProbeError``s with no secret in them."""
-        where = f"Redis at {self.target.host}:{self.target.port}"
-        try:
-            return await coro
-        except rexc.AuthenticationError:
-            raise AuthFailed(f"authentication failed at {where}: check the password (and username)") from None
-        except rexc.ResponseError as exc:
-            text = str(exc)
-            if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
-                raise AuthFailed(f"authentication failed at {where}: {text.split('.')[0]}") from None
-            if "no such key" in text:
-                raise NotFound(f"no such key at {where}") from None
-            raise ProbeError(redact_text(f"Redis error at {where}: {text}", self.target.secrets)) from None
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            cause = connection_cause(exc)
-            raise BrokerUnreachable(redact_text(f"broker unreachable: {where}: {cause}"[:300],
-                                                self.target.secrets)) from None
+        return await checked(self.target, coro)
 
     async def version(self) -> tuple[int, ...]:
         if self._version is None:

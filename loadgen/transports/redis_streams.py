@@ -13,8 +13,8 @@ from typing import Any
 
 import redis.exceptions as rexc
 
-from loadgen.redis_conn import checked, redis_client
 from loadgen.transports.base import ReplyHandler
+from probes.redis_client import checked, redis_client
 from probes.urls import BrokerTarget
 
 READ_COUNT = 128

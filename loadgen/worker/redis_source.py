@@ -12,8 +12,8 @@ from typing import Any
 
 import redis.exceptions as rexc
 
-from loadgen.redis_conn import checked, redis_client
 from loadgen.worker.source import DeadLetter, Delivery
+from probes.redis_client import checked, redis_client
 from probes.urls import BrokerTarget
 
 

@@ -1,4 +1,7 @@
-"""A redis-py asyncio client for a ``redis://`` target, and its errors as one-line ``ProbeError``s."""
+"""The redis-py asyncio client for a ``redis://`` target, and its errors as one-line ``ProbeError``s.
+
+Shared by the Redis probe and the load generator's Redis transport and worker source.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from probes.errors import AuthFailed, BrokerUnreachable, ProbeError
+from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
 from probes.netcause import connection_cause
 from probes.redact import redact_text
 from probes.urls import BrokerTarget
@@ -18,16 +21,24 @@ from probes.urls import BrokerTarget
 T = TypeVar("T")
 
 
-def redis_client(target: BrokerTarget, *, timeout: float = 10.0) -> aioredis.Redis:
+def redis_client(target: BrokerTarget, *, timeout: float = 10.0, read_timeout: float | None = None) -> aioredis.Redis:
+    """No retries (a failure is reported, not hidden); ``read_timeout=None`` suits blocking reads (XREAD BLOCK)."""
     return aioredis.Redis(host=target.host, port=target.port, db=int(target.path or 0), username=target.username,
                           password=target.password, ssl=target.tls, socket_connect_timeout=min(timeout, 5.0),
-                          socket_timeout=None, decode_responses=False, retry=Retry(NoBackoff(), 0))
+                          socket_timeout=read_timeout, decode_responses=False, retry=Retry(NoBackoff(), 0))
 
 
 def redis_error(target: BrokerTarget, exc: BaseException) -> ProbeError:
     where = f"Redis at {target.host}:{target.port}"
-    if isinstance(exc, rexc.AuthenticationError) or str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+    if isinstance(exc, rexc.AuthenticationError):  # before ConnectionError: it is one
         return AuthFailed(f"authentication failed at {where}: check the password (and username)")
+    if isinstance(exc, rexc.ResponseError):
+        text = str(exc)
+        if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+            return AuthFailed(f"authentication failed at {where}: {text.split('.')[0]}")
+        if "no such key" in text:
+            return NotFound(f"no such key at {where}")
+        return ProbeError(redact_text(f"Redis error at {where}: {text}", target.secrets))
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
         return BrokerUnreachable(redact_text(f"broker unreachable: {where}: {connection_cause(exc)}"[:300],
                                              target.secrets))
@@ -35,6 +46,7 @@ def redis_error(target: BrokerTarget, exc: BaseException) -> ProbeError:
 
 
 async def checked(target: BrokerTarget, aw: Awaitable[T]) -> T:
+    """Await a redis-py call; any redis or socket error comes back as a ``ProbeError`` with no secret in it."""
     try:
         return await aw
     except (rexc.RedisError, OSError) as exc:
