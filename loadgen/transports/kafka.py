@@ -14,13 +14,13 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from loadgen.kafka_topics import ensure_topics
 from loadgen.transports.base import ReplyHandler
-from probes.errors import BrokerUnreachable, ProbeError
+from probes.errors import ProbeError
 from probes.kafka_client import client_config
-from probes.redact import redact_text
 from probes.urls import BrokerTarget
 
 
@@ -65,17 +65,7 @@ class KafkaTransport:
             self._threads.append(t)
 
     def _prepare(self) -> Consumer:
-        admin = AdminClient(self._base)
-        try:
-            admin.list_topics(timeout=10)
-        except KafkaException:
-            raise BrokerUnreachable(f"broker unreachable: Kafka at {self.target.host}:{self.target.port}") from None
-        for fut in admin.create_topics([NewTopic(t, 1, 1) for t in (self.queue, self.reply_to)]).values():
-            try:
-                fut.result(10)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise ProbeError(redact_text(f"Kafka: cannot create topic: {exc}", self.target.secrets)) from None
+        ensure_topics(AdminClient(self._base), self.target, (self.queue, self.reply_to))
         consumer = Consumer({**self._base, "group.id": f"qdeck-loadgen-{uuid.uuid4().hex[:8]}",
                              "enable.auto.commit": False, "receive.message.max.bytes": 200_000_000,
                              "fetch.wait.max.ms": 10})

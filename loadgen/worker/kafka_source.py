@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 
+from loadgen.kafka_topics import ensure_topics
 from loadgen.worker.source import DeadLetter, Delivery
-from probes.errors import BrokerUnreachable, ProbeError
+from probes.errors import ProbeError
 from probes.kafka_client import client_config
 from probes.redact import redact_text
 from probes.urls import BrokerTarget
@@ -86,21 +87,8 @@ class KafkaSource:
             raise ProbeError(redact_text(f"Kafka error: {exc}", self.target.secrets)[:300]) from None
 
     async def start(self) -> None:
-        await self._run(self._create_topics)
+        await self._run(ensure_topics, self._admin, self.target, (self.queue, self.dead_letter_name))
         await self._run(self._consumer.subscribe, [self.queue])
-
-    def _create_topics(self) -> None:
-        try:
-            self._admin.list_topics(timeout=10)
-        except KafkaException:
-            raise BrokerUnreachable(f"broker unreachable: Kafka at {self.target.host}:{self.target.port}") from None
-        futures = self._admin.create_topics([NewTopic(t, 1, 1) for t in (self.queue, self.dead_letter_name)])
-        for fut in futures.values():
-            try:
-                fut.result(10)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
 
     async def fetch(self, max_items: int, timeout_s: float) -> list[Delivery]:
         if self._stopped:
