@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from console import embedded_redis
-from console.demo import stop_worker
+from console.worker_process import spawn_worker, stop_worker
 
 
 @contextlib.contextmanager
@@ -28,21 +27,14 @@ def redis_url(given: str | None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def worker(url: str, queue: str, *args: str, timeout: float = 120.0) -> Iterator[subprocess.Popen[bytes]]:
-    log = tempfile.NamedTemporaryFile(prefix="qdeck-bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
     env = dict(os.environ, QDECK_CONFIG="/nonexistent/qdeck-brokers.toml")
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "worker", "-b", url, "-q", queue,
-                             "--metrics-interval", "600", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    try:
-        while b"serving" not in open(log.name, "rb").read():  # noqa: SIM115
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start: {open(log.name).read()[-500:]}")  # noqa: SIM115
-            time.sleep(0.05)
-        yield proc
-    finally:
-        stop_worker(proc)
-        os.unlink(log.name)
+    with tempfile.TemporaryDirectory(prefix="qdeck-bench-") as tmp:
+        proc = spawn_worker(["-b", url, "-q", queue, "--metrics-interval", "600", *args], Path(tmp) / "worker.log",
+                            env=env, timeout=timeout)
+        try:
+            yield proc
+        finally:
+            stop_worker(proc, grace=30)
 
 
 async def flood(url: str, queue: str, payloads: list[object], timeout: float = 600.0) -> list[object]:

@@ -23,6 +23,7 @@ import tracemalloc
 import uuid
 
 from bench._workers import redis_url, worker
+from console.demo import remove_queues
 from loadgen import aio
 from loadgen.engine import Engine, RunSpec
 from loadgen.envelope import Request, Stamps, encode_request
@@ -183,26 +184,8 @@ def main() -> None:
                 top = ceiling(url, queue, max(bare * 0.3, 100.0), args.trial)
             print(f"  {kind}: ceiling {top:,.0f}/s vs bare {bare:,.0f}/s → ratio {top / bare:.2f} (target ≥ 0.8)\n",
                   flush=True)
-            _drop(kind, url, queue)
+            remove_queues(parse_broker_url(url), [queue, f"{queue}:dlq" if kind == "redis" else f"{queue}.dlq"])
     memory_growth()
-
-
-def _drop(kind: str, url: str, queue: str) -> None:
-    if kind == "redis":
-        import redis
-
-        with redis.Redis.from_url(url) as r:
-            r.delete(queue, f"{queue}:dlq")
-    else:
-        import pika
-
-        from loadgen.amqp import connection_parameters
-
-        conn = pika.BlockingConnection(connection_parameters(parse_broker_url(url)))
-        ch = conn.channel()
-        ch.queue_delete(queue)
-        ch.queue_delete(f"{queue}.dlq")
-        conn.close()
 
 
 if __name__ == "__main__":

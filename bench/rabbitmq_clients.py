@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 
 from bench._workers import worker
+from console.demo import remove_queues
 from loadgen.envelope import Request, encode_request
 from loadgen.transports.rabbitmq import RabbitMQTransport
 from probes.urls import parse_broker_url
@@ -124,9 +125,7 @@ def main() -> None:
             flood, p50, p99, cpu = rows[name]
             print(f"{name:<24} flood {flood:8,.0f} replies/s | paced 1,000/s: p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
                   f"client CPU {cpu * 1000:6.1f} ms per 1,000 requests", flush=True)
-    from bench.loadgen_ceiling import _drop
-
-    _drop("rabbitmq", args.broker, queue)
+    remove_queues(target, [queue, f"{queue}.dlq"])
     best = max(rows, key=lambda k: rows[k][0])
     print(f"faster on the flood: {best}; ratio {rows[best][0] / min(r[0] for r in rows.values()):.2f}x")
 

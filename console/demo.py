@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
-import time
 from contextlib import suppress
 from pathlib import Path
 
 from console import embedded_redis
+from console.worker_process import spawn_worker, stop_worker
 from probes import BrokerTarget, ConfigError, ProbeError, resolve_broker
 
 QUEUE = "qdeck-demo.infer"
@@ -42,38 +41,22 @@ def start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
     cmd = ["worker", "-b", url, "-q", QUEUE, "--model", MODEL, "--max-batch", "16", "--max-wait-ms", "3",
            "--metrics-interval", "5"]
     _show(cmd, "a batching inference worker, in the background (log: " + str(log) + ")")
-    with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "console.cli", *cmd], stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while b"serving" not in log.read_bytes():
-        if proc.poll() is not None:
-            raise RuntimeError(f"the worker exited: {log.read_text(errors='replace').strip()[-300:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError("the worker did not start in 60 s")
-        time.sleep(0.05)
-    return proc
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return spawn_worker(cmd[1:], log)
 
 
 def cleanup(target: BrokerTarget) -> None:
     """Remove the demo's request and dead-letter queues from a user's broker (best effort, quiet)."""
+    remove_queues(target, [QUEUE, f"{QUEUE}:dlq" if target.kind == "redis" else f"{QUEUE}.dlq"]
+                  + ([f"{QUEUE}.replies"] if target.kind == "kafka" else []))
+
+
+def remove_queues(target: BrokerTarget, names: list[str]) -> None:
+    """Delete Redis keys, RabbitMQ queues or Kafka topics by name (best effort, quiet): for scratch queues only."""
     if target.kind == "redis":
         import redis
 
-        with suppress(redis.RedisError):
-            r = redis.Redis.from_url(target.url)
-            r.delete(QUEUE, f"{QUEUE}:dlq")
-            r.close()
+        with suppress(redis.RedisError), redis.Redis.from_url(target.url) as r:
+            r.delete(*names)
     elif target.kind == "rabbitmq":
         import pika
 
@@ -82,7 +65,7 @@ def cleanup(target: BrokerTarget) -> None:
         with suppress(Exception):
             conn = pika.BlockingConnection(connection_parameters(target))
             ch = conn.channel()
-            for q in (QUEUE, f"{QUEUE}.dlq"):
+            for q in names:
                 ch.queue_delete(q)
             conn.close()
     elif target.kind == "kafka":
@@ -91,9 +74,7 @@ def cleanup(target: BrokerTarget) -> None:
         from probes.kafka_client import client_config
 
         with suppress(Exception):
-            futures = AdminClient(client_config(target, 10.0)).delete_topics(
-                [QUEUE, f"{QUEUE}.dlq", f"{QUEUE}.replies"])
-            for f in futures.values():
+            for f in AdminClient(client_config(target, 10.0)).delete_topics(names).values():
                 f.result(10)
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +12,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from console.worker_process import spawn_worker, stop_worker
 from loadgen.envelope import Malformed, Reply, Request, decode_reply, encode_request
 from loadgen.transports import Transport, open_transport
 from probes.urls import parse_broker_url
@@ -25,27 +24,15 @@ def unique(prefix: str = "qdeck-test") -> str:
 
 @dataclass
 class WorkerProc:
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     log_path: str
 
     def log(self) -> str:
         with open(self.log_path) as fh:
             return fh.read()
 
-    def wait_serving(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "serving" in self.log():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"worker not serving after {timeout} s:\n{self.log()}")
-
     def terminate(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        return stop_worker(self.proc, grace=timeout)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -55,22 +42,16 @@ class WorkerProc:
 
 @contextmanager
 def worker(broker: str, queue: str, *args: str, tmp_path: Any) -> Iterator[WorkerProc]:
+    """A real ``qdeck worker`` for the duration; stopped with SIGTERM (a SIGKILLed Kafka member would stall its
+    group's next rebalance for 45 s)."""
     log_path = str(tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log")
     env = {k: v for k, v in os.environ.items() if not k.startswith("QDECK_") or k.startswith("QDECK_TEST_")}
     env["QDECK_CONFIG"] = "/nonexistent/qdeck-brokers.toml"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "worker", "--broker", broker, "--queue", queue,
-                                 "--metrics-interval", "60", *args], stdout=log, stderr=subprocess.STDOUT,
-                                text=True, env=env, stdin=subprocess.DEVNULL)
-    w = WorkerProc(proc, log_path)
+    proc = spawn_worker(["--broker", broker, "--queue", queue, "--metrics-interval", "60", *args], log_path, env=env)
     try:
-        w.wait_serving()
-        yield w
+        yield WorkerProc(proc, log_path)
     finally:
-        try:  # a clean stop: a SIGKILLed Kafka member would stall its group's next rebalance for 45 s
-            w.terminate(timeout=20)
-        except subprocess.TimeoutExpired:
-            w.kill()
+        stop_worker(proc)
 
 
 @dataclass
