@@ -1,4 +1,5 @@
-"""Kafka source (confluent-kafka): a consumer group, offsets committed only after the replies are delivered.
+"""Kafka source (confluent-kafka): a consumer group, offsets committed only after the replies are delivered
+(at most every COMMIT_INTERVAL_S while serving, and once more when stopping).
 
 Replies are produced to the request's ``reply_to`` topic (keyed by request id); dead letters to ``<queue>.dlq`` with
 ``reason``/``source``/``attempts``/``failed_at`` headers. The client is blocking, so it runs on one private thread;
@@ -26,6 +27,8 @@ from probes.kafka_client import client_config
 from probes.redact import redact_text
 from probes.urls import BrokerTarget
 
+COMMIT_INTERVAL_S = 0.5  # a commit per batch loaded the group coordinator enough to stall replies for seconds
+
 
 class OffsetTracker:
     """Per partition, the offsets handed out and not yet done; the commit point is the lowest of them."""
@@ -47,6 +50,11 @@ class OffsetTracker:
         """(topic, partition, next offset to consume) for every partition whose commit point moved."""
         with self._lock:
             return self._commits()
+
+    def positions(self) -> list[tuple[str, int, int]]:
+        """Every partition's commit point so far (for the final, synchronous commit)."""
+        with self._lock:
+            return [(t, p, o) for (t, p), o in self._next.items()]
 
     def _commits(self) -> list[tuple[str, int, int]]:
         out = []
@@ -72,6 +80,7 @@ class KafkaSource:
         self._settler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdeck-kafka-reply")
         self._tracker = OffsetTracker()
         self._stopped = False
+        self._last_commit = 0.0
         base = client_config(target, timeout=10.0)
         self._consumer = Consumer({**base, "group.id": group, "enable.auto.commit": False,
                                    "auto.offset.reset": "earliest", "receive.message.max.bytes": 200_000_000,
@@ -129,9 +138,19 @@ class KafkaSource:
         for delivery in done:
             topic, partition, offset, _headers = delivery.handle
             self._tracker.done(topic, partition, offset)
+        now = time.monotonic()
+        if now - self._last_commit < COMMIT_INTERVAL_S:
+            return  # committed at most every COMMIT_INTERVAL_S; aclose() commits the final positions
+        self._last_commit = now
         commits = self._tracker.commits()
         if commits:
             self._consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in commits], asynchronous=False)
+
+    def _commit_final(self) -> None:
+        self._tracker.commits()  # advance the commit points over everything settled since the last commit
+        final = self._tracker.positions()
+        if final:
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in final], asynchronous=False)
 
     async def stop_fetching(self) -> list[Delivery]:
         self._stopped = True
@@ -141,6 +160,8 @@ class KafkaSource:
         return None  # uncommitted offsets are consumed again by the group's next member
 
     async def aclose(self) -> None:
+        with contextlib.suppress(ProbeError):
+            await self._run(self._commit_final)
         with contextlib.suppress(ProbeError):
             await self._run(self._consumer.close)
         self._thread.shutdown(wait=True)
