@@ -83,3 +83,27 @@ def test_synthetic_stall_happens_once() -> None:
     model = SyntheticModel(base_ms=0, stall_ms=50, stall_after_s=0)
     assert model.service_s(1) == pytest.approx(0.05)
     assert model.service_s(1) == 0
+
+
+def test_request_template_gives_encode_requests_bytes() -> None:
+    from loadgen.envelope import RequestTemplate
+
+    for payload in ("the quick \"brown\" fox ünï \u2028", {"a": [1, 2.5, None, True]}, None, 3, 2**80, ["x"]):
+        req = Request("ab12", 17, 1_700_000_000_000_000_000, 1_700_000_000_000_001_000, "qdeck:reply:ab12", "chat",
+                      payload)
+        template = RequestTemplate(req.run, req.reply_to, req.workload, payload)
+        assert template.encode(req.seq, req.intended_ns, req.sent_ns) == encode_request(req)
+        assert decode_request(template.encode(req.seq, req.intended_ns, req.sent_ns)) == req
+
+
+def test_decoding_is_the_standard_librarys_where_orjson_would_differ() -> None:
+    import json
+
+    head = '{"v":1,"t":"req","run":"a","seq":1,"intended_ns":1,"sent_ns":1,"reply_to":"x","workload":"w","payload":'
+    for payload in ("[12345678901234567890123, -99999999999999999999]", '"\\ud800"', "NaN", "1e400", "-0"):
+        got = decode_request(head + payload + "}")
+        assert isinstance(got, Request), payload
+        want = json.loads(payload)
+        assert repr(got.payload) == repr(want), payload  # exact: big integers stay integers
+    big_seq = decode_request(head.replace('"seq":1', '"seq":123456789012345678901234') + "1}")
+    assert isinstance(big_seq, Request) and big_seq.seq == 123456789012345678901234
