@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pika
 import pika.exceptions as pexc
+from pika import frame as pframe
+from pika import spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.channel import Channel
@@ -86,6 +89,7 @@ class AmqpLink:
         except (pexc.AMQPError, AMQPConnectorException, OSError) as exc:
             _quiet_close(conn)
             raise amqp_error(target, exc) from None
+        _share_the_loop(conn)
         return cls(target, conn, channel)
 
     async def call(self, fn: Callable[..., Any], *args: Any, what: str = "", **kwargs: Any) -> Any:
@@ -130,6 +134,88 @@ class AmqpLink:
             await asyncio.wait_for(closed, 5.0)
 
 
+_FRAME_HEAD = struct.Struct(">BHI")
+_ACK = struct.Struct(">BHIIQB")
+_FRAME_END = bytes((spec.FRAME_END,))
+_CACHE_MAX = 1024
+
+
+class ChannelWriter:
+    """Publishes and acks many messages on a pika channel as one write.
+
+    pika marshals each publish as three frames and hands each to the socket with its own ``send()``, and each ack
+    as one more; on the request/reply path that was a fifth of the load generator's CPU. Here a batch is marshalled
+    into one buffer (the Basic.Publish frame once per routing key, the content header once per body size; bodies
+    split at the connection's frame size as pika splits them) and written through the same pika connection, so the
+    connection's state, framing limits and counters stay pika's. Frames are byte-for-byte pika's (tests compare).
+    Properties are the defaults (none); a message that needs headers goes through ``basic_publish``."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.connection = channel.connection
+        # pika internals used here (present since pika 1.0); without them every message goes through pika's API.
+        self._direct = hasattr(self.connection, "_adapter_emit_data") and hasattr(self.connection,
+                                                                                   "_body_max_length")
+        self._methods: dict[str, bytes] = {}
+        self._headers: dict[int, bytes] = {}
+
+    def _check_open(self) -> None:
+        if not self.channel.is_open:
+            raise pexc.ChannelWrongStateError("Channel is closed.")
+
+    def _emit(self, parts: list[bytes]) -> None:
+        data = b"".join(parts)
+        conn = self.connection
+        conn.bytes_sent += len(data)
+        conn.frames_sent += len(parts)
+        conn._adapter_emit_data(data)
+
+    def publish(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        """Publish ``(queue, body)`` pairs through the default exchange, in order."""
+        self._check_open()
+        if not self._direct:
+            for key, body in messages:
+                self.channel.basic_publish("", key, body)
+            return
+        number = self.channel.channel_number
+        max_len = self.connection._body_max_length
+        methods, headers = self._methods, self._headers
+        parts: list[bytes] = []
+        for key, body in messages:
+            method = methods.get(key)
+            if method is None:
+                if len(methods) >= _CACHE_MAX:
+                    methods.clear()
+                publish = spec.Basic.Publish(exchange="", routing_key=key)
+                method = methods[key] = pframe.Method(number, publish).marshal()
+            size = len(body)
+            header = headers.get(size)
+            if header is None:
+                if len(headers) >= _CACHE_MAX:
+                    headers.clear()
+                header = headers[size] = pframe.Header(number, size, spec.BasicProperties()).marshal()
+            parts.append(method)
+            parts.append(header)
+            for start in range(0, size, max_len):
+                chunk = body[start:start + max_len]
+                parts.append(_FRAME_HEAD.pack(spec.FRAME_BODY, number, len(chunk)) + chunk + _FRAME_END)
+        if parts:
+            self._emit(parts)
+
+    def ack(self, delivery_tags: Iterable[int]) -> None:
+        """Ack each delivery tag (not ``multiple``), in order."""
+        self._check_open()
+        if not self._direct:
+            for tag in delivery_tags:
+                self.channel.basic_ack(tag)
+            return
+        number = self.channel.channel_number
+        parts = [_ACK.pack(spec.FRAME_METHOD, number, 13, spec.Basic.Ack.INDEX, tag, 0) + _FRAME_END
+                 for tag in delivery_tags]
+        if parts:
+            self._emit(parts)
+
+
 async def callback_call(start: Callable[[Callable[[Any], None]], Any], timeout: float = 10.0) -> Any:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
@@ -147,6 +233,18 @@ def _diagnose(target: BrokerTarget, exc: BaseException) -> str:
     except OSError as probe:
         return connection_cause(probe)
     return "the server accepted TCP but the AMQP handshake failed (is this port RabbitMQ's AMQP port?)"
+
+
+READ_SLICE_BYTES = 8 * 1024
+
+
+def _share_the_loop(conn: AsyncioConnection) -> None:
+    """pika handles up to 100 KB per readable event (hundreds of deliveries, milliseconds of Python) before the
+    loop runs anything else; a load generator's sender then falls behind its schedule. Handing the loop back
+    after 8 KB costs nothing in throughput (the socket stays readable) and keeps each turn short."""
+    transport = getattr(conn, "_transport", None)
+    if transport is not None and hasattr(transport, "_MAX_CONSUME_BYTES"):
+        transport._MAX_CONSUME_BYTES = READ_SLICE_BYTES
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:

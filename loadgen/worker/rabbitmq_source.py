@@ -14,7 +14,7 @@ from typing import Any
 
 import pika
 
-from loadgen.amqp import AmqpLink, amqp_error
+from loadgen.amqp import AmqpLink, ChannelWriter, amqp_error
 from loadgen.worker.source import DeadLetter, Delivery
 from probes.errors import ProbeError
 from probes.urls import BrokerTarget
@@ -27,6 +27,7 @@ class RabbitMQSource:
         self.target, self.queue, self.prefetch = target, queue, prefetch
         self.dead_letter_name = dead_letter or f"{queue}.dlq"
         self.link: AmqpLink | None = None
+        self.writer: ChannelWriter | None = None
         self._buffer: asyncio.Queue[Delivery] = asyncio.Queue()
         self._consumer_tag: str | None = None
 
@@ -36,6 +37,7 @@ class RabbitMQSource:
         await link.declare(self.dead_letter_name)
         await link.call(link.channel.basic_qos, prefetch_count=self.prefetch, what="basic.qos")
         self._consumer_tag = link.channel.basic_consume(self.queue, self._on_message, auto_ack=False)
+        self.writer = ChannelWriter(link.channel)
 
     def _on_message(self, _ch: Any, method: Any, properties: Any, body: bytes) -> None:
         self._buffer.put_nowait(Delivery(body, (method.delivery_tag, properties)))
@@ -66,8 +68,8 @@ class RabbitMQSource:
     async def settle(self, replies: list[tuple[str, bytes]], dead: list[DeadLetter], done: list[Delivery]) -> None:
         link = self._check()
         ch = link.channel
-        for dest, body in replies:
-            ch.basic_publish("", dest, body)
+        assert self.writer is not None
+        self.writer.publish(replies)  # one write for the batch's replies
         for d in dead:
             _tag, props = d.delivery.handle
             headers = dict(getattr(props, "headers", None) or {})
@@ -75,8 +77,7 @@ class RabbitMQSource:
             ch.basic_publish("", self.dead_letter_name, d.delivery.body,
                              pika.BasicProperties(delivery_mode=2, headers=headers,
                                                   content_type=getattr(props, "content_type", None)))
-        for delivery in done:
-            ch.basic_ack(delivery.handle[0])
+        self.writer.ack([delivery.handle[0] for delivery in done])
 
     async def stop_fetching(self) -> list[Delivery]:
         link = self.link
