@@ -9,10 +9,11 @@ Decoding never raises: a malformed message comes back as ``Malformed(reason)`` s
 and go on serving.
 
 JSON goes through orjson (~5× faster than the standard library both ways, and one message is encoded and decoded
-per request at every hop), with the standard library as the referee wherever the two would differ: text holding an
-integer of 20 digits or more (orjson reads integers beyond 64 bits as floats), text orjson refuses (NaN, lone
-surrogates), and values orjson cannot write (integers beyond 64 bits, non-string keys). So every message decodes
-exactly as ``json.loads`` decodes it.
+per request at every hop), with the standard library as the referee wherever the two would differ. orjson reads
+integers beyond 64 bits as floats: a float of that size in the payload or output, or in an envelope field that must
+be an integer, sends the message to the standard library. orjson refuses some text json accepts (NaN, lone
+surrogates) and cannot write some values (integers beyond 64 bits, non-string keys): the standard library handles
+those too. So every message decodes exactly as ``json.loads`` decodes it.
 """
 
 from __future__ import annotations
@@ -250,9 +251,12 @@ def _decode_reply_checked(data: bytes | str) -> Reply | Malformed:
     error = doc.get("error")
     if error is not None and not isinstance(error, str):
         return Malformed("field 'error' must be a string")
-    # The fast path takes every valid reply; what gets here is malformed in a way the checks above do not name
-    # (a boolean where a number belongs, such as "v": true).
-    return Malformed("malformed reply (a field holds a boolean or a value of the wrong kind)")
+    if type(doc["v"]) is bool:  # "v": true equals 1 in Python, and passed the version check
+        return Malformed("malformed reply (a field holds a boolean or a value of the wrong kind)")
+    # A valid reply gets here when the fast path left it to the standard library (an integer beyond 64 bits in
+    # the output, a lone surrogate): it decodes as json.loads reads it.
+    return Reply(doc["run"], doc["seq"], doc["worker"], doc["device"], doc["batch_size"], Stamps(*stamps),
+                 doc.get("output"), error)
 
 
 def peek_reply_to(data: bytes | str) -> str | None:

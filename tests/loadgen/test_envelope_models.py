@@ -107,3 +107,13 @@ def test_decoding_is_the_standard_librarys_where_orjson_would_differ() -> None:
         assert repr(got.payload) == repr(want), payload  # exact: big integers stay integers
     big_seq = decode_request(head.replace('"seq":1', '"seq":123456789012345678901234') + "1}")
     assert isinstance(big_seq, Request) and big_seq.seq == 123456789012345678901234
+
+
+def test_a_valid_reply_the_fast_path_leaves_to_the_standard_library_still_decodes() -> None:
+    import json
+
+    head = '{"v":1,"t":"rep","run":"a","seq":1,"worker":"w","device":"cpu","batch_size":1,"stamps":[1,2,3,4,5],'
+    for output in ("[123456789012345678901234]", '"\\ud800"'):
+        got = decode_reply(head + '"output":' + output + "}")
+        assert isinstance(got, Reply), output
+        assert repr(got.output) == repr(json.loads(output))
