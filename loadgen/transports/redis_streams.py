@@ -65,7 +65,6 @@ class RedisTransport:
         self._out: AbstractConnection | None = None
         self._in: AbstractConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.unacked = 0  # XADDs written whose reply has not been read yet
         self.send_error: ProbeError | None = None  # the first failure of either connection; raised by send()
 
     async def start(self, on_reply: ReplyHandler) -> None:
@@ -80,7 +79,6 @@ class RedisTransport:
         try:
             while True:
                 await conn.read_response()
-                self.unacked -= 1
         except (rexc.RedisError, OSError) as exc:
             self.send_error = redis_error(self.target, exc)
 
@@ -115,7 +113,6 @@ class RedisTransport:
         if self.send_error is not None:
             raise self.send_error
         assert self._out is not None, "send() before start()"
-        self.unacked += len(bodies)
         await checked(self.target, self._out.send_packed_command(pack_xadds(self._xadd_head, bodies),
                                                                  check_health=False))
 
