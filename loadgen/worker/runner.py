@@ -58,9 +58,10 @@ async def serve(target: BrokerTarget, opts: WorkerOptions, *, model: Model | Non
     worker_id = opts.worker_id or default_worker_id()
     model = model or load_model(opts.model, opts.device)
     metrics = MetricsReporter(worker_id, model.device, opts.model, opts.metrics_format)
-    metrics.event("warming up", model=opts.model, device=model.device)
-    await asyncio.get_running_loop().run_in_executor(None, model.warmup)
     source = make_source(target, opts, worker_id)
+    worker = Worker(source, model, opts.config, worker_id=worker_id, metrics=metrics)
+    metrics.event("warming up", model=opts.model, device=model.device)
+    await worker.warmup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,7 +73,7 @@ async def serve(target: BrokerTarget, opts: WorkerOptions, *, model: Model | Non
                       max_wait_ms=round(cfg.max_wait_s * 1000, 3), concurrency=cfg.concurrency,
                       device=model.device, dead_letters=source.dead_letter_name)
         with quiet_gc():
-            await Worker(source, model, cfg, worker_id=worker_id, metrics=metrics).run(stop)
+            await worker.run(stop)
         metrics.event("stopped", items=metrics.counters.items, batches=metrics.counters.batches)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
