@@ -11,6 +11,7 @@ import contextlib
 import socket
 import ssl
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +21,7 @@ from pika import frame as pframe
 from pika import spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
+from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlainTransport
 from pika.channel import Channel
 
 from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
@@ -168,15 +170,30 @@ class ChannelWriter:
         conn = self.connection
         conn.bytes_sent += len(data)
         conn.frames_sent += len(parts)
-        conn._adapter_emit_data(data)
+        sent = _send_now(getattr(conn, "_transport", None), data)
+        if sent < len(data):
+            conn._adapter_emit_data(data[sent:] if sent else data)
 
-    def publish(self, messages: Iterable[tuple[str, bytes]]) -> None:
-        """Publish ``(queue, body)`` pairs through the default exchange, in order."""
+    def publish(self, messages: Iterable[tuple[str, bytes]], acks: Iterable[tuple[int, bool]] = ()) -> None:
+        """Publish ``(queue, body)`` pairs through the default exchange, in order, then ack ``(delivery_tag,
+        multiple)`` pairs: all in one write."""
         self._check_open()
         if not self._direct:
             for key, body in messages:
                 self.channel.basic_publish("", key, body)
+            for tag, multiple in acks:
+                self.channel.basic_ack(tag, multiple=multiple)
             return
+        parts = self._publish_parts(messages)
+        self._ack_parts(acks, parts)
+        if parts:
+            self._emit(parts)
+
+    def ack(self, acks: Iterable[tuple[int, bool]]) -> None:
+        """Ack ``(delivery_tag, multiple)`` pairs, in order, in one write."""
+        self.publish((), acks)
+
+    def _publish_parts(self, messages: Iterable[tuple[str, bytes]]) -> list[bytes]:
         number = self.channel.channel_number
         max_len = self.connection._body_max_length
         methods, headers = self._methods, self._headers
@@ -199,21 +216,53 @@ class ChannelWriter:
             for start in range(0, size, max_len):
                 chunk = body[start:start + max_len]
                 parts.append(_FRAME_HEAD.pack(spec.FRAME_BODY, number, len(chunk)) + chunk + _FRAME_END)
-        if parts:
-            self._emit(parts)
+        return parts
 
-    def ack(self, delivery_tags: Iterable[int]) -> None:
-        """Ack each delivery tag (not ``multiple``), in order."""
-        self._check_open()
-        if not self._direct:
-            for tag in delivery_tags:
-                self.channel.basic_ack(tag)
-            return
+    def _ack_parts(self, acks: Iterable[tuple[int, bool]], parts: list[bytes]) -> None:
         number = self.channel.channel_number
-        parts = [_ACK.pack(spec.FRAME_METHOD, number, 13, spec.Basic.Ack.INDEX, tag, 0) + _FRAME_END
-                 for tag in delivery_tags]
-        if parts:
-            self._emit(parts)
+        pack = _ACK.pack
+        for tag, multiple in acks:
+            parts.append(pack(spec.FRAME_METHOD, number, 13, spec.Basic.Ack.INDEX, tag, 1 if multiple else 0)
+                         + _FRAME_END)
+
+
+class AckPlan:
+    """Turns a channel's settled deliveries into as few acks as are safe: one ``multiple`` ack for every settled
+    delivery below the oldest one still in hand, single acks for the rest.
+
+    A ``multiple`` ack at tag T settles every unacked delivery up to T on the channel, so it is only safe below the
+    oldest delivery not yet settled (with concurrent batches, another batch may still be in the model). Each tag
+    is acked (or nacked) exactly once: a second ack of a tag is a channel error in AMQP."""
+
+    def __init__(self) -> None:
+        self._order: deque[int] = deque()  # delivery tags as received
+        self._gone: set[int] = set()  # settled tags still in _order
+
+    def received(self, tag: int) -> None:
+        self._order.append(tag)
+
+    def forget(self, tags: Iterable[int]) -> None:
+        """Tags settled another way (nacked, requeued): no ack will cover them."""
+        self._gone.update(tags)
+
+    def acks(self, tags: Iterable[int]) -> list[tuple[int, bool]]:
+        """The ``(tag, multiple)`` acks that settle ``tags`` (each received, none settled before)."""
+        settled = sorted(tags)
+        gone, order = self._gone, self._order
+        gone.update(settled)
+        while order and order[0] in gone:
+            gone.discard(order.popleft())
+        oldest = order[0] if order else None
+        below = [t for t in settled if oldest is None or t < oldest]
+        out: list[tuple[int, bool]] = []
+        if below:
+            out.append((below[-1], len(below) > 1))
+        out.extend((t, False) for t in settled[len(below):])
+        return out
+
+    @property
+    def in_hand(self) -> int:
+        return len(self._order) - len(self._gone)
 
 
 async def callback_call(start: Callable[[Callable[[Any], None]], Any], timeout: float = 10.0) -> Any:
@@ -233,6 +282,26 @@ def _diagnose(target: BrokerTarget, exc: BaseException) -> str:
     except OSError as probe:
         return connection_cause(probe)
     return "the server accepted TCP but the AMQP handshake failed (is this port RabbitMQ's AMQP port?)"
+
+
+def _send_now(transport: Any, data: bytes) -> int:
+    """Write ``data`` to a plain-TCP pika transport's socket at once when nothing is queued before it; returns the
+    bytes the socket took (0: nothing sent, pika's buffered path takes the whole write).
+
+    pika's transport only buffers a write and registers a writability watcher; the bytes leave on a later turn of
+    the loop and the watcher is removed again: two ``epoll_ctl`` calls and a loop turn per write, the way asyncio's
+    own transports avoid by trying the socket first. Errors are left to pika: on any, nothing is sent here and
+    pika's path meets the same error and closes the connection its usual way. TLS transports are left alone."""
+    if not isinstance(transport, _PlainTransport) or transport._state != transport._STATE_ACTIVE:
+        return 0
+    if transport.get_write_buffer_size():
+        return 0  # keep the order: earlier bytes are still waiting
+    try:
+        return int(transport._sock.send(data))
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except OSError:
+        return 0
 
 
 READ_SLICE_BYTES = 8 * 1024

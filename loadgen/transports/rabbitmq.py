@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from loadgen.amqp import AmqpLink, ChannelWriter, amqp_error
+from loadgen.amqp_deliveries import DeliveryReader
 from loadgen.transports.base import ReplyHandler
 from probes.urls import BrokerTarget
 
@@ -34,11 +35,11 @@ class RabbitMQTransport:
         self.link = link = await AmqpLink.open(self.target)
         await link.ensure_queue(self.queue)
         await link.declare(self.reply_to, durable=False, exclusive=True, auto_delete=True)
-        link.channel.basic_consume(self.reply_to, self._on_reply, auto_ack=True)
+        DeliveryReader.of(link.connection).consume(link.channel, self.reply_to, self._on_reply, auto_ack=True)
         self.writer = ChannelWriter(link.channel)
 
-    def _on_reply(self, _ch: Any, _method: Any, _props: Any, body: bytes) -> None:
-        # pika parses everything a socket read brought (hundreds of replies at high rates) in one callback; the
+    def _on_reply(self, body: bytes, _tag: int, _props: Any) -> None:
+        # One socket read brings many replies (hundreds at high rates), all parsed in one go; the
         # replies are handled in slices, the loop given back in between, so the sender is not held up meanwhile.
         self._inbox.append((body, time.time_ns()))
         if not self._draining:
