@@ -41,6 +41,20 @@ def _pika_callback(on_delivery: OnDelivery) -> Callable[[Any, Any, Any, bytes], 
     return on_message
 
 
+def _frame_end(buf: bytes, pos: int, size: int, kind: int, number: int) -> int | None:
+    """Where the frame at ``pos`` ends (its frame-end octet) if it is complete and of ``kind`` on channel
+    ``number``; None while it is incomplete; -1 when it is another frame."""
+    if size - pos < 8:
+        return None
+    found, channel, length = _HEAD.unpack_from(buf, pos)
+    end: int = pos + 7 + length
+    if end >= size:
+        return None
+    if found != kind or channel != number or buf[end] != _END:
+        return -1
+    return end
+
+
 class DeliveryReader:
     """Parses the deliveries of registered consumers on one pika connection; pika parses the rest."""
 
@@ -121,13 +135,10 @@ class DeliveryReader:
         (delivery_tag,) = _Q.unpack_from(buf, p + 1 + tag_len)
         # The content header.
         hpos = end + 1
-        if size - hpos < 8:
+        hend = _frame_end(buf, hpos, size, spec.FRAME_HEADER, number)
+        if hend is None:
             return None
-        kind, hnumber, hlength = _HEAD.unpack_from(buf, hpos)
-        hend = hpos + 7 + hlength
-        if hend >= size:
-            return None
-        if kind != spec.FRAME_HEADER or hnumber != number or buf[hend] != _END or hlength < 14:
+        if hend < 0 or hend - hpos - 7 < 14:
             return ()  # not the content a delivery needs: pika decides (and closes the connection)
         _cls, _weight, body_size, flags = _HEADER_FIXED.unpack_from(buf, hpos + 7)
         if flags:
@@ -141,16 +152,13 @@ class DeliveryReader:
         parts: list[bytes] = []
         got = 0
         while got < body_size:
-            if size - nxt < 8:
+            bend = _frame_end(buf, nxt, size, spec.FRAME_BODY, number)
+            if bend is None:
                 return None
-            kind, bnumber, blength = _HEAD.unpack_from(buf, nxt)
-            bend = nxt + 7 + blength
-            if bend >= size:
-                return None
-            if kind != spec.FRAME_BODY or bnumber != number or buf[bend] != _END:
+            if bend < 0:
                 return ()
             parts.append(buf[nxt + 7:bend])
-            got += blength
+            got += bend - nxt - 7
             frames += 1
             nxt = bend + 1
         if got != body_size:
