@@ -298,9 +298,7 @@ def _send_now(transport: Any, data: bytes) -> int:
         return 0  # keep the order: earlier bytes are still waiting
     try:
         return int(transport._sock.send(data))
-    except (BlockingIOError, InterruptedError):
-        return 0
-    except OSError:
+    except OSError:  # EAGAIN and EINTR included: pika's path retries, or meets the error and closes
         return 0
 
 

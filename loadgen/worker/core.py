@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from loadgen.envelope import Malformed, Reply, Request, Stamps, decode_request, encode_reply
 from loadgen.models import Model
 from loadgen.worker.metrics import MetricsReporter
 from loadgen.worker.source import DeadLetter, Delivery, Source
+
+T = TypeVar("T")
 
 POLL_SLICE_S = 0.25  # how long one idle fetch waits, so a stop is noticed promptly
 
@@ -83,10 +86,7 @@ class Worker:
         """Warm the model on the thread that will run it. An OpenMP runtime (torch's libgomp) keeps one thread team
         per calling thread; a warm-up on another thread leaves a second, idle team behind, and with more OpenMP
         threads than cores libgomp stops spin-waiting between operations, which cost the model ~25 % on 2 cores."""
-        if getattr(self.model, "blocking", True):
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.model.warmup)
-        else:
-            self.model.warmup()
+        await self._on_model_thread(self.model.warmup)
 
     async def run(self, stop: asyncio.Event) -> None:
         slots = asyncio.Semaphore(self.config.concurrency)
@@ -231,11 +231,14 @@ class Worker:
         return out
 
     async def _call_model(self, inputs: list[Any]) -> list[Any]:
-        """In a model thread, unless the model says it never blocks (echo): then a thread hop would be the
+        return await self._on_model_thread(self.model.infer, inputs)
+
+    async def _on_model_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """In the model thread, unless the model says it never blocks (echo): then a thread hop would be the
         largest cost of the batch and would blur the broker path it exists to measure."""
         if getattr(self.model, "blocking", True):
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self.model.infer, inputs)
-        return self.model.infer(inputs)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return fn(*args)
 
     def _failed(self, item: _Item, formed: int, start: int, end: int, exc: Exception, attempts: int,
                 dead: list[DeadLetter]) -> _Answer:
