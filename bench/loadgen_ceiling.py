@@ -4,7 +4,9 @@
 
 For each broker an echo worker (``qdeck worker --model echo``) answers requests. The references are bare loops with
 the same client library, keeping at most 1,000 requests in flight and doing the least a request/reply client must
-(stamp and encode each request, parse each reply's id); requests/s:
+(stamp and encode each request, parse each reply's id). Each runs three times, twice before the ceiling search and
+once after it, and the ratio is taken against the median: this machine's speed drifts by ±20 % over a minute, and
+one second of flood is a noisy sample of it. Requests/s:
 - the transport's own I/O without the engine (redis-py's connection with hand-packed XADDs written without waiting
   and raw XREADs; pika's asyncio adapter with 100 publishes to a write by ``ChannelWriter`` and replies parsed off
   the socket by ``DeliveryReader``): the strictest reference, it isolates the engine's own cost;
@@ -24,6 +26,7 @@ import asyncio
 import gc
 import json
 import resource
+import statistics
 import time
 import tracemalloc
 import uuid
@@ -38,7 +41,7 @@ from loadgen.schedules import Constant
 from loadgen.transports import open_transport
 from probes.urls import parse_broker_url
 
-BARE_N = 20_000
+BARE_N = 40_000
 CHUNK = 100
 E2E_P99_MS = 50.0  # replies keep up: a worker falling behind builds a backlog and end-to-end grows
 
@@ -208,20 +211,19 @@ def memory_growth(n: int = 1_000_000) -> None:
           f"{rss1 / 1024:.0f} MB")
 
 
-def _references(kind: str, url: str, queue: str) -> dict[str, float]:
-    """The bare loops' round-trip rates, by name. Redis: the transport's own I/O, the strictest reference (a loop
-    on redis-py's command API is slower). RabbitMQ: both the transport's I/O without the engine and pika's own API
-    (the loop a user would write with the library), which differ by ~2× on this machine."""
+def _references(kind: str, url: str, queue: str, out: dict[str, list[float]], when: str) -> None:
+    """Run each bare loop once, adding its round-trip rate to ``out[name]``. Redis: the transport's own I/O, the
+    strictest reference (a loop on redis-py's command API is slower). RabbitMQ: both the transport's I/O without the
+    engine and pika's own API (the loop a user would write with the library), which differ by ~2× on this machine."""
     if kind == "redis":
         loops = {"bare redis-py loop (the transport's I/O)": lambda: bare_redis(url, queue)}
     else:
         loops = {"bare pika loop (the transport's I/O)": lambda: bare_rabbitmq(url, queue, lean=True),
                  "bare pika loop (pika's own API)": lambda: bare_rabbitmq(url, queue, lean=False)}
-    out: dict[str, float] = {}
     for name, loop in loops.items():
-        out[name] = aio.run(loop())
-        print(f"  {name}, {BARE_N:,} round trips, at most 1,000 in flight: {out[name]:,.0f}/s", flush=True)
-    return out
+        rate = aio.run(loop())
+        out.setdefault(name, []).append(rate)
+        print(f"  {name}, {when}, {BARE_N:,} round trips, at most 1,000 in flight: {rate:,.0f}/s", flush=True)
 
 
 def main() -> None:
@@ -238,13 +240,17 @@ def main() -> None:
             url = urls[kind]
             queue = f"qdeck-bench-ceiling-{uuid.uuid4().hex[:6]}"
             print(f"{kind}: echo worker on {queue}", flush=True)
+            runs: dict[str, list[float]] = {}
             with worker(url, queue, "--model", "echo", "--max-batch", "64", "--max-wait-ms", "0"):
-                refs = _references(kind, url, queue)
+                for when in ("before the search", "before the search"):
+                    _references(kind, url, queue, runs, when)
                 print("  qdeck open-loop ceiling search:", flush=True)
-                top = ceiling(url, queue, max(min(refs.values()) * 0.3, 100.0), args.trial)
-            for name, bare in refs.items():
-                print(f"  {kind}: ceiling {top:,.0f}/s vs {name} {bare:,.0f}/s → ratio {top / bare:.2f} "
-                      "(target ≥ 0.8)", flush=True)
+                top = ceiling(url, queue, max(min(min(r) for r in runs.values()) * 0.3, 100.0), args.trial)
+                _references(kind, url, queue, runs, "after the search")
+            for name, rates in runs.items():
+                bare = statistics.median(rates)
+                print(f"  {kind}: ceiling {top:,.0f}/s vs {name} {bare:,.0f}/s (median of {len(rates)}) → ratio "
+                      f"{top / bare:.2f} (target ≥ 0.8)", flush=True)
             print(flush=True)
             remove_queues(parse_broker_url(url), [queue, f"{queue}:dlq" if kind == "redis" else f"{queue}.dlq"])
     memory_growth()

@@ -60,6 +60,9 @@ def run(
                                            help="closed: requests in flight (for contrast; hides stalls)."),
     warmup: str | None = typer.Option(None, "--warmup", help="Sent but not measured, before the measured time."),
     timeout: str | None = typer.Option(None, "--timeout", help="No reply after this long = timeout (10s)."),
+    coalesce: str | None = typer.Option(None, "--coalesce",
+                                        help="Requests due within this window share one write, sent when the last "
+                                             "is due; the wait counts as schedule lag (0.5ms; 0 = each on its own)."),
     payload_size: int | None = typer.Option(None, "--payload-size", min=0, help="Payload characters (64)."),
     payload: str | None = typer.Option(None, "--payload", help="A fixed payload text (e.g. a sentence to embed)."),
     workload: str | None = typer.Option(None, "--workload", help="Workload name carried in each request."),
@@ -81,7 +84,7 @@ def run(
     from loadgen.plan import PlanInput, build_plan, read_plan_file
 
     opts = PlanInput(broker=broker, queue=queue, rate=rate, duration=duration, requests=requests,
-                     warmup=warmup, timeout=timeout, schedule=schedule.value if schedule else None,
+                     warmup=warmup, timeout=timeout, coalesce=coalesce, schedule=schedule.value if schedule else None,
                      ramp_from=ramp_from, ramp_to=ramp_to, ramp_over=ramp_over, steps=steps,
                      trace=str(trace) if trace else None, concurrency=concurrency, payload_size=payload_size,
                      payload_text=payload, workload=workload, seed=seed, slos=list(slo))

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 
 from loadgen.aio import quiet_gc
 from loadgen.envelope import Malformed, RequestTemplate, decode_reply
+from loadgen.precise_wait import precise_wait
 from loadgen.recorder import IntervalStats, Recorder
 from loadgen.schedules import NS, AnySchedule, Arrival, ClosedLoop
 from loadgen.transports.base import Transport
 from probes.errors import ProbeError
 
 BEHIND_LAG_US = 10_000  # schedule-lag p99 above this in an interval: the generator is behind
-TIMER_NS = 1_000_000
-NAP_NS = 50_000  # a blocking nap inside sub-millisecond waits (the kernel adds ~50 µs of timer slack)
-COALESCE_NS = 200_000  # arrivals closer than this to the oldest unwritten one share its write
+COALESCE_S = 0.0005  # default: arrivals due within this of the oldest unwritten one share its write
+MAX_COALESCE_S = 0.1
 MAX_WRITE = 256  # requests per write at most
 END_GRACE_NS = 50_000_000  # a request intended inside the window may still go out this late; later = unsent
 
@@ -54,6 +54,7 @@ class RunSpec:
     payload_size: int = 64
     payload: str | None = None
     interval_s: float = 1.0
+    coalesce_s: float = COALESCE_S
     seed: int = 1
     run_id: str = field(default_factory=new_run_id)
 
@@ -66,6 +67,8 @@ class RunSpec:
             raise ValueError("the request count must be above zero")
         if self.timeout_s <= 0 or self.interval_s <= 0 or self.warmup_s < 0 or self.payload_size < 0:
             raise ValueError("timeout and interval must be above zero; warm-up and payload size not negative")
+        if not 0 <= self.coalesce_s <= MAX_COALESCE_S:
+            raise ValueError(f"the coalescing window must be between 0 and {MAX_COALESCE_S * 1000:g}ms")
 
 
 @dataclass
@@ -173,73 +176,42 @@ class Engine:
         limit = spec.requests
         measured = 0
         mono0 = self._mono0
+        coalesce_ns = int(spec.coalesce_s * NS)
         nxt: Arrival | None = next(arrivals, None)
-        batch: list[tuple[Arrival, bool]] = []  # due, not yet written
-        first_due = 0  # when the oldest of them was due (monotonic ns)
-        while nxt is not None:
-            if end_ns is not None and nxt.offset_ns >= end_ns:
-                break
-            if limit is not None and measured >= limit:
-                break
-            now = time.perf_counter_ns()
-            if end_ns is not None and now - mono0 >= end_ns + END_GRACE_NS:  # out of time: the rest was never sent
-                if batch:
-                    await self._send(batch, result)
-                    batch = []
-                result.unsent = self._count_unsent(nxt, arrivals, end_ns, limit, measured)
-                result.intended += result.unsent
-                break
-            due_at = mono0 + nxt.offset_ns
-            if due_at > now:
-                if batch:  # held for coalescing: write it once the next arrival joins it or cannot
-                    if due_at > first_due + COALESCE_NS:
-                        await self._send(batch, result)
-                        batch = []
-                    elif due_at - now > NAP_NS:
-                        await self._nap(due_at - now)
-                    else:
-                        await asyncio.sleep(0)
-                    continue
-                # Loop timers tick in whole milliseconds (uvloop rounds to the nearest, asyncio rounds up): sleep
-                # the whole milliseconds on the loop, then nap the rest in short steps (replies handled between).
-                whole_ms = (due_at - now) // TIMER_NS
-                if whole_ms:
-                    await asyncio.sleep(whole_ms * TIMER_NS / NS - 0.0003)
-                else:
-                    await self._nap(due_at - now)
-                continue
-            if not batch:
-                first_due = due_at
-            while nxt is not None and mono0 + nxt.offset_ns <= now:
+        waiter = precise_wait(asyncio.get_running_loop())
+        try:
+            while nxt is not None:
                 if end_ns is not None and nxt.offset_ns >= end_ns:
                     break
-                warmup = nxt.offset_ns < warm_ns
-                if not warmup:
-                    if limit is not None and measured >= limit:
-                        break
-                    measured += 1
-                batch.append((nxt, warmup))
-                nxt = next(arrivals, None)
-                if len(batch) >= MAX_WRITE:
+                if limit is not None and measured >= limit:
                     break
-            # Coalesce: one write for arrivals less than COALESCE_NS apart (a write is a system call and a wake-up
-            # of the broker; at tens of thousands of requests/s, one per request costs more than the requests).
-            # The wait is recorded as schedule lag; sparse arrivals are written at once.
-            if len(batch) >= MAX_WRITE or nxt is None or mono0 + nxt.offset_ns > first_due + COALESCE_NS:
+                now = time.perf_counter_ns() - mono0
+                if end_ns is not None and now >= end_ns + END_GRACE_NS:  # out of time: the rest was never sent
+                    result.unsent = self._count_unsent(nxt, arrivals, end_ns, limit, measured)
+                    result.intended += result.unsent
+                    break
+                # One write: this arrival and those due within the coalescing window after it (or all those already
+                # due, when behind), sent when the last of them is due. Each write and each timer wake-up costs
+                # tens of µs of CPU here, in the broker and in the worker: at thousands of requests/s one per
+                # request costs more than the requests. The wait is recorded as schedule lag; arrivals further
+                # apart than the window go out alone, on time.
+                horizon = max(nxt.offset_ns + coalesce_ns, now)
+                batch: list[tuple[Arrival, bool]] = []
+                while nxt is not None and nxt.offset_ns <= horizon and len(batch) < MAX_WRITE:
+                    if end_ns is not None and nxt.offset_ns >= end_ns:
+                        break
+                    warmup = nxt.offset_ns < warm_ns
+                    if not warmup:
+                        if limit is not None and measured >= limit:
+                            break
+                        measured += 1
+                    batch.append((nxt, warmup))
+                    nxt = next(arrivals, None)
+                await waiter.until(mono0 + batch[-1][0].offset_ns)
                 await self._send(batch, result)
-                batch = []
-        if batch:
-            await self._send(batch, result)
+        finally:
+            waiter.close()
         result.measured_s = self._measured_seconds(end_ns, warm_ns)
-
-    @staticmethod
-    async def _nap(remaining_ns: int) -> None:
-        """Wait less than a millisecond, finer than the loop's timers can: a short blocking sleep, then one pass
-        of the loop. Yielding alone (``sleep(0)`` in a spin) kept a core busy even at 1,000 req/s, CPU the worker
-        and the broker on the same machine need; a nap holds the loop (and the stamping of replies that arrive
-        meanwhile) for about NAP_NS at most."""
-        time.sleep(min(remaining_ns, NAP_NS) / NS)
-        await asyncio.sleep(0)
 
     def _count_unsent(self, first: Arrival, rest: Iterator[Arrival], end_ns: int, limit: int | None,
                       measured: int) -> int:

@@ -6,6 +6,7 @@ queue = "inference"
 duration = "30s"                        # or requests = 5000
 warmup = "5s"
 timeout = "10s"
+coalesce = "0.5ms"                      # requests due this close share a write (0 = each alone)
 workload = "embed"
 seed = 1
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadgen.engine import RunSpec
+from loadgen.engine import COALESCE_S, RunSpec
 from loadgen.schedules import AnySchedule, ClosedLoop, Constant, Poisson, Ramp, ScheduleError, Steps, Trace, parse_steps
 from loadgen.slo import Slo, parse_slo
 from loadgen.units import parse_duration
@@ -57,6 +58,7 @@ class PlanInput:
     requests: int | None = None
     warmup: str | None = None
     timeout: str | None = None
+    coalesce: str | None = None
     schedule: str | None = None
     ramp_from: float | None = None
     ramp_to: float | None = None
@@ -124,6 +126,7 @@ def build_plan(opts: PlanInput, doc: dict[str, Any] | None = None) -> Plan:
             requests=int(requests) if requests is not None else None,
             warmup_s=parse_duration(pick(opts.warmup, (doc, "warmup"), default=0)),
             timeout_s=parse_duration(pick(opts.timeout, (doc, "timeout"), default="10s")),
+            coalesce_s=parse_duration(pick(opts.coalesce, (doc, "coalesce"), default=COALESCE_S)),
             workload=str(pick(opts.workload, (doc, "workload"), default="default")),
             payload_size=int(pick(opts.payload_size, (payload_doc, "size"), default=64)),
             payload=pick(opts.payload_text, (payload_doc, "text")),

@@ -3,7 +3,7 @@
 summary.json, schema_version 1::
 
     schema_version, qdeck_version, run_id, started_at (ISO 8601 UTC), broker (redacted), queue, workload,
-    schedule {kind, description}, duration_s, warmup_s, timeout_s, closed_loop,
+    schedule {kind, description}, duration_s, warmup_s, timeout_s, coalesce_s, closed_loop,
     counts {intended, sent, replied, errors, timeouts, unsent, late, foreign, malformed_replies, warmup_sent},
     errors_by_kind {kind: n}, rates {target, achieved, achieved_ratio},
     stages {name: {count, min_ms, mean_ms, p50_ms, p90_ms, p99_ms, p99_9_ms, max_ms, stddev_ms,
@@ -91,6 +91,7 @@ def build_summary(result: RunResult, *, broker: str) -> dict[str, Any]:
         "duration_s": round(result.measured_s, 3),
         "warmup_s": spec.warmup_s,
         "timeout_s": spec.timeout_s,
+        "coalesce_s": spec.coalesce_s,
         "closed_loop": closed,
         "counts": {"intended": result.intended, "sent": result.sent, "replied": rec.replied,
                    "errors": rec.error_count, "timeouts": rec.timeouts, "unsent": result.unsent,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import tracemalloc
 
+import pytest
+
 from loadgen.engine import Engine, RunSpec
 from loadgen.envelope import Stamps
 from loadgen.recorder import Recorder
@@ -35,6 +37,35 @@ async def test_closed_loop_keeps_n_in_flight() -> None:
     assert result.sent == 50 and result.recorder.replied == 50
     e2e = result.recorder.total["end_to_end"]
     assert e2e.get_value_at_percentile(50) >= 2000  # at least the service time (µs)
+
+
+class _Writes:
+    """The memory transport, with the size of every write recorded."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.reply_to, self.writes = inner, inner.reply_to, []
+
+    async def start(self, on_reply) -> None:
+        await self.inner.start(on_reply)
+
+    async def send(self, bodies: list[bytes]) -> None:
+        self.writes.append(len(bodies))
+        await self.inner.send(bodies)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_requests_due_within_the_window_share_a_write() -> None:
+    """4 requests a millisecond for 0.25 s with a 1 ms window: each write covers more than a window of
+    arrivals, so there are at most 251 writes, whatever the timing; every request is still sent and answered."""
+    spec = RunSpec(queue="q", schedule=Constant(4000), duration_s=0.25, timeout_s=2.0, coalesce_s=0.001)
+    transport = _Writes(open_transport(parse_broker_url("memory://w"), spec.queue, spec.run_id))
+    result = await Engine(transport, spec).run()
+    assert sum(transport.writes) == result.sent == 1000 and result.recorder.replied == 1000
+    assert len(transport.writes) <= 251 and max(transport.writes) > 1
+    with pytest.raises(ValueError, match="between 0 and 100ms"):
+        RunSpec(queue="q", schedule=Constant(1), coalesce_s=-0.001)
 
 
 def test_recorder_counts_out_of_range_and_clamps_negative() -> None:

@@ -25,8 +25,9 @@ def test_run_counts_stages_files_and_exit_codes(case: Case, model: str, tmp_path
     out = tmp_path / "run"
     with worker(case.url, case.queue, *WORKERS[model], tmp_path=tmp_path):
         passed = qdeck("load", "run", "--broker", case.url, "--queue", case.queue, "--rate", "150", "--duration",
-                       "2", "--warmup", "0.5", "--schedule", "poisson", "--out", str(out), "--junit",
-                       str(tmp_path / "slo.xml"), "--slo", "p99<5s", "--slo", "errors<1%", "--quiet", timeout=120)
+                       "2", "--warmup", "0.5", "--schedule", "poisson", "--coalesce", "2ms", "--out", str(out),
+                       "--junit", str(tmp_path / "slo.xml"), "--slo", "p99<5s", "--slo", "errors<1%", "--quiet",
+                       timeout=120)
         missed = qdeck("load", "run", "--broker", case.url, "--queue", case.queue, "--rate", "100", "--duration",
                        "1", "--slo", "p50<1us", "--quiet", timeout=120)
     assert passed.code == 0, passed.all
@@ -38,6 +39,7 @@ def test_run_counts_stages_files_and_exit_codes(case: Case, model: str, tmp_path
     assert c["sent"] == c["replied"] + c["errors"] + c["timeouts"]
     assert c["sent"] >= 200 and c["errors"] == 0 and c["timeouts"] == 0
     assert c["warmup_sent"] > 0
+    assert summary["coalesce_s"] == 0.002
     for stage in STAGES:
         assert summary["stages"][stage]["count"] == c["replied"] if stage != "schedule_lag" else c["sent"], stage
     if model == "synthetic":

@@ -54,13 +54,18 @@ def test_plan_file_and_options_merge(tmp_path) -> None:
     assert plan.spec.queue == "inference" and plan.spec.duration_s == 5 and plan.spec.warmup_s == 2
     assert isinstance(plan.spec.schedule, Ramp) and plan.spec.schedule.end == 50
     assert [s.text for s in plan.slos] == ["errors<1%", "p99<250ms", "queue_wait.p99< 50ms"]
+    assert plan.spec.coalesce_s == 0.0005  # the default window
+    assert build_plan(PlanInput(), dict(doc, coalesce="250us")).spec.coalesce_s == pytest.approx(0.00025)
+    assert build_plan(PlanInput(coalesce="0"), dict(doc, coalesce="2ms")).spec.coalesce_s == 0
     closed = build_plan(PlanInput(queue="q", schedule="closed", concurrency=4, requests=100))
     assert closed.spec.schedule == ClosedLoop(4) and closed.spec.requests == 100
     for opts, message in ((PlanInput(rate=10, duration="1s"), "no queue"),
                           (PlanInput(queue="q", duration="1s"), "needs --rate"),
                           (PlanInput(queue="q", rate=5), "give --duration or --requests"),
                           (PlanInput(queue="q", rate=5, duration="soon"), "not a duration"),
-                          (PlanInput(queue="q", schedule="closed", duration="1s"), "needs --concurrency")):
+                          (PlanInput(queue="q", schedule="closed", duration="1s"), "needs --concurrency"),
+                          (PlanInput(queue="q", rate=5, duration="1s", coalesce="1s"), "between 0 and 100ms"),
+                          (PlanInput(queue="q", rate=5, duration="1s", coalesce="-1ms"), "not a duration")):
         with pytest.raises(PlanError, match=message):
             build_plan(opts)
 
