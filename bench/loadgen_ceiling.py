@@ -31,10 +31,12 @@ import time
 import tracemalloc
 import uuid
 
+from hdrh.histogram import HdrHistogram
+
 from bench._workers import redis_url, worker
 from console.demo import remove_queues
 from loadgen import aio
-from loadgen.engine import Engine, RunSpec
+from loadgen.engine import Engine, RunResult, RunSpec
 from loadgen.envelope import Request, Stamps, encode_request
 from loadgen.recorder import Recorder
 from loadgen.schedules import Constant
@@ -148,15 +150,22 @@ async def bare_rabbitmq(url: str, queue: str, n: int = BARE_N, window: int = 100
     return rate
 
 
-async def trial(url: str, queue: str, rate: float, seconds: float) -> tuple[bool, str]:
-    spec = RunSpec(queue=queue, schedule=Constant(rate), duration_s=seconds, warmup_s=0.5, timeout_s=5.0)
-    result = await Engine(open_transport(parse_broker_url(url), queue, spec.run_id), spec).run()
+def run_constant(url: str, queue: str, rate: float, seconds: float, **spec: float) -> RunResult:
+    """One constant-rate run of qdeck's engine (0.5 s warm-up, 5 s timeout); ``spec``: other ``RunSpec`` fields."""
+    run = RunSpec(queue=queue, schedule=Constant(rate), duration_s=seconds, warmup_s=0.5, timeout_s=5.0, **spec)
+    return aio.run(Engine(open_transport(parse_broker_url(url), queue, run.run_id), run).run())
+
+
+def p99_ms(hist: HdrHistogram) -> float:
+    return hist.get_value_at_percentile(99) / 1000 if hist.get_total_count() else 0.0
+
+
+def trial(url: str, queue: str, rate: float, seconds: float) -> tuple[bool, str]:
+    result = run_constant(url, queue, rate, seconds)
     rec = result.recorder
-    lag = rec.total["schedule_lag"]
-    lag_p99 = lag.get_value_at_percentile(99) / 1000 if lag.get_total_count() else 0.0
+    lag_p99 = p99_ms(rec.total["schedule_lag"])
     ratio = result.achieved_rate / result.target_rate if result.target_rate else 0.0
-    e2e = rec.total["end_to_end"]
-    e2e_p99 = e2e.get_value_at_percentile(99) / 1000 if e2e.get_total_count() else 0.0
+    e2e_p99 = p99_ms(rec.total["end_to_end"])
     ok = (ratio >= 0.99 and lag_p99 < 2.0 and e2e_p99 < E2E_P99_MS and rec.timeouts == 0 and result.unsent == 0
           and rec.replied == rec.sent)
     return ok, (f"achieved {ratio * 100:.1f}%, schedule-lag p99 {lag_p99:.2f} ms, end-to-end p99 {e2e_p99:.1f} ms, "
@@ -167,7 +176,7 @@ def ceiling(url: str, queue: str, start: float, seconds: float) -> float:
     best, fail = 0.0, None
     rate = start
     while fail is None or best == 0.0:
-        ok, why = aio.run(trial(url, queue, rate, seconds))
+        ok, why = trial(url, queue, rate, seconds)
         print(f"    {rate:9,.0f}/s  {'ok  ' if ok else 'FAIL'}  {why}", flush=True)
         if ok:
             best = rate
@@ -182,7 +191,7 @@ def ceiling(url: str, queue: str, start: float, seconds: float) -> float:
                 rate /= 1.25
     for _ in range(2):
         mid = (best + fail) / 2
-        ok, why = aio.run(trial(url, queue, mid, seconds))
+        ok, why = trial(url, queue, mid, seconds)
         print(f"    {mid:9,.0f}/s  {'ok  ' if ok else 'FAIL'}  {why}", flush=True)
         best, fail = (mid, fail) if ok else (best, mid)
     return best

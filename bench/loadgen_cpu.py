@@ -19,11 +19,8 @@ import uuid
 import psutil
 
 from bench._workers import worker
+from bench.loadgen_ceiling import p99_ms, run_constant
 from console.demo import remove_queues
-from loadgen import aio
-from loadgen.engine import Engine, RunSpec
-from loadgen.schedules import Constant
-from loadgen.transports import open_transport
 from loadgen.units import parse_duration
 from probes.urls import parse_broker_url
 
@@ -43,15 +40,12 @@ def _broker_process() -> psutil.Process:
 
 def measure(url: str, queue: str, rate: float, window_s: float, seconds: float,
             procs: dict[str, psutil.Process]) -> str:
-    spec = RunSpec(queue=queue, schedule=Constant(rate), duration_s=seconds, warmup_s=0.5, timeout_s=5.0,
-                   coalesce_s=window_s)
     before = {name: _cpu(p) for name, p in procs.items()}
-    result = aio.run(Engine(open_transport(parse_broker_url(url), queue, spec.run_id), spec).run())
+    result = run_constant(url, queue, rate, seconds, coalesce_s=window_s)
     n = result.sent + result.warmup_sent
     per = {name: (_cpu(p) - before[name]) * 1e6 / n for name, p in procs.items()}
     rec = result.recorder
-    lag = rec.total["schedule_lag"].get_value_at_percentile(99) / 1000
-    e2e = rec.total["end_to_end"].get_value_at_percentile(99) / 1000
+    lag, e2e = p99_ms(rec.total["schedule_lag"]), p99_ms(rec.total["end_to_end"])
     sizes = rec.batch_sizes
     batch = sum(k * v for k, v in sizes.items()) / max(sum(sizes.values()), 1)
     cells = "  ".join(f"{name} {v:6.1f}" for name, v in per.items())

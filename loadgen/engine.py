@@ -181,10 +181,6 @@ class Engine:
         waiter = precise_wait(asyncio.get_running_loop())
         try:
             while nxt is not None:
-                if end_ns is not None and nxt.offset_ns >= end_ns:
-                    break
-                if limit is not None and measured >= limit:
-                    break
                 now = time.perf_counter_ns() - mono0
                 if end_ns is not None and now >= end_ns + END_GRACE_NS:  # out of time: the rest was never sent
                     result.unsent = self._count_unsent(nxt, arrivals, end_ns, limit, measured)
@@ -207,6 +203,8 @@ class Engine:
                         measured += 1
                     batch.append((nxt, warmup))
                     nxt = next(arrivals, None)
+                if not batch:  # the next arrival is past the window's end, or the request count is reached
+                    break
                 await waiter.until(mono0 + batch[-1][0].offset_ns)
                 await self._send(batch, result)
         finally:

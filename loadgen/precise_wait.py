@@ -19,7 +19,8 @@ import sys
 import time
 from typing import Protocol
 
-NS = 1_000_000_000
+from loadgen.schedules import NS
+
 TIMER_NS = 1_000_000
 NAP_NS = 50_000  # a blocking nap inside sub-millisecond waits (the kernel adds ~50 µs of timer slack)
 
@@ -44,6 +45,11 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
+def _libc_error() -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, os.strerror(err))
+
+
 class TimerFdWait:
     """One timerfd on CLOCK_MONOTONIC (the clock of ``perf_counter_ns`` on Linux), registered with ``loop``."""
 
@@ -55,8 +61,7 @@ class TimerFdWait:
         self._settime.restype = ctypes.c_int
         fd = create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
         if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+            raise _libc_error()
         self.fd, self.loop = fd, loop
         self._spec = _Itimerspec()
         self._waiter: asyncio.Future[None] | None = None
@@ -79,8 +84,7 @@ class TimerFdWait:
         value = self._spec.it_value
         value.tv_sec, value.tv_nsec = divmod(mono_ns, NS)
         if self._settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+            raise _libc_error()
 
     async def until(self, mono_ns: int) -> None:
         if mono_ns <= time.perf_counter_ns():
