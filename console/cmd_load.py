@@ -1,4 +1,4 @@
-"""``qdeck load run | gate | compare``: open-loop load tests, SLO gates and baseline comparisons.
+"""``qdeck load run | agent | gate | compare``: open-loop load tests (local or over agents), SLO gates, comparisons.
 
 Exit codes: 0 every SLO met, 99 an SLO failed or the run regressed (as k6 does), 2 usage or connection errors.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from loadgen.engine import RunSpec
     from loadgen.slo import Slo
 
-app = typer.Typer(help="Load tests through a broker to inference workers: run, gate, compare.",
+app = typer.Typer(help="Load tests through a broker to inference workers: run (locally or over agents), gate, "
+                       "compare.",
                   no_args_is_help=True)
 
 
@@ -75,10 +76,16 @@ def run(
     junit: Path | None = typer.Option(None, "--junit", help="Write the SLO verdicts as JUnit XML."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of tables."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
+    agents: int | None = typer.Option(None, "--agents", min=1,
+                                      help="Distributed (Locust's master/worker mode): wait for this many "
+                                           "'qdeck load agent' processes and deal each 1/N of the plan."),
+    bind: str = typer.Option("*:5557", "--bind", help="With --agents: where the master listens for agents."),
+    agents_wait: str = typer.Option("60s", "--agents-wait", help="With --agents: how long to wait for them."),
 ) -> None:
     """Drive open-loop load through BROKER to the workers on QUEUE and report per-stage latency.
 
     Latency is measured from each request's intended send time (coordinated-omission correct).
+    With --agents N the run is spread over N agents (other machines), its histograms merged exactly.
     Exit 0 when every SLO holds, 99 when one fails, 2 on usage or connection errors.
     """
     from loadgen.plan import PlanInput, build_plan, read_plan_file
@@ -92,6 +99,16 @@ def run(
         built = build_plan(opts, read_plan_file(plan) if plan else None)
     except _usage_errors() as exc:
         raise fail(str(exc)) from None
+    if agents is not None:
+        from console.load_cluster import run_distributed
+        from loadgen.units import parse_duration
+
+        try:
+            wait_s = parse_duration(agents_wait)
+        except ValueError as exc:
+            raise fail(f"--agents-wait: {exc}") from None
+        summary = run_distributed(built.broker, built.spec, agents, bind=bind, wait_s=wait_s, out=out, quiet=quiet)
+        raise typer.Exit(report(summary, built.slos, out=out, junit=junit, json_out=json_out))
     code = execute(built.broker, built.spec, built.slos, out=out, junit=junit, json_out=json_out, quiet=quiet)
     raise typer.Exit(code)
 
@@ -99,11 +116,10 @@ def run(
 def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | None, junit: Path | None,
             json_out: bool, quiet: bool) -> int:
     """Run ``spec``, print the report, judge ``slos``; returns the exit code (also used by the demo)."""
-    from console.load_view import Progress, print_summary, print_verdicts, stderr_console
+    from console.load_view import Progress, stderr_console
     from loadgen import aio
     from loadgen.engine import Engine
     from loadgen.report import build_summary, write_outputs
-    from loadgen.slo import EXIT_SLO_FAILED, judge_all
     from loadgen.transports import open_transport
 
     target = resolve_broker(broker)
@@ -122,6 +138,19 @@ def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | N
     summary = build_summary(result, broker=target.display)
     if out is not None:
         write_outputs(summary, result, out)
+    code = report(summary, slos, out=out, junit=junit, json_out=json_out)
+    if result.aborted:
+        err.print(f"qdeck: run aborted: {redact_text(result.aborted, target.secrets)}")
+        return EXIT_USAGE
+    return code
+
+
+def report(summary: dict[str, Any], slos: list[Slo], *, out: Path | None, junit: Path | None,
+           json_out: bool) -> int:
+    """Print a run's summary (tables or JSON), judge ``slos``, write JUnit; returns 0 or 99."""
+    from console.load_view import print_summary, print_verdicts
+    from loadgen.slo import EXIT_SLO_FAILED, judge_all
+
     verdicts = judge_all(summary, slos)
     if json_out:
         doc = dict(summary, slo=[{"slo": v.slo.text, "ok": v.ok, "actual": v.actual} for v in verdicts])
@@ -131,15 +160,36 @@ def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | N
         if verdicts:
             print_verdicts(verdicts)
         if out is not None:
-            print(f"results in {out}/ (summary.json, latency.hlog, end_to_end.hgrm, hlog/)")
+            agents = ", agents/<i>/summary.json" if summary.get("agents") else ""
+            print(f"results in {out}/ (summary.json, latency.hlog, end_to_end.hgrm, hlog/{agents})")
     if junit is not None:
         from loadgen.junit import write_junit
 
         write_junit(junit, "qdeck.slo", [(v.slo.text, v.ok, f"{v.slo.text}: actual {v.actual}") for v in verdicts])
-    if result.aborted:
-        err.print(f"qdeck: run aborted: {redact_text(result.aborted, target.secrets)}")
-        return EXIT_USAGE
     return EXIT_SLO_FAILED if any(not v.ok for v in verdicts) else 0
+
+
+@app.command("agent")
+@cli_errors
+def agent(
+    master: str = typer.Option(..., "--master", "-m", help="The master's HOST:PORT ('qdeck load run --agents N')."),
+    broker: str | None = typer.Option(None, "--broker", "-b", envvar="QDECK_BROKER",
+                                      help="This agent's broker (URL or profile); default: the master's."),
+) -> None:
+    """Serve a distributed run (Locust's worker mode): take a share of the master's plan, send it, report back.
+
+    Runs until the master's run ends. Give --broker here to keep a broker password off the control link (the
+    master otherwise sends its --broker as given, over Locust's unencrypted ZeroMQ connection).
+    """
+    import os
+    import sys
+
+    if broker is not None:
+        resolve_broker(broker)  # a bad URL or unknown profile fails here, not at the first run
+    env = dict(os.environ)
+    if broker is not None:
+        env["QDECK_BROKER"] = broker
+    os.execve(sys.executable, [sys.executable, "-m", "loadgen.locust_nodes", "agent", "--master", master], env)
 
 
 @app.command("gate")

@@ -73,6 +73,27 @@ class FastSink:
             self.n, self.lo, self.hi = 0, 1 << 62, 0
 
 
+def log_path(directory: Path, stage: str) -> Path:
+    return directory / "latency.hlog" if stage == "end_to_end" else directory / "hlog" / f"{stage}.hlog"
+
+
+def open_log(path: Path, stage: str, start_epoch_s: float) -> tuple[HistogramLogWriter, IO[str]]:
+    """A new interval log for ``stage``, its header written; intervals are then logged relative to the start."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("w")
+    writer = HistogramLogWriter(fh)
+    writer.output_comment(f"qdeck stage {stage}: {STAGE_HELP[stage]}; values in microseconds")
+    writer.output_log_format_version()
+    # hdrh's output_start_time is broken (treats ms as s, calls a missing iso_format), so both time lines are
+    # written here, with the same digits: a StartTime later than BaseTime would make readers skip the first interval.
+    epoch = f"{start_epoch_s:.6f}"
+    stamp = datetime.fromtimestamp(start_epoch_s, UTC).isoformat(" ", timespec="milliseconds")
+    writer.output_comment(f"[StartTime: {epoch} (seconds since epoch), {stamp}]")
+    writer.output_comment(f"[BaseTime: {epoch} (seconds since epoch)]")
+    writer.output_legend()
+    return writer, fh
+
+
 @dataclass(frozen=True, slots=True)
 class IntervalStats:
     start_s: float
@@ -183,22 +204,8 @@ class Recorder:
 
     def open_logs(self, directory: Path, start_epoch_s: float) -> None:
         """One interval log per stage: ``latency.hlog`` is end_to_end; the others are ``hlog/<stage>.hlog``."""
-        (directory / "hlog").mkdir(parents=True, exist_ok=True)
         for stage in STAGES:
-            path = directory / "latency.hlog" if stage == "end_to_end" else directory / "hlog" / f"{stage}.hlog"
-            fh = path.open("w")
-            writer = HistogramLogWriter(fh)
-            writer.output_comment(f"qdeck stage {stage}: {STAGE_HELP[stage]}; values in microseconds")
-            writer.output_log_format_version()
-            # hdrh's output_start_time is broken (treats ms as s, calls a missing iso_format), so both time lines
-            # are written here, with the same digits: a StartTime later than BaseTime would make readers skip
-            # the first interval.
-            epoch = f"{start_epoch_s:.6f}"
-            stamp = datetime.fromtimestamp(start_epoch_s, UTC).isoformat(" ", timespec="milliseconds")
-            writer.output_comment(f"[StartTime: {epoch} (seconds since epoch), {stamp}]")
-            writer.output_comment(f"[BaseTime: {epoch} (seconds since epoch)]")
-            writer.output_legend()
-            self._writers[stage] = (writer, fh)
+            self._writers[stage] = open_log(log_path(directory, stage), stage, start_epoch_s)
 
     def roll(self, start_s: float, end_s: float) -> IntervalStats:
         """Close the interval [start_s, end_s) (seconds from the run start): totals, logs, figures."""

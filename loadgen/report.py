@@ -114,12 +114,16 @@ def write_outputs(summary: dict[str, Any], result: RunResult, out_dir: Path) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    hgrm = out_dir / "end_to_end.hgrm"
-    with hgrm.open("wb") as fh:
-        hist = result.recorder.total["end_to_end"]
-        if hist.get_total_count():
-            hist.output_percentile_distribution(fh, 1000.0)  # values in ms, as wrk2 prints them
+    hgrm = write_hgrm(result.recorder.total["end_to_end"], out_dir / "end_to_end.hgrm")
     return [summary_path, hgrm, out_dir / "latency.hlog"]
+
+
+def write_hgrm(hist: HdrHistogram, path: Path) -> Path:
+    """The percentile spectrum, values in ms, as wrk2's ``--latency`` prints it (empty when nothing was recorded)."""
+    with path.open("wb") as fh:
+        if hist.get_total_count():
+            hist.output_percentile_distribution(fh, 1000.0)
+    return path
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:

@@ -11,12 +11,14 @@ import pytest
 FORBIDDEN = {
     "probes": ["textual", "locust", "gevent", "typer"],
     "loadgen": ["textual"],
+    "loadgen.share_run": ["textual", "locust", "gevent"],  # a distributed share runs on asyncio, without gevent
     "console": ["locust", "gevent"],
 }
 MODULES = {
     "probes": ["probes", "probes.rabbitmq.probe", "probes.fake", "probes.serialize"],
     "loadgen": ["loadgen"],
-    "console": ["console.cli"],
+    "loadgen.share_run": ["loadgen.share_run", "loadgen.merge_runs", "loadgen.shares"],
+    "console": ["console.cli", "console.cmd_load", "console.load_cluster"],
 }
 
 

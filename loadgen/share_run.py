@@ -1,0 +1,57 @@
+"""One agent's share of a distributed run, in a process of its own (the agent's process runs gevent, this one asyncio).
+
+    python -m loadgen.share_run OUT_DIR  < {"spec": {...}, "broker": "URL or profile"}
+
+The spec and the broker come on stdin, so a broker password never shows in a process list. Each interval's figures
+are printed to stdout as one JSON line (the agent forwards them to the master's live view); at the end the run's
+files (``summary.json``, ``latency.hlog``, ``hlog/``, ``end_to_end.hgrm``) are in OUT_DIR. Errors: one line on
+stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from loadgen import aio
+from loadgen.engine import Engine, RunResult
+from loadgen.recorder import IntervalStats
+from loadgen.report import build_summary, write_outputs
+from loadgen.shares import ShareError, spec_from_dict
+from loadgen.transports import open_transport
+from probes import ProbeError, redact_text, resolve_broker
+
+
+def _emit(stats: IntervalStats, result: RunResult) -> None:
+    line = dict(dataclasses.asdict(stats), in_flight=result.in_flight)
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m loadgen.share_run OUT_DIR < share.json", file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    secrets: tuple[str, ...] = ()
+    try:
+        doc = json.loads(sys.stdin.read())
+        spec = spec_from_dict(doc["spec"])
+        target = resolve_broker(doc.get("broker"))
+        secrets = target.secrets
+        out.mkdir(parents=True, exist_ok=True)
+        result = aio.run(Engine(open_transport(target, spec.queue, spec.run_id), spec, progress=_emit).run(str(out)))
+    except (ProbeError, ShareError, ValueError, KeyError) as exc:
+        print(f"qdeck: {redact_text(str(exc), secrets)}", file=sys.stderr)
+        return 2
+    write_outputs(build_summary(result, broker=target.display), result, out)
+    if result.aborted:
+        print(f"qdeck: run aborted: {redact_text(result.aborted, secrets)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
