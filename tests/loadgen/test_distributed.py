@@ -12,8 +12,10 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
+from console.demo import remove_queues
 from console.embedded_redis import free_port
 from loadgen.recorder import HIGHEST_US, LOWEST_US, SIGFIGS, STAGES
+from probes.urls import parse_broker_url
 from tests.cli import qdeck
 from tests.workers import worker
 
@@ -50,6 +52,7 @@ def test_two_agents_share_a_run_and_the_master_merges_it(redis_url: str, tmp_pat
                         "--out", str(out), "--slo", "p99<5s", "--slo", "errors<1%", "--json", timeout=120)
     finally:
         finished = [_finish(agent) for agent in agents]
+        remove_queues(parse_broker_url(redis_url), [queue, f"{queue}:dlq"])
     assert run.code == 0, run.all
     for code, log in finished:  # the agents leave when the master's run ends
         assert code == 0, log
