@@ -9,7 +9,8 @@ summary.json, schema_version 1::
     stages {name: {count, min_ms, mean_ms, p50_ms, p90_ms, p99_ms, p99_9_ms, max_ms, stddev_ms,
                    out_of_range, clamped_negative, histogram (base64 HdrHistogram, µs)}},
     batch_sizes {size: n}, devices {device: n}, generator {behind, behind_intervals, schedule_lag_p99_ms},
-    notes [text], aborted (text or null)
+    notes [text], aborted (text or null),
+    agents [{index, host, run_id, counts, rates, generator, aborted}] (distributed runs only: loadgen/merge_runs.py)
 
 All latencies are milliseconds; the encoded histograms hold microseconds (1 µs to 1 h, 3 significant figures).
 ``gate`` and ``compare`` read these files back, so any percentile can be judged later.
