@@ -184,10 +184,9 @@ def agent(
     import os
     import sys
 
-    if broker is not None:
-        resolve_broker(broker)  # a bad URL or unknown profile fails here, not at the first run
     env = dict(os.environ)
     if broker is not None:
+        resolve_broker(broker)  # a bad URL or unknown profile fails here, not at the first run
         env["QDECK_BROKER"] = broker
     os.execve(sys.executable, [sys.executable, "-m", "loadgen.locust_nodes", "agent", "--master", master], env)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from console.runner import EXIT_USAGE, fail
+from console.runner import EXIT_USAGE
 from probes import resolve_broker
 
 if TYPE_CHECKING:
@@ -27,14 +27,9 @@ if TYPE_CHECKING:
 def run_distributed(broker: str | None, spec: RunSpec, agents: int, *, bind: str, wait_s: float, out: Path | None,
                     quiet: bool) -> dict[str, Any]:
     from loadgen.report import load_summary
-    from loadgen.shares import ShareError, share, spec_to_dict
+    from loadgen.shares import spec_to_dict
 
     target = resolve_broker(broker)  # a bad URL or unknown profile fails here, before any agent is involved
-    try:
-        for index in range(agents):
-            share(spec, index, agents)
-    except ShareError as exc:
-        raise fail(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="qdeck-master-") as tmp:
         out_dir = out if out is not None else Path(tmp)
         args = [sys.executable, "-m", "loadgen.locust_nodes", "master", "--agents", str(agents), "--bind", bind,

@@ -30,7 +30,7 @@ from locust.env import Environment  # Locust patches the standard library for ge
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from loadgen.merge_runs import log_texts, merge_logs, merge_summaries
-from loadgen.report import stage_histogram, write_hgrm
+from loadgen.report import stage_histogram, write_hgrm, write_summary
 from loadgen.shares import ShareError, share, spec_from_dict, spec_to_dict
 from probes.redact import redact_text
 
@@ -148,13 +148,13 @@ def run_master(args: argparse.Namespace) -> int:
     summaries = [r["summary"] for r in results]
     merged = merge_summaries(spec, doc.get("display", ""), summaries, [r["host"] for r in results])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(merged, indent=2) + "\n")
+    write_summary(merged, out / "summary.json")
     write_hgrm(stage_histogram(merged, "end_to_end"), out / "end_to_end.hgrm")
     merge_logs([r["logs"] for r in results], out, min(r["started_epoch_s"] for r in results))
     for index, result in enumerate(results):
         agent_dir = out / "agents" / str(index)
         agent_dir.mkdir(parents=True, exist_ok=True)
-        (agent_dir / "summary.json").write_text(json.dumps(result["summary"], indent=2) + "\n")
+        write_summary(result["summary"], agent_dir / "summary.json")
     return 0
 
 

@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadgen.engine import BEHIND_LAG_US, RunSpec
 from loadgen.recorder import STAGES, log_path, new_histogram, open_log
-from loadgen.report import SCHEMA_VERSION, stage_figures, stage_histogram
+from loadgen.report import SCHEMA_VERSION, stage_entry, stage_histogram
 
 COUNTS = ("intended", "sent", "replied", "errors", "timeouts", "unsent", "late", "foreign", "malformed_replies",
           "warmup_sent")
@@ -35,11 +35,8 @@ def merge_stages(shares: list[dict[str, Any]]) -> dict[str, Any]:
         hist = new_histogram()
         for doc in shares:
             hist.add(stage_histogram(doc, stage))
-        entry = stage_figures(hist)
-        entry["out_of_range"] = sum(doc["stages"][stage].get("out_of_range", 0) for doc in shares)
-        entry["clamped_negative"] = sum(doc["stages"][stage].get("clamped_negative", 0) for doc in shares)
-        entry["histogram"] = hist.encode().decode() if hist.get_total_count() else None
-        stages[stage] = entry
+        stages[stage] = stage_entry(hist, sum(doc["stages"][stage].get("out_of_range", 0) for doc in shares),
+                                    sum(doc["stages"][stage].get("clamped_negative", 0) for doc in shares))
     return stages
 
 

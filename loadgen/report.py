@@ -51,16 +51,20 @@ def stage_figures(hist: HdrHistogram) -> dict[str, Any]:
     return fig
 
 
+def stage_entry(hist: HdrHistogram, out_of_range: int, clamped: int) -> dict[str, Any]:
+    """A stage's summary.json entry: its figures, its counted-aside values and the whole encoded histogram."""
+    entry = stage_figures(hist)
+    entry["out_of_range"] = out_of_range
+    entry["clamped_negative"] = clamped
+    entry["histogram"] = hist.encode().decode() if hist.get_total_count() else None
+    return entry
+
+
 def build_summary(result: RunResult, *, broker: str) -> dict[str, Any]:
     spec, rec = result.spec, result.recorder
     stages: dict[str, Any] = {}
     for stage in STAGES:
-        hist = rec.total[stage]
-        entry = stage_figures(hist)
-        entry["out_of_range"] = rec.out_of_range.get(stage, 0)
-        entry["clamped_negative"] = rec.clamped.get(stage, 0)
-        entry["histogram"] = hist.encode().decode() if hist.get_total_count() else None
-        stages[stage] = entry
+        stages[stage] = stage_entry(rec.total[stage], rec.out_of_range.get(stage, 0), rec.clamped.get(stage, 0))
     lag = rec.total["schedule_lag"]
     lag_p99 = lag.get_value_at_percentile(99) if lag.get_total_count() else 0
     target, achieved = result.target_rate, result.achieved_rate
@@ -113,10 +117,14 @@ def build_summary(result: RunResult, *, broker: str) -> dict[str, Any]:
 
 def write_outputs(summary: dict[str, Any], result: RunResult, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_path = out_dir / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    summary_path = write_summary(summary, out_dir / "summary.json")
     hgrm = write_hgrm(result.recorder.total["end_to_end"], out_dir / "end_to_end.hgrm")
     return [summary_path, hgrm, out_dir / "latency.hlog"]
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> Path:
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
 
 
 def write_hgrm(hist: HdrHistogram, path: Path) -> Path:
