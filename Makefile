@@ -41,6 +41,7 @@ bench: setup
 	$(PY) -m bench.loadgen_ceiling
 	$(PY) -m bench.rabbitmq_clients
 	$(PY) -m bench.console_10k
+	$(PY) -m bench.large_messages
 
 clean:
 	rm -rf $(VENV) .brokers .pytest_cache .mypy_cache .ruff_cache *.egg-info

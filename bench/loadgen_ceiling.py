@@ -16,7 +16,9 @@ schedule-lag p99 < 2 ms, every request answered, and end-to-end p99 < 50 ms — 
 without it the search climbs to rates the sender sustains while replies pile up behind a saturated worker. Found by
 stepping ×1.25 and bisecting twice; a rate that fails a trial passes only if it passes two more (one stall of the
 VM is not a ceiling). Prints the ceiling and its ratio to each reference (target ≥ 0.8). Then it records
-1,000,000 requests into a recorder and prints the memory growth (target: flat).
+1,000,000 requests into a recorder and prints the memory growth (target: flat, i.e. the traced heap grows by at
+most 1 MB from the 100,000th record to the 1,000,000th: the per-interval figures, a few hundred bytes each).
+Exits 1 when any target is missed.
 Without URLs it uses an embedded Redis and RabbitMQ at amqp://guest:guest@127.0.0.1:5672/.
 """
 
@@ -34,19 +36,22 @@ import uuid
 
 from hdrh.histogram import HdrHistogram
 
+from bench._targets import Targets
 from bench._workers import redis_url, worker
 from console.demo import remove_queues
 from loadgen import aio
-from loadgen.engine import Engine, RunResult, RunSpec
 from loadgen.envelope import Request, Stamps, encode_request
-from loadgen.recorder import Recorder
-from loadgen.schedules import Constant
+from loadgen.run.engine import Engine, RunResult, RunSpec
+from loadgen.run.recorder import Recorder
+from loadgen.run.schedules import Constant
 from loadgen.transports import open_transport
 from probes.urls import parse_broker_url
 
 BARE_N = 40_000
 CHUNK = 100
 E2E_P99_MS = 50.0  # replies keep up: a worker falling behind builds a backlog and end-to-end grows
+RATIO_TARGET = 0.8  # the ceiling against each bare loop
+FLAT_MB = 1.0  # memory growth from 100k to 1M recorded requests
 
 
 def _body(run: str, reply_to: str, seq: int) -> bytes:
@@ -111,8 +116,8 @@ async def bare_rabbitmq(url: str, queue: str, n: int = BARE_N, window: int = 100
     transport uses (requests written 100 to a write by ``ChannelWriter``, replies parsed off the socket by
     ``DeliveryReader``), so the comparison isolates the engine. Otherwise pika's own API only (``basic_publish``,
     ``basic_consume``): the loop a user would write with the library."""
-    from loadgen.amqp import AmqpLink, ChannelWriter
-    from loadgen.amqp_deliveries import DeliveryReader
+    from loadgen.brokers.amqp import AmqpLink, ChannelWriter
+    from loadgen.brokers.amqp_deliveries import DeliveryReader
 
     link = await AmqpLink.open(parse_broker_url(url))
     reply = f"bench.reply.{uuid.uuid4().hex[:8]}"
@@ -207,7 +212,8 @@ def ceiling(url: str, queue: str, start: float, seconds: float) -> float:
     return best
 
 
-def memory_growth(n: int = 1_000_000) -> None:
+def memory_growth(n: int = 1_000_000) -> float:
+    """Record ``n`` requests; print the memory figures and return the traced heap's growth after 100k (MB)."""
     rec = Recorder()
     s = Stamps(1_000_000, 1_100_000, 1_200_000, 3_000_000, 3_100_000)
     gc.collect()
@@ -228,6 +234,7 @@ def memory_growth(n: int = 1_000_000) -> None:
           f"after {n // 1000:,}k {traced / 1e6:.2f} MB (growth {(traced - after_100k) / 1e6:+.2f} MB, "
           f"the per-interval figures: {len(rec.intervals)} × a few hundred bytes); max RSS {rss0 / 1024:.0f} → "
           f"{rss1 / 1024:.0f} MB")
+    return float(traced - after_100k) / 1e6
 
 
 def _references(kind: str, url: str, queue: str, out: dict[str, list[float]], when: str) -> None:
@@ -253,6 +260,7 @@ def main() -> None:
     ap.add_argument("--rabbitmq", default="amqp://guest:guest@127.0.0.1:5672/")
     args = ap.parse_args()
     kinds = args.brokers.split(",")
+    targets = Targets("bench.loadgen_ceiling")
     with redis_url(args.redis if "redis" in kinds else "redis://unused") as rurl:
         urls = {"redis": rurl, "rabbitmq": args.rabbitmq}
         for kind in kinds:
@@ -269,10 +277,12 @@ def main() -> None:
             for name, rates in runs.items():
                 bare = statistics.median(rates)
                 print(f"  {kind}: ceiling {top:,.0f}/s vs {name} {bare:,.0f}/s (median of {len(rates)}) → ratio "
-                      f"{top / bare:.2f} (target ≥ 0.8)", flush=True)
+                      f"{top / bare:.2f} (target ≥ {RATIO_TARGET})", flush=True)
+                targets.at_least(f"{kind}: ceiling / {name}", top / bare, RATIO_TARGET)
             print(flush=True)
             remove_queues(parse_broker_url(url), [queue, f"{queue}:dlq" if kind == "redis" else f"{queue}.dlq"])
-    memory_growth()
+    targets.at_most("memory growth from 100k to 1M recorded requests (MB)", memory_growth(), FLAT_MB)
+    targets.done()
 
 
 if __name__ == "__main__":

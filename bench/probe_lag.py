@@ -4,8 +4,9 @@
 
 Without --broker it starts the Kafka-protocol test broker (noida-db) on a free port and stops it after.
 Creates TOPICS topics × 3 partitions with 10 records each and GROUPS groups that commit on them, then times
-a full snapshot (topics, watermarks, configs, groups, offsets, lag) both ways; prints medians and probe/bare
-(target ≤ 1.2).
+a full snapshot (topics, watermarks, configs, groups, offsets, lag) both ways; prints medians and probe/bare.
+
+Target: probe/bare ≤ 1.2. Exits 1 when it is missed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uuid
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec, ResourceType
 
+from bench._targets import Targets
 from probes import open_probe, parse_broker_url
 from tests import brokers as harness
 
@@ -117,9 +119,12 @@ def main() -> None:
         print(f"\nlag snapshot, {args.topics} topics x 3 partitions, {args.groups} groups (median of {args.rounds}):")
         print(f"  bare confluent-kafka calls : {bare:.3f} s")
         print(f"  qdeck probe.snapshot()     : {probe:.3f} s  (both sides warm: clients reused across polls)")
-        print(f"  ratio probe/bare           : {probe / bare:.2f}  (target <= 1.2)")
     finally:
         harness.down(started.started)
+    targets = Targets("bench.probe_lag")
+    targets.at_most(f"lag snapshot ({args.topics} topics, {args.groups} groups), probe / bare confluent-kafka",
+                    probe / bare, 1.2)
+    targets.done()
 
 
 if __name__ == "__main__":

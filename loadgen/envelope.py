@@ -105,6 +105,7 @@ class Reply(NamedTuple):
     stamps: Stamps
     output: Any = None
     error: str | None = None
+    model: str = ""  # the worker's model and batching ("echo, batch ≤ 16, wait 5ms, ×1"); optional on the wire
 
     @property
     def id(self) -> str:
@@ -145,6 +146,8 @@ def encode_reply(rep: Reply) -> bytes:
                            "device": rep.device, "batch_size": rep.batch_size,
                            "stamps": [s.dequeued_ns, s.batch_formed_ns, s.inference_start_ns, s.inference_end_ns,
                                       s.reply_published_ns]}
+    if rep.model:
+        doc["model"] = rep.model
     if rep.error is not None:
         doc["error"] = rep.error
     else:
@@ -225,13 +228,14 @@ def decode_reply(data: bytes | str) -> Reply | Malformed:
         stamps = doc["stamps"]
         a, b, c, d, e = stamps
         error = doc.get("error")
+        model = doc.get("model", "")
         if (doc["v"] == VERSION and doc["t"] == "rep" and type(doc["run"]) is str and type(doc["seq"]) is int
                 and type(stamps) is list and type(a) is int and type(b) is int and type(c) is int
                 and type(d) is int and type(e) is int and type(doc["batch_size"]) is int
                 and type(doc["worker"]) is str and type(doc["device"]) is str
-                and (error is None or type(error) is str)):
+                and (error is None or type(error) is str) and type(model) is str):
             return Reply(doc["run"], doc["seq"], doc["worker"], doc["device"], doc["batch_size"],
-                         Stamps(a, b, c, d, e), doc.get("output"), error)
+                         Stamps(a, b, c, d, e), doc.get("output"), error, model)
     except (ValueError, KeyError, TypeError, RecursionError):
         pass
     return _decode_reply_checked(data)
@@ -251,12 +255,15 @@ def _decode_reply_checked(data: bytes | str) -> Reply | Malformed:
     error = doc.get("error")
     if error is not None and not isinstance(error, str):
         return Malformed("field 'error' must be a string")
+    model = doc.get("model", "")
+    if not isinstance(model, str):
+        return Malformed("field 'model' must be a string")
     if type(doc["v"]) is bool:  # "v": true equals 1 in Python, and passed the version check
         return Malformed("malformed reply (a field holds a boolean or a value of the wrong kind)")
     # A valid reply gets here when the fast path left it to the standard library (an integer beyond 64 bits in
     # the output, a lone surrogate): it decodes as json.loads reads it.
     return Reply(doc["run"], doc["seq"], doc["worker"], doc["device"], doc["batch_size"], Stamps(*stamps),
-                 doc.get("output"), error)
+                 doc.get("output"), error, model)
 
 
 def peek_reply_to(data: bytes | str) -> str | None:

@@ -16,6 +16,10 @@ class BrokerUnreachable(ProbeError):
     """Nothing answered at the broker's address (refused, timed out, DNS failure, TLS failure)."""
 
 
+class ConnectionLost(BrokerUnreachable):
+    """An established connection dropped (a broker restart, a network cut); the client is reconnecting."""
+
+
 class AuthFailed(ProbeError):
     """The broker answered but refused the credentials (or the user lacks permission)."""
 

@@ -57,12 +57,21 @@ class KafkaAdmin:
         self.timeout = timeout
         self.where = ",".join(f"{h}:{p}" for h, p in target.hosts)
         self.last_error: KafkaError | None = None  # what librdkafka reported in the background (error_cb)
-        conf = client_config(target, timeout)
+        self.admin = self._build()
+
+    def _build(self) -> AdminClient:
+        conf = client_config(self.target, self.timeout)
         conf["error_cb"] = self._on_error
         try:
-            self.admin = AdminClient(conf)
+            return AdminClient(conf)
         except KafkaException as exc:
             raise ProbeError(self._scrub(f"bad Kafka client settings in the broker URL: {exc}")) from None
+
+    def rebuild(self) -> None:
+        """A fresh AdminClient after a failed call: after a broker restart a long-lived client's group
+        requests (``describe_consumer_groups``) can time out for good while a new client works at once."""
+        self.last_error = None
+        self.admin = self._build()
 
     def _on_error(self, err: KafkaError) -> None:
         self.last_error = err
@@ -80,8 +89,8 @@ class KafkaAdmin:
         if code in _AUTH_CODES:
             return AuthFailed(self._scrub(f"authentication failed at Kafka {self.where}: {text}"))
         if code in _UNREACHABLE_CODES or isinstance(exc, TimeoutError):
-            return BrokerUnreachable(f"broker unreachable: no Kafka broker answered at {self.where} "
-                                     f"within {self.timeout:g} s")
+            return BrokerUnreachable(f"broker unreachable: Kafka at {self.where} did not answer "
+                                     f"({what or 'request'}) within {self.timeout:g} s")
         if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.GROUP_ID_NOT_FOUND):
             return NotFound(self._scrub(f"{what or 'object'} not found at Kafka {self.where}"))
         return ProbeError(self._scrub(f"Kafka error at {self.where}{f' ({what})' if what else ''}: {text}"))

@@ -4,6 +4,7 @@ joins a group or commits (assign + seek)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from confluent_kafka.admin import ConfigResource, OffsetSpec, ResourceType  # ty
 from probes.death_fields import death_from_fields
 from probes.errors import NotFound, ProbeError
 from probes.kafka_client import KafkaAdmin, client_config
+from probes.kafka_headers import header_map, header_values, origin_topic
 from probes.models import (
     BrokerOverview,
     BrokerSnapshot,
@@ -31,6 +33,8 @@ from probes.urls import BrokerTarget
 
 KEY_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy", "min.insync.replicas")
 MAX_PEEK_BODY = 64 * 1024
+ORIGIN_SAMPLE = 5  # records read from the end of each dead-letter partition to learn where they came from
+NO_COMMIT = "no committed offset"
 
 
 class KafkaProbe:
@@ -42,6 +46,8 @@ class KafkaProbe:
         self.client = KafkaAdmin(target, timeout)
         self.timeout = timeout
         self.include_internal = include_internal
+        # dead-letter topic -> (high watermarks when sampled, origin topics its records' headers name)
+        self._origins: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {}
 
     async def aclose(self) -> None:
         return None  # AdminClient has no close; its threads end with the object
@@ -52,8 +58,26 @@ class KafkaProbe:
     def _topics(self, md: Any) -> list[str]:
         return sorted(t for t in md.topics if self.include_internal or not t.startswith("__"))
 
+    async def _guarded(self, what: str, coro: Any) -> Any:
+        """Every failure becomes a ProbeError; after one the AdminClient is rebuilt (a long-lived client can
+        stay broken after a broker restart while a fresh one works)."""
+        try:
+            return await coro
+        except NotFound:
+            raise
+        except ProbeError:
+            self.client.rebuild()
+            raise
+        except Exception as exc:  # a driver surprise: still one line, never an internal error
+            self.client.rebuild()
+            raise self.client.translate(exc, what) from None
+
     # ---- snapshot -------------------------------------------------------------------------------------
     async def snapshot(self) -> BrokerSnapshot:
+        result: BrokerSnapshot = await self._guarded("snapshot", self._snapshot())
+        return result
+
+    async def _snapshot(self) -> BrokerSnapshot:
         started, t0 = time.time(), time.perf_counter()
         md = await self._metadata()
         topics = self._topics(md)
@@ -63,24 +87,34 @@ class KafkaProbe:
         per_topic_lag: dict[str, list[GroupLag]] = {}
         group_rows: list[GroupLag] = []
         for group_id, state, members, committed, assigned in groups:
-            for topic in sorted({t for t, _ in committed} | {t for t, _ in assigned}):
-                if topic not in md.topics:
-                    continue
+            known = sorted(t for t in {t for t, _ in committed} | {t for t, _ in assigned} if t in md.topics)
+            if not known:  # neither commits nor assignments: listed by the broker, so listed here
+                group_rows.append(GroupLag(
+                    broker=self.target.label, group=group_id, source="", lag=0, state=state, members=members,
+                    consumed=None, note=f"{NO_COMMIT} and no partitions assigned: its topics are unknown"))
+            for topic in known:
                 row = self._group_lag(group_id, state, members, topic, md, committed, low, high)
                 group_rows.append(row)
                 per_topic_lag.setdefault(topic, []).append(row)
         member_count = {t: sum(r.members for r in rows) for t, rows in per_topic_lag.items()}
+        fed_by = await self._dead_letter_origins(md, topics, low, high)
+        feeds: dict[str, list[str]] = {}
+        for dlq_topic, origins in fed_by.items():
+            for origin in origins:
+                feeds.setdefault(origin, []).append(dlq_topic)
         queues = []
         for topic in topics:
             parts = sorted(md.topics[topic].partitions)
             retained = sum(high[(topic, p)] - low[(topic, p)] for p in parts)
             lags = per_topic_lag.get(topic, [])
             dlq = matches_dlq_name(topic, self.dlq_patterns)
+            targets = tuple(sorted(feeds.get(topic, ())))
             queues.append(QueueStats(
                 broker=self.target.label, name=topic, kind="topic", depth=retained, in_flight=0,
                 consumers=member_count.get(topic, 0), publish_rate=None, deliver_rate=None,
-                dead_letter_target=None, is_dead_letter=dlq, queue_type="topic",
-                dead_letter_source="name pattern" if dlq else None,
+                dead_letter_target=targets[0] if targets else None, is_dead_letter=dlq, queue_type="topic",
+                dead_letter_source="name pattern" if dlq else ("record headers" if targets else None),
+                dead_letter_queues=targets,
                 lag=max((r.lag for r in lags), default=None), partitions=len(parts),
                 config=configs.get(topic, {})))
         controller = md.controller_id
@@ -160,23 +194,67 @@ class KafkaProbe:
         for p in sorted(md.topics[topic].partitions):
             lo, hi = low.get((topic, p), 0), high.get((topic, p), 0)
             c = committed.get((topic, p))
-            # no commit yet: the group will start from the retained start, so the whole backlog is lag
+            # no commit yet: counted as the group would start with auto.offset.reset=earliest (the retained
+            # start); the broker does not know the group's reset policy, so the note says what is assumed
             lag = max(0, hi - c) if c is not None else hi - lo
             rows.append(PartitionLag(partition=p, committed=c, low=lo, high=hi, lag=lag))
         consumed = sum(r.committed for r in rows if r.committed is not None)
+        missing = [r.partition for r in rows if r.committed is None]
+        note = None
+        if missing:
+            where = "" if len(missing) == len(rows) else f" on partition(s) {', '.join(map(str, missing))}"
+            note = (f"{NO_COMMIT}{where}: lag counts the retained backlog there, as auto.offset.reset=earliest "
+                    f"would read it (0 there with latest)")
         return GroupLag(broker=self.target.label, group=group, source=topic, lag=sum(r.lag for r in rows),
-                        state=state, members=members, consumed=consumed, partitions=tuple(rows))
+                        state=state, members=members, consumed=consumed, partitions=tuple(rows), note=note)
+
+    async def _dead_letter_origins(self, md: Any, topics: list[str], low: dict[tuple[str, int], int],
+                                   high: dict[tuple[str, int], int]) -> dict[str, tuple[str, ...]]:
+        """Dead-letter topic (by name) -> the topics its newest records' headers say they came from (Spring
+        ``kafka_dlt-original-topic``, Connect ``__connect.errors.topic``, qdeck ``source``). One consumer reads
+        the last few records of every such partition; a topic whose watermarks did not move is not re-read."""
+        starts: dict[tuple[str, int], int] = {}
+        ends: dict[tuple[str, int], int] = {}
+        stale: dict[str, tuple[int, ...]] = {}
+        for topic in topics:
+            if not matches_dlq_name(topic, self.dlq_patterns):
+                continue
+            parts = sorted(md.topics[topic].partitions)
+            marks = tuple(high.get((topic, p), 0) for p in parts)
+            if self._origins.get(topic, ((), ()))[0] == marks:
+                continue
+            stale[topic] = marks
+            for p in parts:
+                lo, hi = low.get((topic, p), 0), high.get((topic, p), 0)
+                if hi > lo:
+                    starts[(topic, p)], ends[(topic, p)] = max(lo, hi - ORIGIN_SAMPLE), hi
+        if stale:
+            found: dict[str, set[str]] = {t: set() for t in stale}
+            if starts:
+                try:
+                    records = await asyncio.wait_for(asyncio.to_thread(self._sample, starts, ends),
+                                                     self.timeout + 2)
+                except (ProbeError, TimeoutError, KafkaException):
+                    records = []  # origins stay unknown this time; the snapshot itself does not fail
+                    stale = {}
+                for msg in records:
+                    origin = origin_topic(header_map(header_values(msg.headers())))
+                    if origin and msg.topic() in found:
+                        found[msg.topic()].add(origin)
+            for topic, marks in stale.items():
+                self._origins[topic] = (marks, tuple(sorted(found[topic])))
+        return {t: origins for t, (_marks, origins) in self._origins.items() if t in md.topics and origins}
 
     # ---- consumers --------------------------------------------------------------------------------------
     async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]:
-        described = await self._describe_groups()
+        described = await self._guarded("consumer groups", self._describe_groups())
         found = []
         for gid in sorted(described):
             for m in described[gid].members:
                 tps = m.assignment.topic_partitions if m.assignment else []
                 for topic in sorted({tp.topic for tp in tps}):
                     if queue is None or topic == queue:
-                        found.append(ConsumerInfo(queue=topic, tag=f"{gid}/{m.consumer_id}", connection=m.host,
+                        found.append(ConsumerInfo(queue=topic, tag=f"{gid}/{m.member_id}", connection=m.host,
                                                   channel=m.client_id, prefetch=None, ack_required=None,
                                                   active=True))
         return found
@@ -185,9 +263,15 @@ class KafkaProbe:
     async def peek(self, queue: str, limit: int, *, force: bool = False, partition: int | None = None,
                    offset: int | None = None) -> PeekResult:
         """Up to ``limit`` records from ``partition`` (all, in order, by default) from ``offset`` (the low
-        watermark by default; negative: that many before the end). Assigns and seeks: no group, no commit."""
+        watermark by default; negative: that many before the end). Assigns and seeks: no group, no commit.
+        Reads stop at the high watermark: transaction markers and aborted records take offsets that never
+        arrive as records (read_committed), so they are gaps, not records to wait for."""
         if limit < 1:
             raise ProbeError("peek needs a message count of at least 1")
+        result: PeekResult = await self._guarded(f"peek {queue}", self._peek(queue, limit, partition, offset))
+        return result
+
+    async def _peek(self, queue: str, limit: int, partition: int | None, offset: int | None) -> PeekResult:
         md = await self._metadata()
         if queue not in md.topics or md.topics[queue].error is not None:
             raise NotFound(f"topic {queue!r} not found at Kafka {self.client.where}")
@@ -202,54 +286,111 @@ class KafkaProbe:
             lo, hi = low[(queue, p)], high[(queue, p)]
             starts[p] = lo if offset is None else (max(lo, hi + offset) if offset < 0 else max(lo, offset))
         wanted = {p: hi for (_t, p), hi in high.items() if starts[p] < hi}
-        records = await asyncio.wait_for(asyncio.to_thread(self._read, queue, starts, wanted, limit),
-                                         self.timeout * 3)
+        try:
+            records = await asyncio.wait_for(asyncio.to_thread(self._read, queue, starts, wanted, limit),
+                                             self.timeout * 2 + 5)
+        except TimeoutError:
+            raise self.client.translate(TimeoutError(), f"peek {queue}") from None
         return PeekResult(broker=self.target.label, queue=queue,
                           messages=tuple(_record(i, r) for i, r in enumerate(records)), side_effect=None)
 
-    def _read(self, topic: str, starts: dict[int, int], ends: dict[int, int], limit: int) -> list[Any]:
+    def _consumer(self) -> Consumer:
         conf = client_config(self.target, self.timeout)
         conf.update({"group.id": f"qdeck-peek-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                     "enable.auto.offset.store": False, "enable.partition.eof": False,
+                     "enable.auto.offset.store": False, "enable.partition.eof": True,
                      "receive.message.max.bytes": 200_000_000})
-        consumer = Consumer(conf)
+        return Consumer(conf)
+
+    def _read(self, topic: str, starts: dict[int, int], ends: dict[int, int], limit: int) -> list[Any]:
+        """Partitions one after another, each from its start until the end offset, its end-of-partition
+        event, or ``limit`` records in all; the whole read is bounded by twice the timeout."""
+        consumer = self._consumer()
         out: list[Any] = []
+        deadline = time.monotonic() + self.timeout * 2
         try:
             for p in sorted(ends):
                 if len(out) >= limit:
                     break
                 consumer.assign([TopicPartition(topic, p, starts[p])])
-                deadline = time.monotonic() + self.timeout
-                while len(out) < limit and time.monotonic() < deadline:
-                    msg = consumer.poll(0.5)
-                    if msg is None:
+                while len(out) < limit:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError
+                    msg = consumer.poll(0.2)
+                    if msg is None or msg.partition() != p:
                         continue
-                    if msg.error():
-                        raise KafkaException(msg.error())
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            break
+                        raise KafkaException(err)
                     out.append(msg)
                     if (msg.offset() or 0) + 1 >= ends[p]:
                         break
                 consumer.unassign()
-        except KafkaException as exc:
+        except (KafkaException, TimeoutError) as exc:
             raise self.client.translate(exc, f"peek {topic}") from None
         finally:
             consumer.close()  # never subscribed, never committed: leaves no group behind
         return out
 
+    def _sample(self, starts: dict[tuple[str, int], int], ends: dict[tuple[str, int], int]) -> list[Any]:
+        """Every partition in ``starts`` at once, each read up to its end offset (or end-of-partition)."""
+        consumer = self._consumer()
+        out: list[Any] = []
+        open_parts = set(starts)
+        deadline = time.monotonic() + self.timeout
+        try:
+            consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
+            while open_parts and time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                tp = (msg.topic(), msg.partition())
+                if tp not in open_parts:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(err)
+                    open_parts.discard(tp)
+                    continue
+                out.append(msg)
+                if (msg.offset() or 0) + 1 >= ends[tp]:
+                    open_parts.discard(tp)
+        except KafkaException as exc:
+            raise self.client.translate(exc, "dead-letter origins") from None
+        finally:
+            consumer.close()
+        return out
+
 
 def _record(position: int, msg: Any) -> PeekedMessage:
     value = msg.value() or b""
-    headers = {k: (v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v))
-               for k, v in (msg.headers() or [])}
+    exact = header_values(msg.headers())
+    headers = header_map(exact)
     kind, ms = msg.timestamp()
     stamp = datetime.fromtimestamp(ms / 1000, tz=UTC) if kind != 0 and ms > 0 else None
     death = death_from_fields(headers, stamp)
+    key: bytes | None = msg.key()
+    key_text = None
+    if key is not None:
+        try:
+            key_text = key.decode("utf-8")
+        except UnicodeDecodeError:
+            key_text = None
+    shown_key = "" if key is None else f" · key {key_text if key_text is not None else 'base64:' + _b64(key)}"
     return PeekedMessage(position=position, body=value[:MAX_PEEK_BODY], size=len(value),
-                         body_truncated=len(value) > MAX_PEEK_BODY, message_id=f"{msg.partition()}@{msg.offset()}",
-                         timestamp=stamp, key=msg.key(), partition=msg.partition(), offset=msg.offset(),
+                         body_truncated=len(value) > MAX_PEEK_BODY,
+                         message_id=f"{msg.partition()}:{msg.offset()}{shown_key}",
+                         timestamp=stamp, key=key, partition=msg.partition(), offset=msg.offset(),
                          headers=headers, deaths=(death,) if death else (),
                          first_death_reason=death.reason if death else None,
-                         first_death_queue=death.queue if death else None)
+                         first_death_queue=death.queue if death else None,
+                         key_text=key_text, header_list=exact)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 __all__ = ["KafkaError", "KafkaProbe"]

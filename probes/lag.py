@@ -1,15 +1,28 @@
-"""One lag model for every broker: backlog in messages, and seconds to drain where a consume rate is known.
+"""One lag model for every broker: backlog in messages, the net rate it changes at, time to drain and a trend.
 
-The rate comes, in order of preference, from a consumed-so-far counter in two snapshots (Kafka committed
-offsets, Redis ``entries-read``), from the broker's own rate (RabbitMQ deliver rate), or from the backlog
-shrinking between two snapshots (net drain). With none of those, seconds-to-drain is unknown (None).
+- **lag** (backlog): messages not yet consumed (a group's lag; a queue's ready + unacked).
+- **consume rate**: messages consumed per second, from a consumed-so-far counter in two snapshots (Kafka committed
+  offsets, Redis ``entries-read``) or the broker's own deliver rate (RabbitMQ).
+- **produce rate**: messages arriving per second (the end offset / stream length moving, or the broker's publish
+  rate).
+- **net rate** = consume rate − produce rate: how fast the backlog shrinks (negative: it grows). Without separate
+  rates it is the backlog's own change between two snapshots.
+- **time to drain** = backlog / net rate, only while the net rate is positive; None otherwise.
+- **trend**: ``idle`` (no backlog), ``draining`` (net rate > 0), ``growing`` (net rate < 0), ``stalled`` (a backlog
+  that does not move, or nobody consuming it); None until a rate is known (one snapshot without broker rates).
+
+The CLI table, ``--json`` and the console all classify with ``classify`` here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from probes.models import BrokerSnapshot, GroupLag, PartitionLag
+
+Trend = Literal["draining", "growing", "stalled", "idle"]
+Rates = tuple[float | None, float | None, float | None, str | None]  # consume, produce, net, basis
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +36,10 @@ class LagRow:
     pending: int | None = None
     consume_rate: float | None = None  # msg/s
     rate_basis: str | None = None  # "committed offsets" | "entries read" | "broker rate" | "net drain"
-    seconds_to_drain: float | None = None
+    seconds_to_drain: float | None = None  # backlog / net rate, while the net rate is positive
+    produce_rate: float | None = None  # msg/s arriving
+    net_rate: float | None = None  # consume − produce: how fast the backlog shrinks (negative: grows)
+    trend: Trend | None = None  # see ``classify``
     state: str | None = None
     oldest_pending_idle_ms: int | None = None
     max_delivery_count: int | None = None
@@ -36,8 +52,8 @@ def lag_rows(curr: BrokerSnapshot, prev: BrokerSnapshot | None = None) -> list[L
     rows: list[LagRow] = []
     before_groups = {(g.source, g.group): g for g in prev.groups} if prev else {}
     for g in curr.groups:
-        rate, basis = _group_rate(g, before_groups.get((g.source, g.group)), dt, curr.kind)
-        rows.append(_row(curr.broker, g.source, g.group, g.lag, g.lag_exact, g.members, rate, basis,
+        rows.append(_row(curr.broker, g.source, g.group, g.lag, g.lag_exact, g.members,
+                         _group_rates(g, before_groups.get((g.source, g.group)), dt, curr.kind),
                          pending=g.pending, state=g.state, oldest_pending_idle_ms=g.oldest_pending_idle_ms,
                          max_delivery_count=g.max_delivery_count, partitions=g.partitions))
     grouped = {g.source for g in curr.groups}
@@ -46,32 +62,52 @@ def lag_rows(curr: BrokerSnapshot, prev: BrokerSnapshot | None = None) -> list[L
         if q.kind in ("topic", "stream") or q.name in grouped:
             continue  # their lag is per consumer group, above
         backlog = q.depth + q.in_flight
-        rate, basis = (q.deliver_rate, "broker rate") if q.deliver_rate else (None, None)
         old = before_queues.get(q.name)
-        if rate is None and old is not None and dt > 0 and (old.depth + old.in_flight) > backlog:
-            rate, basis = ((old.depth + old.in_flight) - backlog) / dt, "net drain"
-        rows.append(_row(curr.broker, q.name, None, backlog, True, q.consumers, rate, basis, pending=q.in_flight))
+        rates: Rates
+        if q.deliver_rate is not None and q.publish_rate is not None:
+            rates = (q.deliver_rate, q.publish_rate, q.deliver_rate - q.publish_rate, "broker rate")
+        elif old is not None and dt > 0:
+            rates = (q.deliver_rate, q.publish_rate, ((old.depth + old.in_flight) - backlog) / dt, "net drain")
+        else:
+            rates = (q.deliver_rate, q.publish_rate, None, "broker rate" if q.deliver_rate is not None else None)
+        rows.append(_row(curr.broker, q.name, None, backlog, True, q.consumers, rates, pending=q.in_flight))
     return sorted(rows, key=lambda r: (-r.backlog, r.source, r.group or ""))
 
 
-def _group_rate(g: GroupLag, old: GroupLag | None, dt: float, kind: str) -> tuple[float | None, str | None]:
+def _group_rates(g: GroupLag, old: GroupLag | None, dt: float, kind: str) -> Rates:
     if old is None or dt <= 0:
-        return None, None
+        return None, None, None, None
     if g.consumed is not None and old.consumed is not None:
         basis = "committed offsets" if kind == "kafka" else "entries read"
-        return max(0.0, (g.consumed - old.consumed) / dt), basis
-    if old.lag > g.lag:
-        return (old.lag - g.lag) / dt, "net drain"
-    return None, None
+        consume = max(0.0, (g.consumed - old.consumed) / dt)
+        produce = max(0.0, ((g.consumed + g.lag) - (old.consumed + old.lag)) / dt)
+        return consume, produce, consume - produce, basis
+    return None, None, (old.lag - g.lag) / dt, "net drain"
+
+
+def classify(backlog: int, consumers: int, consume_rate: float | None, net_rate: float | None) -> Trend | None:
+    """The one classification of a lag row (see the module docstring)."""
+    if backlog == 0:
+        return "idle"
+    if net_rate is not None and net_rate < 0:
+        return "growing"
+    if net_rate is not None and net_rate > 0:
+        return "draining"
+    if net_rate is not None or consumers == 0 or consume_rate == 0:
+        return "stalled"
+    return None
+
+
+def seconds_to_drain(backlog: int, net_rate: float | None) -> float | None:
+    if backlog == 0:
+        return 0.0
+    return backlog / net_rate if net_rate is not None and net_rate > 0 else None
 
 
 def _row(broker: str, source: str, group: str | None, backlog: int, exact: bool, consumers: int,
-         rate: float | None, basis: str | None, **extra: object) -> LagRow:
-    if backlog == 0:
-        drain: float | None = 0.0
-    elif rate is not None and rate > 0:
-        drain = backlog / rate
-    else:
-        drain = None
+         rates: Rates, **extra: object) -> LagRow:
+    consume, produce, net, basis = rates
     return LagRow(broker=broker, source=source, group=group, backlog=backlog, exact=exact, consumers=consumers,
-                  consume_rate=rate, rate_basis=basis, seconds_to_drain=drain, **extra)  # type: ignore[arg-type]
+                  consume_rate=consume, rate_basis=basis, seconds_to_drain=seconds_to_drain(backlog, net),
+                  produce_rate=produce, net_rate=net, trend=classify(backlog, consumers, consume, net),
+                  **extra)  # type: ignore[arg-type]

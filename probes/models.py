@@ -61,6 +61,7 @@ class GroupLag:
     oldest_pending_idle_ms: int | None = None
     max_delivery_count: int | None = None
     partitions: tuple[PartitionLag, ...] = ()
+    note: str | None = None  # what the figure assumes, e.g. "no committed offset" (Kafka)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,18 @@ class DeathRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderValue:
+    """One record header, exactly: ``text`` when the value is valid UTF-8, else ``base64`` (one is set, or
+    neither for a null value); ``decoded`` is a known convention's value as text (Spring's big-endian ints
+    and longs, epoch-millisecond timestamps as ISO 8601)."""
+
+    key: str
+    text: str | None
+    base64: str | None
+    decoded: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PeekedMessage:
     position: int  # 0-based position in the peek (or offset / stream id in ``message_id``)
     body: bytes
@@ -145,6 +158,8 @@ class PeekedMessage:
     first_death_queue: str | None = None
     first_death_exchange: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    key_text: str | None = None  # the record key as text when it is valid UTF-8 (``key`` holds the bytes)
+    header_list: tuple[HeaderValue, ...] = ()  # Kafka: every header in order, duplicates kept, exactly encoded
 
     @property
     def death_reason(self) -> str | None:

@@ -10,21 +10,25 @@
     url = "amqps://ops@rabbit.example.com:5671/inference"
     password_env = "QDECK_PROD_PASSWORD"    # the password comes from the environment, not the file
     management_url = "https://rabbit.example.com:15671"   # any extra key becomes a URL query parameter
+
+Strict (house rule 14): an unknown top-level key (``defualt``) is an error naming it, the file and the nearest
+valid key; so is a value of the wrong type. Extra keys inside a profile are URL query parameters, by design.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
 from probes.errors import ConfigError
+from probes.strict_keys import ConfigFileError, check_keys, read_toml
 from probes.urls import BrokerTarget, parse_broker_url
 
 _RESERVED = {"url", "password_env", "description"}
+TOP_KEYS = ("default", "brokers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +51,15 @@ def _read(path: Path) -> dict[str, object]:
     if not path.exists():
         return {}
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+        doc = read_toml(path)
+    except ConfigFileError as exc:
         raise ConfigError(f"cannot read profiles from {path}: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read profiles from {path}: {exc.strerror}") from None
+    problem = check_keys(doc, TOP_KEYS)
+    if problem:
+        raise ConfigError(f"profiles {path}: {problem}")
+    if "default" in doc and not isinstance(doc["default"], str):
+        raise ConfigError(f"profiles {path}: default must be a profile name (a string)")
+    return doc
 
 
 def load_profiles(path: Path | None = None) -> tuple[dict[str, Profile], str | None]:
@@ -66,11 +73,21 @@ def load_profiles(path: Path | None = None) -> tuple[dict[str, Profile], str | N
     for name, entry in brokers.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
             raise ConfigError(f"{path}: profile {name!r} needs a url = \"...\" string")
+        for key in ("password_env", "description"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ConfigError(f"{path}: profile {name!r}: {key} must be a string")
+        for key, value in entry.items():
+            if key not in _RESERVED and not isinstance(value, str | int | float):
+                raise ConfigError(f"{path}: profile {name!r}: {key} must be a string or a number (extra keys "
+                                  "become URL query parameters)")
         url = entry["url"]
         extra = {k: str(v) for k, v in entry.items() if k not in _RESERVED}
         if extra:
             url += ("&" if "?" in url else "?") + urlencode(extra)
-        target = parse_broker_url(url, name=name)
+        try:
+            target = parse_broker_url(url, name=name)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: profile {name!r}: {exc}") from None
         env = entry.get("password_env")
         if isinstance(env, str):
             password = os.environ.get(env)

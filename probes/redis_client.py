@@ -38,11 +38,11 @@ def redis_error(target: BrokerTarget, exc: BaseException) -> ProbeError:
             return AuthFailed(f"authentication failed at {where}: {text.split('.')[0]}")
         if "no such key" in text:
             return NotFound(f"no such key at {where}")
-        return ProbeError(redact_text(f"Redis error at {where}: {text}", target.secrets))
+        return ProbeError(redact_text(f"error from {where}: {text}"[:300], target.secrets))
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
         return BrokerUnreachable(redact_text(f"broker unreachable: {where}: {connection_cause(exc)}"[:300],
                                              target.secrets))
-    return ProbeError(redact_text(f"Redis error at {where}: {exc}"[:300], target.secrets))
+    return ProbeError(redact_text(f"error from {where}: {exc}"[:300], target.secrets))
 
 
 async def checked(target: BrokerTarget, aw: Awaitable[T]) -> T:

@@ -1,7 +1,7 @@
 """Find or start every broker qdeck's tests need, on 127.0.0.1, and wait until each is really ready.
 
     python -m tests.brokers up      # start what is missing; print the URLs as shell exports
-    python -m tests.brokers status  # what answers now
+    python -m tests.brokers status  # what answers now (each broker checked; exit 1 when one is down)
     python -m tests.brokers down    # stop what 'up' started (by PID)
 
 - RabbitMQ: the running node (management plugin enabled if off; ready = GET /api/overview answers);
@@ -27,8 +27,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from console import embedded_redis
+from probes import ProbeError, redact_text
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = ROOT / ".brokers" / "state.json"
@@ -235,6 +237,50 @@ def _kill(pid: int, grace: float = 5.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def answers(name: str, url: str) -> bool:
+    """Does the broker at ``url`` answer now (RabbitMQ: its AMQP port and management API; Redis: PING; Kafka:
+    metadata)?"""
+    if name == "rabbitmq":
+        import httpx
+
+        from probes import parse_broker_url
+        from probes.rabbitmq.http import management_base_url
+
+        try:
+            target = parse_broker_url(url)
+            if not port_open(target.host or "127.0.0.1", target.port or 5672):
+                return False  # AMQP first: the management API may answer for another node's port
+            r = httpx.get(f"{management_base_url(target)}/api/overview",
+                          auth=(target.username or "guest", target.password or "guest"), timeout=3)
+            return r.status_code == 200 and "rabbitmq_version" in r.json()
+        except (httpx.HTTPError, ValueError, ProbeError):
+            return False
+    if name == "redis":
+        import redis
+
+        try:
+            client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except (redis.RedisError, ValueError, OSError):
+            return False
+    if name == "kafka":
+        return _kafka_ready(url.removeprefix("kafka://").split("?")[0])
+    return False
+
+
+def unavailable(name: str, reason: str) -> NoReturn:
+    """A test's broker is missing: skip, or fail when ``QDECK_REQUIRE_BROKERS=1`` (CI must not pass by skipping)."""
+    import pytest
+
+    message = f"{name} unavailable: {reason}"
+    if os.environ.get("QDECK_REQUIRE_BROKERS", "") not in ("", "0"):
+        pytest.fail(f"QDECK_REQUIRE_BROKERS=1 and {message}", pytrace=False)
+    pytest.skip(message)
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "status"
     if command == "up":
@@ -257,13 +303,20 @@ def main(argv: list[str]) -> int:
         log(f"stopped {len(state['started'])} process(es)")
         return 0
     if command == "status":
-        checks = {"rabbitmq (management API)": _rabbit_api_ready(), "redis 127.0.0.1:6379": embedded_redis.ping(6379)}
+        listed = {"rabbitmq (management API)": ("rabbitmq", RABBIT_URL), "redis 127.0.0.1:6379":
+                  ("redis", "redis://127.0.0.1:6379/0")}
+        for name, var in ENV.items():
+            if os.environ.get(var):
+                listed[f"{name} {redact_text(os.environ[var])} (${var})"] = (name, os.environ[var])
         if STATE_FILE.exists():
             for name, url in json.loads(STATE_FILE.read_text())["urls"].items():
-                checks[f"{name} {url} (started by up)"] = True
-        for what, ok in checks.items():
+                listed[f"{name} {redact_text(url)} (started by up)"] = (name, url)
+        down_now = 0
+        for what, (name, url) in listed.items():
+            ok = answers(name, url)  # checked, every one: a state file only says what was started once
+            down_now += not ok
             print(f"{'up  ' if ok else 'DOWN'}  {what}")
-        return 0
+        return 1 if down_now else 0
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -39,6 +40,17 @@ class WorkerProc:
             self.proc.kill()
             self.proc.wait(10)
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON lines (``--metrics-format json``) whose ``event`` is ``name``."""
+        found = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                with suppress(ValueError):
+                    doc = json.loads(line)
+                    if isinstance(doc, dict) and doc.get("event") == name:
+                        found.append(doc)
+        return found
+
 
 @contextmanager
 def worker(broker: str, queue: str, *args: str, tmp_path: Any) -> Iterator[WorkerProc]:
@@ -65,8 +77,11 @@ class Client:
     sent_ns: dict[int, int] = field(default_factory=dict)
     duplicates: int = 0
     _event: asyncio.Event = field(default_factory=asyncio.Event)
+    # Transports stamp replies on the monotonic clock; the worker's stamps are wall clock: convert with one offset.
+    _wall_offset: int = field(default_factory=lambda: time.time_ns() - time.perf_counter_ns())
 
-    def _on_reply(self, body: bytes, now: int) -> None:
+    def _on_reply(self, body: bytes, received_mono: int) -> None:
+        now = received_mono + self._wall_offset
         rep = decode_reply(body)
         if isinstance(rep, Malformed) or rep.run != self.run:
             return
@@ -82,6 +97,20 @@ class Client:
             now = time.time_ns()
             self.sent_ns[i] = now
             bodies.append(encode_request(Request(self.run, i, now, now, self.transport.reply_to, "test", payload)))
+            seqs.append(i)
+        await self.transport.send(bodies)
+        return seqs
+
+    async def send_to(self, reply_to: str, payloads: list[Any], *, start_seq: int) -> list[int]:
+        """Requests that ask for their reply at ``reply_to`` (any text: a lone surrogate is written as JSON's
+        ``\\ud800`` escape, as a client in another language may write it)."""
+        bodies, seqs = [], []
+        for i, payload in enumerate(payloads, start=start_seq + 1):
+            now = time.time_ns()
+            self.sent_ns[i] = now
+            doc = {"v": 1, "t": "req", "run": self.run, "seq": i, "intended_ns": now, "sent_ns": now,
+                   "reply_to": reply_to, "workload": "test", "payload": payload}
+            bodies.append(json.dumps(doc, ensure_ascii=True).encode())
             seqs.append(i)
         await self.transport.send(bodies)
         return seqs

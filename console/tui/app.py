@@ -13,9 +13,10 @@ from typing import ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 
+from console.runner import backoff
 from console.tui.commands import ViewCommands
 from console.tui.messages import DataChanged, PollFailed, SnapshotArrived
-from console.tui.state import BrokerState, backoff
+from console.tui.state import BrokerState
 from probes import BrokerTarget, Probe, ProbeError, open_probe
 from probes.redact import redact_text
 
@@ -87,7 +88,7 @@ class QdeckApp(App[None]):
         self.polls += 1
         state = self.states[message.broker]
         state.failed(message.error)
-        self.set_timer(backoff(self.interval, state.health.failures - 1), lambda: self.poll(message.broker))
+        self.set_timer(backoff(self.interval, state.health.failures), lambda: self.poll(message.broker))
         self.screen.post_message(DataChanged(message.broker, time.perf_counter()))
 
     # -- navigation ----------------------------------------------------------------------------------------------

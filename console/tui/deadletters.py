@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from console.queue_filter import dead_letter_queues
 from console.safe_text import safe
 from console.tui.base import TableScreen
 from console.tui.table import Column, VirtualTable
@@ -22,19 +23,14 @@ class DeadLettersScreen(TableScreen):
         keys: list[object] = []
         rows: list[tuple[str, ...]] = []
         alerts: set[int] = set()
-        for label, st in self.qapp.states.items():
-            queues = st.queues()
-            feeders: dict[str, list[str]] = {}
-            for q in queues:
-                for target in (*q.dead_letter_queues, *([q.dead_letter_target] if q.dead_letter_target else [])):
-                    feeders.setdefault(target, []).append(q.name)
-            for q in sorted((q for q in queues if q.is_dead_letter), key=lambda q: (-q.depth, q.name)):
-                if q.depth:
-                    alerts.add(len(rows))
-                keys.append((label, q.name))
-                fed = sorted(set(feeders.get(q.name, [])))
-                rows.append((safe(label, 40), safe(q.name, 120), q.kind, f"{q.depth:,}",
-                             ", ".join(safe(f, 40) for f in fed) or "-"))
+        dlqs, feeders = dead_letter_queues((label, q) for label, st in self.qapp.states.items()
+                                           for q in st.queues())
+        for label, q in dlqs:
+            if q.depth + q.in_flight:
+                alerts.add(len(rows))
+            keys.append((label, q.name))
+            rows.append((safe(label, 40), safe(q.name, 120), q.kind, f"{q.depth + q.in_flight:,}",
+                         ", ".join(safe(f, 40) for f in feeders.get((label, q.name), [])) or "-"))
         self.query_one(VirtualTable).set_rows(keys, rows, alerts)
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:

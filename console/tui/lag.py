@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from console.render import fmt_rate
+from console.render import drain_text, fmt_net_rate, fmt_rate
 from console.safe_text import safe
 from console.tui.base import TableScreen
 from console.tui.table import Column, VirtualTable
-from probes.lag import LagRow
 
 COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("source", "queue / topic / stream", 0),
            Column("group", "group", 0, max_width=30), Column("backlog", "backlog", 10, right=True),
            Column("pending", "pending", 8, right=True), Column("consumers", "consumers", 9, right=True),
-           Column("rate", "drain/s", 9, right=True), Column("eta", "to drain", 10, right=True),
-           Column("state", "state", 0, max_width=14)]
-
-
-def drain_text(row: LagRow) -> str:
-    if row.backlog == 0:
-        return "0s"
-    if row.seconds_to_drain is None:
-        return "∞" if row.consume_rate == 0 else "?"
-    s = row.seconds_to_drain
-    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
+           Column("produce", "in/s", 8, right=True), Column("rate", "out/s", 8, right=True),
+           Column("net", "net/s", 9, right=True), Column("eta", "to drain", 16, right=True),
+           Column("trend", "trend", 8), Column("state", "state", 0, max_width=14)]
 
 
 class LagScreen(TableScreen):
     columns = COLUMNS
-    caption = "lag — rates come from two polls, so the first poll shows '?' for time to drain"
+    caption = "lag — net/s = out/s − in/s · to drain = backlog ÷ net · '?' until a rate is known"
 
     def __init__(self) -> None:
         super().__init__(name="lag")
@@ -43,7 +34,8 @@ class LagScreen(TableScreen):
                 rows.append((safe(label, 40), safe(r.source, 120), safe(r.group or "-", 60),
                              f"{r.backlog:,}" + ("" if r.exact else "+"),
                              f"{r.pending:,}" if r.pending is not None else "-", f"{r.consumers:,}",
-                             fmt_rate(r.consume_rate), drain_text(r), safe(r.state or "", 20)))
+                             fmt_rate(r.produce_rate), fmt_rate(r.consume_rate), fmt_net_rate(r.net_rate),
+                             drain_text(r), r.trend or "?", safe(r.state or "", 20)))
         self.query_one(VirtualTable).set_rows(keys, rows, alerts)
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import time
 from collections.abc import Sequence
 from typing import ClassVar, overload
@@ -12,6 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Sparkline
 
+from console.queue_filter import select_entries
 from console.render import fmt_rate
 from console.safe_text import safe
 from console.tui.base import BaseScreen
@@ -25,35 +25,12 @@ COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("name", "queue / 
            Column("publish_rate", "in/s", 8, right=True), Column("deliver_rate", "out/s", 8, right=True),
            Column("lag", "lag", 10, right=True), Column("dlq", "dead letters", 0, max_width=30)]
 SORTABLE = [c.key for c in COLUMNS]
-NUMERIC = {"depth", "in_flight", "consumers", "publish_rate", "deliver_rate", "lag"}
 
 
 def queue_row(broker: str, q: QueueStats) -> Row:
     dlq = "DLQ" if q.is_dead_letter else (f"→ {safe(q.dead_letter_target, 40)}" if q.dead_letter_target else "")
     return (safe(broker, 40), safe(q.name, 120), q.kind, f"{q.depth:,}", f"{q.in_flight:,}", f"{q.consumers:,}",
             fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), f"{q.lag:,}" if q.lag is not None else "-", dlq)
-
-
-def matches(name: str, pattern: str) -> bool:
-    """Glob when the pattern has wildcards, else a case-insensitive substring."""
-    if not pattern:
-        return True
-    if any(ch in pattern for ch in "*?["):
-        return fnmatch.fnmatch(name.lower(), pattern.lower())
-    return pattern.lower() in name.lower()
-
-
-def sort_key(column: str, broker: str, q: QueueStats) -> tuple[object, ...]:
-    if column == "broker":
-        return (broker, q.name)
-    if column == "name":
-        return (q.name, broker)
-    if column == "kind":
-        return (q.kind, q.name)
-    if column == "dlq":
-        return (not q.is_dead_letter, q.dead_letter_target or "", q.name)
-    value = getattr(q, column)
-    return (value if value is not None else -1, q.name)
 
 
 class QueueRows(Sequence[Row]):
@@ -139,13 +116,8 @@ class OverviewScreen(BaseScreen):
     # -- data ----------------------------------------------------------------------------------------------------
 
     def entries(self) -> list[tuple[str, QueueStats]]:
-        pattern = self.pattern
-        entries = [(label, q) for label, st in self.qapp.states.items() for q in st.queues()
-                   if not pattern or matches(q.name, pattern)]
-        col = self.sort_column
-        descending = col in NUMERIC
-        entries.sort(key=lambda e: sort_key(col, e[0], e[1]), reverse=descending != self.sort_reverse)
-        return entries
+        return select_entries(((label, q) for label, st in self.qapp.states.items() for q in st.queues()),
+                              self.pattern, self.sort_column, self.sort_reverse)
 
     def refresh_data(self) -> None:
         t0 = time.perf_counter()

@@ -9,6 +9,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from console.runner import backoff as backoff  # the one poll backoff (CLI --watch and the console)
 from probes.lag import LagRow, lag_rows
 from probes.models import BrokerSnapshot, QueueStats
 
@@ -81,8 +82,3 @@ class BrokerState:
 
     def lag(self) -> list[LagRow]:
         return lag_rows(self.snapshot, self.previous) if self.snapshot else []
-
-
-def backoff(interval: float, failures: int, cap: float = 30.0) -> float:
-    """Seconds until the next poll: the interval, doubled per consecutive failure, capped."""
-    return min(interval * (2 ** min(failures, 10)), max(cap, interval)) if failures else interval

@@ -6,10 +6,10 @@ import importlib
 from collections.abc import Callable
 from typing import Protocol
 
-from probes.errors import ConfigError
+from probes.errors import ConfigError, ProbeError
 from probes.urls import BrokerTarget
 
-ReplyHandler = Callable[[bytes, int], None]  # (reply body, received wall-clock ns)
+ReplyHandler = Callable[[bytes, int], None]  # (reply body, received: time.perf_counter_ns(), the engine's clock)
 
 
 class Transport(Protocol):
@@ -21,6 +21,10 @@ class Transport(Protocol):
 
     async def send(self, bodies: list[bytes]) -> None:
         """Publish encoded requests to the request queue, in order (one round trip where the broker allows)."""
+        ...
+
+    def failure(self) -> ProbeError | None:
+        """Why replies can no longer arrive (the reply reader or the connection died), or None while they can."""
         ...
 
     async def aclose(self) -> None:

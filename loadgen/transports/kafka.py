@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from loadgen.kafka_topics import ensure_topics
+from loadgen.brokers.kafka_topics import ensure_topics
 from loadgen.transports.base import ReplyHandler
 from probes.errors import ProbeError
 from probes.kafka_client import client_config
@@ -35,6 +35,7 @@ class KafkaTransport:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.send_errors = 0
+        self._failure: ProbeError | None = None
 
     async def start(self, on_reply: ReplyHandler) -> None:
         loop = asyncio.get_running_loop()
@@ -45,12 +46,19 @@ class KafkaTransport:
                 on_reply(body, now)
 
         def read() -> None:
+            try:
+                consume()
+            except (KafkaException, RuntimeError) as exc:
+                self._failure = ProbeError(f"Kafka: the reply reader on {self.reply_to!r} stopped: "
+                                           f"{type(exc).__name__}")
+
+        def consume() -> None:
             assert self._consumer is not None
             while not self._stop.is_set():
                 msgs = self._consumer.consume(2000, 0.05)
                 if not msgs:
                     continue
-                now = time.time_ns()
+                now = time.perf_counter_ns()
                 bodies: list[bytes] = [v for m in msgs if not m.error() and (v := m.value()) is not None]
                 if bodies:
                     loop.call_soon_threadsafe(deliver, bodies, now)
@@ -99,12 +107,27 @@ class KafkaTransport:
 
     async def send(self, bodies: list[bytes]) -> None:
         produce = self._producer.produce
-        for body in bodies:
-            try:
-                produce(self.queue, body, on_delivery=self._on_delivery)
-            except BufferError:
-                self._producer.poll(0.01)
-                produce(self.queue, body, on_delivery=self._on_delivery)
+        try:
+            for body in bodies:
+                try:
+                    produce(self.queue, body, on_delivery=self._on_delivery)
+                except BufferError:
+                    self._producer.poll(0.01)
+                    produce(self.queue, body, on_delivery=self._on_delivery)
+        except KafkaException as exc:
+            raise ProbeError(self._produce_error(exc, max(map(len, bodies)))) from None
+
+    def _produce_error(self, exc: KafkaException, size: int) -> str:
+        err: Any = exc.args[0] if exc.args else None
+        name = str(err.name()) if err is not None and hasattr(err, "name") else type(exc).__name__
+        where = f"Kafka at {self.target.host}:{self.target.port}"
+        if name in ("MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE"):
+            return (f"{where}: a {size:,}-byte request is larger than the producer or broker accepts "
+                    "(message.max.bytes): use a smaller --payload-size")
+        return f"{where}: cannot publish to {self.queue!r}: {name}"
+
+    def failure(self) -> ProbeError | None:
+        return self._failure
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()

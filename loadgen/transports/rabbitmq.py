@@ -2,19 +2,24 @@
 
 pika was measured against aio-pika on this request/reply path (``bench/rabbitmq_clients.py``, figures in
 ``bench/RESULTS.md``) and kept. Publisher confirms stay off on this path: with them a reply channel is ~50× slower;
-a message the broker refuses shows up as a timeout, never as a silent loss.
+a message the broker refuses shows up as a timeout, never as a silent loss. A dropped connection (a broker restart,
+an admin closing it) is re-made in the background: sends meanwhile raise ``ConnectionLost`` (the engine counts those
+requests unsent and reports the outage), and the request and reply queues are declared again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import Any
 
-from loadgen.amqp import AmqpLink, ChannelWriter, amqp_error
-from loadgen.amqp_deliveries import DeliveryReader
+from loadgen.brokers.amqp import AmqpLink, ChannelWriter, amqp_error
+from loadgen.brokers.amqp_close import connection_dropped, describe_close
+from loadgen.brokers.amqp_deliveries import DeliveryReader
 from loadgen.transports.base import ReplyHandler
+from probes.errors import ConnectionLost, ProbeError
 from probes.urls import BrokerTarget
 
 SLICE = 32  # replies handled between two yields to the loop
@@ -29,19 +34,62 @@ class RabbitMQTransport:
         self._handler: ReplyHandler | None = None
         self._inbox: deque[tuple[bytes, int]] = deque()
         self._draining = False
+        self._fatal: ProbeError | None = None  # the broker refused something: ends the run
+        self._lost: ConnectionLost | None = None  # set while the connection is down and being re-made
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closing = False
+        self.reconnects = 0
 
     async def start(self, on_reply: ReplyHandler) -> None:
         self._handler = on_reply
-        self.link = link = await AmqpLink.open(self.target)
-        await link.ensure_queue(self.queue)
-        await link.declare(self.reply_to, durable=False, exclusive=True, auto_delete=True)
-        DeliveryReader.of(link.connection).consume(link.channel, self.reply_to, self._on_reply, auto_ack=True)
-        self.writer = ChannelWriter(link.channel)
+        await self._connect()
+
+    async def _connect(self) -> None:
+        link = await AmqpLink.open(self.target)
+        try:
+            await link.ensure_queue(self.queue)
+            await link.declare(self.reply_to, durable=False, exclusive=True, auto_delete=True)
+            DeliveryReader.of(link.connection).consume(link.channel, self.reply_to, self._on_reply, auto_ack=True)
+        except BaseException:
+            await link.aclose()
+            raise
+        self.link, self.writer = link, ChannelWriter(link.channel)
+        link.closed.add_done_callback(lambda done: self._on_closed(link, done.result()))
+
+    def _on_closed(self, link: AmqpLink, reason: BaseException) -> None:
+        """The connection or channel closed under us: a refusal ends the run; a dropped connection is re-made."""
+        if self._closing or link is not self.link or self._lost is not None:
+            return
+        if connection_dropped(reason):
+            self._lost = ConnectionLost(f"RabbitMQ at {self.target.host}:{self.target.port}: {describe_close(reason)}"
+                                        "; reconnecting")
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(),
+                                                                        name="qdeck-rabbitmq-reconnect")
+        else:
+            self._fatal = amqp_error(self.target, reason, f"publishing to {self.queue!r}")
+
+    async def _reconnect(self) -> None:
+        """Open a new connection, re-declare the request queue and the reply queue, consume again; back off ×2 from
+        50 ms to 1 s between tries. Replies sent to the old reply queue while it was gone are lost: timeouts."""
+        old = self.link
+        if old is not None:
+            await old.aclose()
+        delay = 0.05
+        while not self._closing:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect()
+            except ProbeError:
+                delay = min(delay * 2, 1.0)
+                continue
+            self.reconnects += 1
+            self._lost = None
+            return
 
     def _on_reply(self, body: bytes, _tag: int, _props: Any) -> None:
         # One socket read brings many replies (hundreds at high rates), all parsed in one go; the
         # replies are handled in slices, the loop given back in between, so the sender is not held up meanwhile.
-        self._inbox.append((body, time.time_ns()))
+        self._inbox.append((body, time.perf_counter_ns()))
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().call_soon(self._drain)
@@ -59,11 +107,23 @@ class RabbitMQTransport:
     async def send(self, bodies: list[bytes]) -> None:
         link, writer = self.link, self.writer
         assert link is not None and writer is not None, "start() first"
-        if link.closed.done():
-            raise amqp_error(self.target, link.closed.result(), f"publishing to {self.queue!r}")
+        if self._fatal is None and self._lost is None and link.closed.done():
+            self._on_closed(link, link.closed.result())  # closed since the last turn of the loop
+        if self._fatal is not None:
+            raise self._fatal
+        if self._lost is not None:
+            raise self._lost
         queue = self.queue
         writer.publish([(queue, body) for body in bodies])  # one write for the batch
 
+    def failure(self) -> ProbeError | None:
+        return self._fatal
+
     async def aclose(self) -> None:
+        self._closing = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
         if self.link is not None:
             await self.link.aclose()  # the exclusive reply queue goes with the connection

@@ -2,7 +2,10 @@
 
 Requests go out on a connection of their own: each batch of XADDs is packed by hand and written at once, and a
 separate task reads the XADD replies, so the sender never waits on Redis (waiting showed up as schedule lag). An
-error reply (a full Redis, a key of the wrong type) aborts the run at the next send, with Redis's message.
+error reply (a full Redis, a key of the wrong type) aborts the run at the next send, with Redis's message. A dropped
+connection (a Redis restart) is re-made in the background, backing off up to 1 s between tries; meanwhile sends
+raise ``ConnectionLost`` (the engine counts those requests unsent and reports the outage), and the reply reader goes
+on from the last reply it read.
 
 The reply stream ``qdeck:reply:<run>`` is private to the run: it is trimmed as replies are read (so a long run does
 not grow Redis) and deleted at the end. Replies are read raw (no per-entry dicts) and handed over in slices, with
@@ -20,7 +23,7 @@ import redis.exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
 
 from loadgen.transports.base import ReplyHandler
-from probes.errors import ProbeError
+from probes.errors import ConnectionLost, ProbeError
 from probes.redis_client import checked, redis_client, redis_error
 from probes.urls import BrokerTarget
 
@@ -65,41 +68,95 @@ class RedisTransport:
         self._out: AbstractConnection | None = None
         self._in: AbstractConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.send_error: ProbeError | None = None  # the first failure of either connection; raised by send()
+        self._on_reply: ReplyHandler | None = None
+        self._last = b"0-0"  # the last reply read: a reconnected reader goes on from there
+        self.send_error: ProbeError | None = None  # an error reply (a full Redis, a wrong key type): ends the run
+        self._lost: ConnectionLost | None = None  # set while the connection is down and being re-made
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closing = False
+        self.reconnects = 0
 
     async def start(self, on_reply: ReplyHandler) -> None:
+        self._on_reply = on_reply
         await checked(self.target, self.client.ping())
+        await self._connect()
+
+    async def _connect(self) -> None:
+        assert self._on_reply is not None
         pool = self.client.connection_pool
         self._out = out = await checked(self.target, pool.get_connection())  # type: ignore[no-untyped-call]
         self._in = inn = await checked(self.target, pool.get_connection())  # type: ignore[no-untyped-call]
-        self._tasks = [asyncio.create_task(self._read(inn, on_reply), name="qdeck-redis-replies"),
+        self._tasks = [asyncio.create_task(self._read(inn, self._on_reply), name="qdeck-redis-replies"),
                        asyncio.create_task(self._read_acks(out), name="qdeck-redis-acks")]
+
+    def _failed(self, exc: BaseException) -> None:
+        """A reader or a write failed: an error reply ends the run; a dropped connection is re-made."""
+        if self._closing:
+            return
+        if isinstance(exc, rexc.ResponseError) or not isinstance(exc, rexc.ConnectionError | rexc.TimeoutError
+                                                                 | OSError):
+            self.send_error = self.send_error or redis_error(self.target, exc)
+            return
+        if self._lost is None:
+            cause = redis_error(self.target, exc)
+            self._lost = ConnectionLost(f"{cause}; reconnecting")
+            self._reconnecting = asyncio.create_task(self._reconnect(), name="qdeck-redis-reconnect")
+
+    async def _reconnect(self) -> None:
+        """Drop both connections and make new ones, backing off ×2 from 50 ms to 1 s between tries."""
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._disconnect()
+        delay = 0.05
+        while not self._closing:
+            await asyncio.sleep(delay)
+            try:
+                await self.client.ping()
+                await self._connect()
+            except (rexc.RedisError, OSError, ProbeError):
+                await self._disconnect()
+                delay = min(delay * 2, 1.0)
+                continue
+            self.reconnects += 1
+            self._lost = None
+            return
+
+    async def _disconnect(self) -> None:
+        for conn in (self._out, self._in):  # cancelled mid-read: never reused, so disconnected, not released
+            if conn is not None:
+                with contextlib.suppress(rexc.RedisError, OSError):
+                    await conn.disconnect()
+        self._out = self._in = None
 
     async def _read_acks(self, conn: AbstractConnection) -> None:
         try:
             while True:
                 await conn.read_response()
         except (rexc.RedisError, OSError) as exc:
-            self.send_error = redis_error(self.target, exc)
+            self._failed(exc)
 
     async def _read(self, conn: AbstractConnection, on_reply: ReplyHandler) -> None:
         stream = self.reply_to.encode()
-        last = b"0-0"
         since_trim = 0
         try:
             while True:
-                await conn.send_packed_command(pack_xread(stream, last, READ_COUNT, BLOCK_MS), check_health=False)
+                await conn.send_packed_command(pack_xread(stream, self._last, READ_COUNT, BLOCK_MS),
+                                               check_health=False)
                 entries = xread_entries(await conn.read_response())
                 if not entries:
                     continue
-                now = time.time_ns()
+                now = time.perf_counter_ns()
                 for i in range(0, len(entries), SLICE):
                     if i:
                         await asyncio.sleep(0)
                     for _entry_id, fields in entries[i:i + SLICE]:
                         if len(fields) >= 2 and fields[0] == b"body":
                             on_reply(fields[1], now)
-                last = entries[-1][0]
+                self._last = last = entries[-1][0]
                 since_trim += len(entries)
                 if since_trim >= TRIM_EVERY:
                     await conn.send_packed_command(b"*4\r\n$5\r\nXTRIM\r\n" + _bulk(stream) + b"$5\r\nMINID\r\n"
@@ -107,24 +164,30 @@ class RedisTransport:
                     await conn.read_response()
                     since_trim = 0
         except (rexc.RedisError, OSError) as exc:
-            self.send_error = redis_error(self.target, exc)
+            self._failed(exc)
 
     async def send(self, bodies: list[bytes]) -> None:
         if self.send_error is not None:
             raise self.send_error
+        if self._lost is not None:
+            raise self._lost
         assert self._out is not None, "send() before start()"
-        await checked(self.target, self._out.send_packed_command(pack_xadds(self._xadd_head, bodies),
-                                                                 check_health=False))
+        try:
+            await self._out.send_packed_command(pack_xadds(self._xadd_head, bodies), check_health=False)
+        except (rexc.RedisError, OSError) as exc:
+            self._failed(exc)
+            raise self.send_error or self._lost or redis_error(self.target, exc) from None
+
+    def failure(self) -> ProbeError | None:
+        return self.send_error
 
     async def aclose(self) -> None:
-        for task in self._tasks:
+        self._closing = True
+        for task in [*self._tasks, *([self._reconnecting] if self._reconnecting else [])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for conn in (self._out, self._in):  # cancelled mid-read: never reused, so disconnected, not released
-            if conn is not None:
-                with contextlib.suppress(rexc.RedisError, OSError):
-                    await conn.disconnect()
+        await self._disconnect()
         with contextlib.suppress(rexc.RedisError, OSError):
             await self.client.delete(self.reply_to)
         with contextlib.suppress(rexc.RedisError, OSError):

@@ -4,8 +4,12 @@ A batch is formed only when a model slot is free (``concurrency`` slots), so und
 full batches, and under light load a lone request waits at most ``max_wait``. A model exception fails only its batch:
 each request of it is retried alone (so one poison input does not sink its neighbours) until ``max_attempts``; a request
 that still fails gets an error reply and a dead-letter record with the reason. Malformed messages go straight to the
-dead-letter destination. On stop (SIGTERM) the batches in hand are finished, replied to and acknowledged; messages
-received but not yet batched are released to the broker.
+dead-letter destination. A reply the broker refuses becomes a dead letter (the source decides, see source.py), and
+a request is acknowledged only once its reply or dead letter is durable. On stop (SIGTERM) the batches in hand are
+finished, replied to and acknowledged; messages received but not yet batched are released to the broker.
+
+No task's failure goes unobserved: a batch whose handling fails unexpectedly is counted (``task_failures``) and
+logged in one line, its requests are left unacknowledged (the broker delivers them again), and serving goes on.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from loadgen.envelope import Malformed, Reply, Request, Stamps, decode_request, encode_reply
-from loadgen.models import Model
 from loadgen.worker.metrics import MetricsReporter
-from loadgen.worker.source import DeadLetter, Delivery, Source
+from loadgen.worker.models import Model
+from loadgen.worker.source import DeadLetter, Delivery, Outgoing, Settlement, Source, exception_text
+from probes.errors import BrokerUnreachable, ProbeError
 
 T = TypeVar("T")
 
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 5.0
 POLL_SLICE_S = 0.25  # how long one idle fetch waits, so a stop is noticed promptly
 
 
@@ -65,18 +72,25 @@ class _Answer:
     output: Any
     error: str | None
 
-    def encode(self, worker: str, device: str, published: int) -> bytes:
+    def encode(self, worker: str, device: str, published: int, profile: str = "") -> bytes:
         req = self.item.request
         stamps = Stamps(self.item.delivery.dequeued_ns, self.formed, self.start, self.end, published)
         return encode_reply(Reply(run=req.run, seq=req.seq, worker=worker, device=device, batch_size=self.size,
-                                  stamps=stamps, output=self.output, error=self.error))
+                                  stamps=stamps, output=self.output, error=self.error, model=profile))
+
+
+def profile(model_spec: str, config: WorkerConfig) -> str:
+    """What a reply says of the worker that made it: its model and batching (what ``load compare`` checks)."""
+    return (f"{model_spec}, batch ≤ {config.max_batch}, wait {config.max_wait_s * 1000:g}ms, "
+            f"×{config.concurrency}")
 
 
 class Worker:
     def __init__(self, source: Source, model: Model, config: WorkerConfig, *, worker_id: str,
-                 metrics: MetricsReporter) -> None:
+                 metrics: MetricsReporter, model_spec: str | None = None) -> None:
         self.source, self.model, self.config = source, model, config
         self.worker_id = worker_id
+        self.profile = profile(model_spec or model.name, config)
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="qdeck-model")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -96,6 +110,10 @@ class Worker:
                 await slots.acquire()
                 try:
                     batch = await self._form_batch(stop)
+                except BrokerUnreachable as exc:  # the connection dropped: reconnect, then serve on
+                    slots.release()
+                    await self._recover(exc, stop)
+                    continue
                 except BaseException:
                     slots.release()
                     raise
@@ -114,7 +132,7 @@ class Worker:
                     self._dispatch(self._restamp(staged), slots)
             leftover = await self.source.stop_fetching()
             if self._tasks:
-                await asyncio.gather(*self._tasks)
+                await asyncio.gather(*self._tasks, return_exceptions=True)  # each failure is counted by _observe
             if leftover:
                 await self.source.release(leftover)
         finally:
@@ -123,12 +141,54 @@ class Worker:
                 await ticker
             if self._ahead is not None:
                 self._ahead.cancel()
+                self._ahead.add_done_callback(_retrieve)  # a fetch that failed as the worker stopped: said above
             self._executor.shutdown(wait=True)
+
+    async def _recover(self, exc: ProbeError, stop: asyncio.Event) -> None:
+        """One line when the broker link drops, one when it is back; in between, reconnect with a bounded backoff
+        (×2 from 0.1 s to 5 s). Batches in progress settle or fail on their own (a failed one is delivered again)."""
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead.add_done_callback(_retrieve)
+            self._ahead = None
+        lost_at = said_at = time.monotonic()
+        self.metrics.counters.reconnects += 1
+        self.metrics.note("broker lost", f"lost the broker: {exception_text(exc)}; reconnecting",
+                          reason=exception_text(exc))
+        delay = RECONNECT_FIRST_S
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            try:
+                await self.source.reconnect()
+            except ProbeError as again:
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                last = exception_text(again)
+                if time.monotonic() - said_at > RECONNECT_MAX_S * 12:  # once a minute while it lasts
+                    self.metrics.note("broker still away", f"the broker is still away: {last}", reason=last)
+                    said_at = time.monotonic()
+                continue
+            self.metrics.note("broker back", f"the broker is back after {time.monotonic() - lost_at:.1f} s; "
+                              "serving again", after_s=round(time.monotonic() - lost_at, 3))
+            return
 
     def _dispatch(self, batch: list[Delivery], slots: asyncio.Semaphore) -> None:
         task = asyncio.create_task(self._handle(batch, slots, time.time_ns()))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._observe)
+
+    def _observe(self, task: asyncio.Task[None]) -> None:
+        """A batch task ended: a failure is counted and said in one line, never left for the garbage collector."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.metrics.counters.task_failures += 1
+            self.metrics.warning(f"a batch failed and was not acknowledged (its requests will be delivered again): "
+                                 f"{exception_text(exc)}")
 
     @staticmethod
     def _restamp(batch: list[Delivery]) -> list[Delivery]:
@@ -164,13 +224,39 @@ class Worker:
         """Run one batch. The model slot is released as soon as inference ends, so the next batch forms while
         this one's replies are published and acknowledged."""
         try:
-            answers, dead = await self._run_batch(batch, formed)
-        finally:
-            slot.release()
-        self.metrics.counters.dead_lettered += len(dead)
+            try:
+                answers, dead = await self._run_batch(batch, formed)
+            finally:
+                slot.release()
+            replies = self._encode(answers, dead)
+        except Exception:
+            with contextlib.suppress(Exception):  # never settled: back to the broker now, not after a timeout
+                await self.source.release(batch)
+            raise
+        self._count(await self.source.settle(replies, dead, batch))
+
+    def _encode(self, answers: list[_Answer], dead: list[DeadLetter]) -> list[Outgoing]:
         published = time.time_ns()  # replies are encoded here, after the slot is free, and published next
-        replies = [(a.item.request.reply_to, a.encode(self.worker_id, self.model.device, published)) for a in answers]
-        await self.source.settle(replies, dead, batch)
+        replies: list[Outgoing] = []
+        for a in answers:
+            try:
+                body = a.encode(self.worker_id, self.model.device, published, self.profile)
+            except (TypeError, ValueError) as exc:  # an output JSON cannot write: the request fails, not the batch
+                reason = f"model output cannot be encoded: {exception_text(exc)}"[:500]
+                self.metrics.counters.errors += 1
+                dead.append(DeadLetter(a.item.delivery, reason, attempts=1))
+                a.output, a.error = None, reason
+                body = a.encode(self.worker_id, self.model.device, published, self.profile)
+            replies.append(Outgoing(a.item.delivery, a.item.request.reply_to, body))
+        return replies
+
+    def _count(self, settled: Settlement) -> None:
+        c = self.metrics.counters
+        c.dead_lettered += settled.dead_lettered
+        c.reply_failures += settled.reply_failures
+        c.held += settled.held
+        for line in settled.problems:
+            self.metrics.warning(line)
 
     async def _run_batch(self, batch: list[Delivery], formed: int) -> tuple[list[_Answer], list[DeadLetter]]:
         counters = self.metrics.counters
@@ -252,3 +338,8 @@ class Worker:
     def _reply(item: _Item, formed: int, start: int, end: int, size: int, *, output: Any = None,
                error: str | None = None) -> _Answer:
         return _Answer(item, formed, start, end, size, output, error)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

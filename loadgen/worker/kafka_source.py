@@ -1,11 +1,21 @@
-"""Kafka source (confluent-kafka): a consumer group, offsets committed only after the replies are delivered
-(at most every COMMIT_INTERVAL_S while serving, and once more when stopping).
+"""Kafka source (confluent-kafka): a consumer group, offsets committed only once each request's outcome is durable
+(at most every COMMIT_INTERVAL_S while serving, on every revocation, and once more when stopping).
 
-Replies are produced to the request's ``reply_to`` topic (keyed by request id); dead letters to ``<queue>.dlq`` with
-``reason``/``source``/``attempts``/``failed_at`` headers. The client is blocking, so it runs on one private thread;
-commits are per partition up to the lowest offset still in progress (batches may finish out of order).
+Replies are produced to the request's ``reply_to`` topic; dead letters to ``<queue>.dlq`` with
+``reason``/``source``/``attempts``/``failed_at`` headers, by a producer with ``acks=all`` whose delivery is awaited
+before the offset can be committed. A reply the broker refuses (an invalid topic name, text no UTF-8 spells, a
+delivery that failed) becomes a dead letter with the reason, so its offset completes and the partition's commits go
+on. A dead letter that cannot be delivered is retried (with a backoff) until it is, or until the worker stops: its
+offset stays uncommitted meanwhile, and a worker that stops first leaves it to be consumed again.
+
+Commits are per partition up to the lowest offset still in progress (batches may finish out of order). A rebalance
+revokes partitions: what is done on them is committed there and then, and the rest of their bookkeeping is dropped
+(a later completion of a revoked offset commits nothing: the partition's next owner consumes it again), so no
+commit ever covers a partition the worker no longer owns. Topics the worker creates get ``partitions`` partitions
+and ``replication_factor`` replicas, said in a log line.
+
 The blocking consumer polls on one private thread and replies/commits go through another (librdkafka's calls are
-thread-safe), so a reply never waits behind an idle poll.
+thread-safe), so a reply never waits behind an idle poll. The rebalance callbacks run on the polling thread.
 """
 
 from __future__ import annotations
@@ -14,50 +24,103 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from loadgen.kafka_topics import ensure_topics
-from loadgen.worker.source import DeadLetter, Delivery
+from loadgen.brokers.kafka_topics import ensure_topics
+from loadgen.worker.source import (
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    Settlement,
+    exception_text,
+    merge_reply_failures,
+    reply_failed,
+    summarise,
+)
 from probes.errors import ProbeError
 from probes.kafka_client import client_config
 from probes.redact import redact_text
 from probes.urls import BrokerTarget
 
 COMMIT_INTERVAL_S = 0.5  # a commit per batch loaded the group coordinator enough to stall replies for seconds
+MESSAGE_TIMEOUT_MS = 10_000  # a reply or dead letter not delivered by then has failed (flushes wait longer)
+RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+
+Key = tuple[str, int]
+Notify = Callable[..., None]
 
 
 class OffsetTracker:
-    """Per partition, the offsets handed out and not yet done; the commit point is the lowest of them."""
+    """Per partition, the offsets handed out and not yet done; the commit point is the lowest of them.
+
+    Only assigned partitions are committed. Each partition has a generation, bumped when it is revoked: an offset
+    taken in an older generation (or while the partition was not assigned) is no longer this worker's to commit, and
+    its completion is ignored."""
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, int], dict[int, bool]] = {}
-        self._next: dict[tuple[str, int], int] = {}
+        self._open: dict[Key, dict[int, bool]] = {}
+        self._next: dict[Key, int] = {}
+        self._committed: dict[Key, int] = {}
+        self._gen: dict[Key, int] = {}
+        self._owned: set[Key] = set()
         self._lock = threading.Lock()
 
-    def taken(self, topic: str, partition: int, offset: int) -> None:
+    def assigned(self, partitions: set[Key]) -> None:
         with self._lock:
-            self._open.setdefault((topic, partition), {})[offset] = False
+            self._owned |= partitions
 
-    def done(self, topic: str, partition: int, offset: int) -> None:
+    def taken(self, topic: str, partition: int, offset: int) -> int:
+        """Record an offset handed out; returns the partition's generation, for ``done`` (-1: not assigned)."""
         with self._lock:
-            self._open.setdefault((topic, partition), {})[offset] = True
+            key = (topic, partition)
+            if key not in self._owned:
+                return -1
+            self._open.setdefault(key, {})[offset] = False
+            return self._gen.get(key, 0)
 
-    def commits(self) -> list[tuple[str, int, int]]:
-        """(topic, partition, next offset to consume) for every partition whose commit point moved."""
+    def done(self, topic: str, partition: int, offset: int, generation: int) -> bool:
+        """Mark an offset done; False (and nothing recorded) if its partition was revoked since it was taken."""
         with self._lock:
-            return self._commits()
+            key = (topic, partition)
+            if self._gen.get(key, 0) != generation:
+                return False
+            offsets = self._open.get(key)
+            if offsets is None or offset not in offsets:
+                return False
+            offsets[offset] = True
+            return True
 
-    def positions(self) -> list[tuple[str, int, int]]:
-        """Every partition's commit point so far (for the final, synchronous commit)."""
+    def due(self, partitions: set[Key] | None = None) -> list[tuple[str, int, int]]:
+        """(topic, partition, next offset to consume) for every partition (of ``partitions``, if given) whose commit
+        point moved past what was last committed."""
         with self._lock:
-            return [(t, p, o) for (t, p), o in self._next.items()]
+            self._advance()
+            return [(t, p, o) for (t, p), o in self._next.items()
+                    if (partitions is None or (t, p) in partitions) and (t, p) in self._owned
+                    and self._committed.get((t, p)) != o]
 
-    def _commits(self) -> list[tuple[str, int, int]]:
-        out = []
+    def committed(self, positions: list[tuple[str, int, int]]) -> None:
+        with self._lock:
+            for t, p, o in positions:
+                if (t, p) in self._next:
+                    self._committed[(t, p)] = o
+
+    def drop(self, partitions: set[Key]) -> None:
+        """Forget revoked partitions: their offsets in progress will be consumed again by their next owner."""
+        with self._lock:
+            self._owned -= partitions
+            for key in partitions:
+                self._open.pop(key, None)
+                self._next.pop(key, None)
+                self._committed.pop(key, None)
+                self._gen[key] = self._gen.get(key, 0) + 1
+
+    def _advance(self) -> None:
         for key, offsets in self._open.items():
             moved = None
             for off in list(offsets):  # insertion order = offset order within a partition
@@ -65,29 +128,59 @@ class OffsetTracker:
                     break
                 del offsets[off]
                 moved = off + 1
-            if moved is not None and moved != self._next.get(key):
+            if moved is not None:
                 self._next[key] = moved
-                out.append((key[0], key[1], moved))
-        return out
 
+
+# Errors after which librdkafka reconnects on its own: the link is down, not the request.
+_LINK_DOWN = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
 class KafkaSource:
-    def __init__(self, target: BrokerTarget, queue: str, *, group: str = "qdeck-workers",
-                 dead_letter: str | None = None) -> None:
+    def __init__(self, target: BrokerTarget, queue: str, *, group: str, dead_letter: str | None = None,
+                 partitions: int = 1, replication_factor: int = 1, notify: Notify | None = None) -> None:
         self.target, self.queue, self.group = target, queue, group
         self.dead_letter_name = dead_letter or f"{queue}.dlq"
+        self.partitions, self.replication_factor = partitions, replication_factor
+        self._notify = notify
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdeck-kafka-poll")
         self._settler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdeck-kafka-reply")
         self._tracker = OffsetTracker()
+        self._commit_lock = threading.Lock()  # a revocation's commit and the settler's never interleave
         self._stopped = False
         self._last_commit = 0.0
         base = client_config(target, timeout=10.0)
+        self._down_since: float | None = None  # librdkafka lost every broker at this time (monotonic)
         self._consumer = Consumer({**base, "group.id": group, "enable.auto.commit": False,
+                                   "error_cb": self._on_client_error,
                                    "auto.offset.reset": "earliest", "receive.message.max.bytes": 200_000_000,
                                    "fetch.max.bytes": 50_000_000,
                                    "fetch.wait.max.ms": 5})
-        self._producer = Producer({**base, "linger.ms": 0, "enable.idempotence": False})
+        self._producer = Producer({**base, "linger.ms": 0, "enable.idempotence": False,
+                                   "message.timeout.ms": MESSAGE_TIMEOUT_MS})
+        self._dead_producer = Producer({**base, "linger.ms": 0, "acks": "all", "enable.idempotence": False,
+                                        "message.timeout.ms": MESSAGE_TIMEOUT_MS})
         self._admin = AdminClient(base)
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        """librdkafka's own errors (it reconnects by itself): one line when every broker is gone, one when back."""
+        if err.code() in _LINK_DOWN and self._down_since is None:
+            self._down_since = time.monotonic()
+            self._say("broker lost", f"lost the broker: {err.str()}; the Kafka client reconnects by itself",
+                      reason=err.str())
+
+    def _back(self) -> None:
+        if self._down_since is not None:
+            after = time.monotonic() - self._down_since
+            self._down_since = None
+            self._say("broker back", f"the broker is back after {after:.1f} s; serving again", after_s=round(after, 3))
+
+    async def reconnect(self) -> None:
+        """Nothing to re-make: librdkafka reconnects by itself, and the group rejoins on the next poll."""
+        return None
+
+    def _say(self, event: str, message: str, **fields: Any) -> None:
+        if self._notify is not None:
+            self._notify(event, message, **fields)
 
     async def _run(self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None) -> Any:
         try:
@@ -96,9 +189,46 @@ class KafkaSource:
             raise ProbeError(redact_text(f"Kafka error: {exc}", self.target.secrets)[:300]) from None
 
     async def start(self) -> None:
-        await self._run(ensure_topics, self._admin, self.target, (self.queue, self.dead_letter_name))
-        await self._run(self._consumer.subscribe, [self.queue])
+        created = await self._run(lambda: ensure_topics(self._admin, self.target, (self.queue, self.dead_letter_name),
+                                                        partitions=self.partitions,
+                                                        replication_factor=self.replication_factor))
+        for name in created:
+            n, rf = self.partitions, self.replication_factor
+            self._say("created topic", f"created topic {name!r} with {n} partition{'s' if n != 1 else ''}, "
+                      f"replication factor {rf} (choose with --partitions, --replication-factor)",
+                      topic=name, partitions=n, replication_factor=rf)
+        await self._run(lambda: self._consumer.subscribe([self.queue], on_assign=self._on_assign,
+                                                         on_revoke=self._on_revoke, on_lost=self._on_lost))
 
+    # ---- rebalances (called on the polling thread, inside consume) --------------------------------------------
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._tracker.assigned({(tp.topic, tp.partition) for tp in partitions})
+        self._say("partitions assigned", f"assigned {_names(partitions)}", partitions=_list(partitions))
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        with self._commit_lock:
+            due = self._tracker.due(keys)
+            problem = self._commit(due) if due else None
+            self._tracker.drop(keys)
+        self._say("partitions revoked", f"revoked {_names(partitions)}; committed what was done there"
+                  + (f" (commit failed: {problem})" if problem else ""), partitions=_list(partitions))
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._tracker.drop({(tp.topic, tp.partition) for tp in partitions})  # not ours any more: commit nothing
+        self._say("partitions lost", f"lost {_names(partitions)}; their requests in progress will be consumed "
+                  "again by their next owner", partitions=_list(partitions))
+
+    def _commit(self, positions: list[tuple[str, int, int]]) -> str | None:
+        """Commit synchronously; a failure (a rebalance under way) is returned, and retried with the next commit."""
+        try:
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in positions], asynchronous=False)
+        except KafkaException as exc:
+            return exception_text(exc)
+        self._tracker.committed(positions)
+        return None
+
+    # ---- consuming ----------------------------------------------------------------------------------------------
     async def fetch(self, max_items: int, timeout_s: float) -> list[Delivery]:
         if self._stopped:
             return []
@@ -109,48 +239,111 @@ class KafkaSource:
             if m.error():
                 if m.error().code() == KafkaError._PARTITION_EOF:
                     continue
+                if m.error().code() in _LINK_DOWN:  # the client reconnects; said once by _on_client_error
+                    self._on_client_error(m.error())
+                    continue
                 raise ProbeError(redact_text(f"Kafka error while consuming {self.queue!r}: {m.error()}",
                                              self.target.secrets))
-            self._tracker.taken(m.topic(), m.partition(), m.offset())
-            handle = (m.topic(), m.partition(), m.offset(), m.headers())
+            generation = self._tracker.taken(m.topic(), m.partition(), m.offset())
+            handle = (m.topic(), m.partition(), m.offset(), m.headers(), generation)
             out.append(Delivery(m.value() or b"", handle, now))
+        if out:
+            self._back()
         return out
 
-    async def settle(self, replies: list[tuple[str, bytes]], dead: list[DeadLetter], done: list[Delivery]) -> None:
-        await self._run(self._settle, replies, dead, done, pool=self._settler)
+    # ---- settling -------------------------------------------------------------------------------------------
+    async def settle(self, replies: list[Outgoing], dead: list[DeadLetter], done: list[Delivery]) -> Settlement:
+        settled: Settlement = await self._run(self._settle, replies, dead, done, pool=self._settler)
+        return settled
 
-    def _settle(self, replies: list[tuple[str, bytes]], dead: list[DeadLetter], done: list[Delivery]) -> None:
-        failures: list[str] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        for dest, body in replies:
-            self._producer.produce(dest, body, on_delivery=delivered)
-        for d in dead:
-            headers: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in d.fields(self.queue).items()]
-            self._producer.produce(self.dead_letter_name, d.delivery.body, headers=headers, on_delivery=delivered)
-        left = self._producer.flush(30)
-        if left or failures:
-            # Not committing keeps the requests: another worker (or this one, after a restart) answers them again.
-            raise ProbeError(f"Kafka: {left or len(failures)} replies not delivered: {(failures or ['timeout'])[0]}")
+    def _settle(self, replies: list[Outgoing], dead: list[DeadLetter], done: list[Delivery]) -> Settlement:
+        out = Settlement()
+        refused: list[DeadLetter] = []
+        on_way: list[Outgoing] = []
+        reached: set[int] = set()
+        failed: dict[int, tuple[Outgoing, str]] = {}
+        for r in replies:
+            def delivered(err: Any, _msg: Any, r: Outgoing = r) -> None:
+                if err is None:
+                    reached.add(id(r))
+                else:
+                    failed[id(r)] = (r, str(err))
+            problem = _produce(self._producer, r.destination, r.body, None, delivered)
+            if problem is None:
+                on_way.append(r)
+            else:
+                refused.append(reply_failed(r, problem))
+        dead = merge_reply_failures(dead, refused)
+        undelivered = self._dead_letter(dead)
+        self._producer.flush(MESSAGE_TIMEOUT_MS / 1000 + 5)  # every delivery report is in by then
+        for r in on_way:
+            if id(r) not in reached and id(r) not in failed:
+                failed[id(r)] = (r, "no delivery report")
+        dead_ok = {id(d.delivery) for d in dead} - set(undelivered)
+        second = [reply_failed(r, why) for r, why in failed.values() if id(r.delivery) not in dead_ok]
+        out.replied = len(on_way) - len(failed)
+        out.reply_failures = len(refused) + len(failed)
+        if refused or second:
+            out.problems.append(summarise(f"{out.reply_failures} replies could not be published, dead-lettering them "
+                                          f"instead", [f.reason for f in refused + second]))
+        # The dead letters not yet delivered (and those of the replies that failed): retried until delivered, or
+        # until the worker stops; their offsets stay uncommitted meanwhile.
+        pending = merge_reply_failures([d for d in dead if id(d.delivery) in undelivered], second)
+        attempt = 0
+        while pending:
+            undelivered = self._dead_letter(pending)
+            dead_ok |= {id(d.delivery) for d in pending} - set(undelivered)
+            pending = [d for d in pending if id(d.delivery) in undelivered]
+            if not pending or self._stopped:
+                break
+            time.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+            attempt += 1
+        out.dead_lettered = len(dead_ok)
+        lost = {id(d.delivery) for d in pending}
+        if lost:
+            out.held = len(lost)
+            out.problems.append(summarise(f"{len(lost)} dead letters not delivered, offsets left uncommitted to be "
+                                          "consumed again", [undelivered[i] for i in lost if i in undelivered]))
         for delivery in done:
-            topic, partition, offset, _headers = delivery.handle
-            self._tracker.done(topic, partition, offset)
+            if id(delivery) not in lost:
+                topic, partition, offset, _headers, generation = delivery.handle
+                self._tracker.done(topic, partition, offset, generation)
         now = time.monotonic()
-        if now - self._last_commit < COMMIT_INTERVAL_S:
-            return  # committed at most every COMMIT_INTERVAL_S; aclose() commits the final positions
-        self._last_commit = now
-        commits = self._tracker.commits()
-        if commits:
-            self._consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in commits], asynchronous=False)
+        if now - self._last_commit >= COMMIT_INTERVAL_S:  # at most every COMMIT_INTERVAL_S; aclose commits the rest
+            self._last_commit = now
+            with self._commit_lock:
+                due = self._tracker.due()
+                problem = self._commit(due) if due else None
+            if problem:
+                out.problems.append(f"offset commit failed (retried with the next one): {problem}")
+        return out
+
+    def _dead_letter(self, dead: list[DeadLetter]) -> dict[int, str]:
+        """Produce dead letters (acks=all) and wait for their delivery; the ones not delivered, by id of their
+        delivery, with the reason."""
+        failures: dict[int, str] = {}
+        if not dead:
+            return failures
+        for d in dead:
+            def delivered(err: Any, _msg: Any, key: int = id(d.delivery)) -> None:
+                if err is not None:
+                    failures[key] = f"dead letter to {self.dead_letter_name!r} failed: {err}"
+            headers: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in d.fields(self.queue).items()]
+            problem = _produce(self._dead_producer, self.dead_letter_name, d.delivery.body, headers, delivered)
+            if problem is not None:
+                failures[id(d.delivery)] = f"dead letter to {self.dead_letter_name!r} failed: {problem}"
+        if self._dead_producer.flush(MESSAGE_TIMEOUT_MS / 1000 + 5):
+            for d in dead:
+                failures.setdefault(id(d.delivery), "dead letter not delivered in time")
+        return failures
 
     def _commit_final(self) -> None:
-        self._tracker.commits()  # advance the commit points over everything settled since the last commit
-        final = self._tracker.positions()
-        if final:
-            self._consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in final], asynchronous=False)
+        with self._commit_lock:
+            due = self._tracker.due()
+            problem = self._commit(due) if due else None
+        if problem:  # a rebalance under way: the partitions may be another member's now, so nothing is forced
+            self._say("warning", f"final offset commit failed, the requests since the last commit will be consumed "
+                      f"again: {problem}")
 
     async def stop_fetching(self) -> list[Delivery]:
         self._stopped = True
@@ -162,7 +355,30 @@ class KafkaSource:
     async def aclose(self) -> None:
         with contextlib.suppress(ProbeError):
             await self._run(self._commit_final)
-        with contextlib.suppress(ProbeError):
+        with contextlib.suppress(ProbeError, RuntimeError):
             await self._run(self._consumer.close)
         self._thread.shutdown(wait=True)
         self._settler.shutdown(wait=True)
+
+
+def _produce(producer: Producer, topic: str, body: bytes, headers: list[tuple[str, str | bytes | None]] | None,
+             on_delivery: Callable[[Any, Any], None]) -> str | None:
+    """Produce one message; None if it is on its way (its delivery report says the rest), else why it was refused
+    at once (a name no UTF-8 spells, an invalid argument). A full local queue is waited out."""
+    for _ in range(100):
+        try:
+            producer.produce(topic, body, headers=headers, on_delivery=on_delivery)
+            return None
+        except BufferError:
+            producer.poll(0.1)
+        except (KafkaException, UnicodeError, TypeError, ValueError) as exc:
+            return exception_text(exc)
+    return "the producer's queue stayed full"
+
+
+def _list(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(_list(partitions)) or "nothing"

@@ -5,20 +5,27 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import TextIO
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TextIO
 
 
 @dataclass(slots=True)
 class Counters:
     batches: int = 0
     items: int = 0
-    errors: int = 0  # requests answered with an error (model failure)
-    dead_lettered: int = 0
+    errors: int = 0  # requests answered with an error (model failure, an output that cannot be encoded)
+    dead_lettered: int = 0  # dead letters the broker confirmed
     malformed: int = 0
+    reply_failures: int = 0  # replies the broker refused (bad destination): dead-lettered instead
+    held: int = 0  # outcomes that could not be made durable: left unacknowledged, delivered again later
+    task_failures: int = 0  # batches whose handling failed unexpectedly (logged; their requests are redelivered)
+    reconnects: int = 0  # times the broker link dropped and was re-made
 
     def copy(self) -> Counters:
-        return Counters(self.batches, self.items, self.errors, self.dead_lettered, self.malformed)
+        return Counters(*(getattr(self, f.name) for f in fields(self)))
+
+    def totals(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,16 @@ class Interval:
     dead_lettered: int
     malformed: int
     total_items: int
+    reply_failures: int = 0
+    held: int = 0
+    task_failures: int = 0
+
+
+def one_line(text: str) -> str:
+    """Text for a log line: whatever is not printable (controls, bidi marks, lone surrogates) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class MetricsReporter:
@@ -54,7 +71,8 @@ class MetricsReporter:
                       batches=batches, items=items, mean_batch=round(items / batches, 2) if batches else 0.0,
                       items_per_s=round(items / secs, 1), errors=c.errors - p.errors,
                       dead_lettered=c.dead_lettered - p.dead_lettered, malformed=c.malformed - p.malformed,
-                      total_items=c.items)
+                      total_items=c.items, reply_failures=c.reply_failures - p.reply_failures,
+                      held=c.held - p.held, task_failures=c.task_failures - p.task_failures)
         self._last, self._last_t = c.copy(), now
         return iv
 
@@ -63,9 +81,12 @@ class MetricsReporter:
         if self.fmt == "json":
             line = json.dumps({"event": "worker_metrics", **asdict(iv)})
         else:
+            extra = "".join(f", {name.replace('_', ' ')} {value}" for name, value in
+                            (("reply_failures", iv.reply_failures), ("held", iv.held),
+                             ("task_failures", iv.task_failures)) if value)
             line = (f"qdeck worker {iv.worker} [{iv.model} on {iv.device}] {iv.items_per_s:,.1f} items/s, "
                     f"{iv.batches} batches (mean size {iv.mean_batch}), errors {iv.errors}, "
-                    f"dead-lettered {iv.dead_lettered}, total {iv.total_items:,}")
+                    f"dead-lettered {iv.dead_lettered}{extra}, total {iv.total_items:,}")
         print(line, file=self.out, flush=True)
         return iv
 
@@ -77,3 +98,16 @@ class MetricsReporter:
             extra = ", ".join(f"{k} {v}" for k, v in fields.items())
             print(f"qdeck worker {self.worker}: {text}" + (f" ({extra})" if extra else ""), file=self.out,
                   flush=True)
+
+    def note(self, event: str, message: str, **fields: Any) -> None:
+        """A sentence for people (human format: the sentence alone; JSON: ``event``, ``message`` and ``fields``),
+        on one line."""
+        message = one_line(message)
+        if self.fmt == "json":
+            print(json.dumps({"event": event, "worker": self.worker, "message": message, **fields}), file=self.out,
+                  flush=True)
+        else:
+            print(f"qdeck worker {self.worker}: {message}", file=self.out, flush=True)
+
+    def warning(self, message: str) -> None:
+        self.note("warning", message)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pika
 import pytest
 
 from console.embedded_redis import free_port
+from probes import parse_broker_url
 from tests.cli import qdeck
 from tests.probes.test_rabbitmq_probe import _dead_letter_topology
 from tests.rabbit import RabbitVhost, wait_sync
@@ -33,7 +35,7 @@ def test_queues_json_filter_and_sort(vhost: RabbitVhost) -> None:
     wait_sync(lambda: depths() == {"emb.small": 1, "emb.large": 5, "other": 3}, what="stats to catch up")
     r = qdeck("queues", "-b", vhost.url, "--json", "--filter", "EMB.*", "--sort", "depth")
     assert [q["name"] for q in r.json()["queues"]] == ["emb.large", "emb.small"]
-    assert "guest:guest" not in r.out  # the broker URL is shown redacted
+    assert f":{parse_broker_url(vhost.url).password}@" not in r.out  # the broker URL is shown redacted
     human = qdeck("queues", "-b", vhost.url, "--filter", "emb.*")
     assert human.code == 0 and "emb.large" in human.out and "other" not in human.out
     assert "DEPTH" in human.out and "2 of 3 queues shown" in human.out
@@ -94,24 +96,34 @@ def _assert_clean_failure(r, expected: str) -> None:  # type: ignore[no-untyped-
     assert SECRET not in r.all
 
 
+def _url(rabbitmq_url: str, *, password: str | None = None, vhost: str = "", query: str = "",
+         with_password: bool = True) -> str:
+    """The test broker's URL (``QDECK_TEST_RABBITMQ_URL`` or the local one) with another password, vhost or query."""
+    base = parse_broker_url(rabbitmq_url)
+    auth = quote(base.username or "", safe="")
+    if with_password:
+        auth += ":" + quote(base.password or "" if password is None else password, safe="")
+    return f"amqp://{auth}@{base.host}:{base.port}/{vhost}{query}"
+
+
 def test_wrong_password(rabbitmq_url: str) -> None:
-    r = qdeck("queues", "-b", f"amqp://guest:{SECRET}@127.0.0.1:5672/")
+    r = qdeck("queues", "-b", _url(rabbitmq_url, password=SECRET))
     _assert_clean_failure(r, "authentication failed")
 
 
 def test_nothing_listening() -> None:
-    url = f"amqp://guest:{SECRET}@127.0.0.1:{free_port()}/?management_url=http://127.0.0.1:{free_port()}"
+    url = f"amqp://ops:{SECRET}@127.0.0.1:{free_port()}/?management_url=http://127.0.0.1:{free_port()}"
     _assert_clean_failure(qdeck("queues", "-b", url), "broker unreachable")
 
 
 def test_management_plugin_off(rabbitmq_url: str) -> None:
     # AMQP answers on 5672; the management URL points where no plugin listens, as when it is disabled.
-    url = f"amqp://guest:{SECRET}@127.0.0.1:5672/?management_url=http://127.0.0.1:{free_port()}"
+    url = _url(rabbitmq_url, password=SECRET, query=f"?management_url=http://127.0.0.1:{free_port()}")
     _assert_clean_failure(qdeck("dlq", "list", "-b", url), "rabbitmq-plugins enable rabbitmq_management")
 
 
-@pytest.mark.parametrize("url", [f"amqp://guest:{SECRET}@127.0.0.1:notaport/", f"ftp://guest:{SECRET}@host/",
-                                 f"amqp://guest:{SECRET}@/"])
+@pytest.mark.parametrize("url", [f"amqp://ops:{SECRET}@127.0.0.1:notaport/", f"ftp://ops:{SECRET}@host/",
+                                 f"amqp://ops:{SECRET}@/"])
 def test_malformed_url(url: str) -> None:
     _assert_clean_failure(qdeck("queues", "-b", url), "malformed broker URL")
 
@@ -126,17 +138,18 @@ def test_unknown_profile(tmp_path: Path) -> None:
 
 
 def test_missing_vhost_is_not_found(rabbitmq_url: str) -> None:
-    _assert_clean_failure(qdeck("queues", "-b", "amqp://guest:guest@127.0.0.1:5672/no-such-vhost"),
+    _assert_clean_failure(qdeck("queues", "-b", _url(rabbitmq_url, vhost="no-such-vhost")),
                           "vhost 'no-such-vhost' not found")
 
 
 def test_profile_with_password_from_env(tmp_path: Path, rabbitmq_url: str) -> None:
     config = tmp_path / "brokers.toml"
-    config.write_text('default = "local"\n[brokers.local]\nurl = "amqp://guest@127.0.0.1:5672/"\n'
+    password = parse_broker_url(rabbitmq_url).password or ""
+    config.write_text(f'default = "local"\n[brokers.local]\nurl = "{_url(rabbitmq_url, with_password=False)}"\n'
                       'password_env = "QDECK_T_PW"\n')
-    ok = qdeck("brokers", "--check", "--json", config=config, env={"QDECK_T_PW": "guest"})
+    ok = qdeck("brokers", "--check", "--json", config=config, env={"QDECK_T_PW": password})
     assert ok.json()["brokers"][0]["status"] == "up", ok.all
-    assert qdeck("queues", "--json", config=config, env={"QDECK_T_PW": "guest"}).code == 0  # the default profile
+    assert qdeck("queues", "--json", config=config, env={"QDECK_T_PW": password}).code == 0  # the default profile
     bad = qdeck("queues", config=config, env={"QDECK_T_PW": SECRET})
     _assert_clean_failure(bad, "authentication failed")
     unset = qdeck("queues", config=config)

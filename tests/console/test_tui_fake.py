@@ -72,7 +72,7 @@ async def test_failure_shows_in_header_and_polling_backs_off() -> None:
         while state.health.up is not True:
             await pilot.pause(0.05)
         assert "DOWN" not in str(app.screen.query_one("#health").render())
-    assert [backoff(2.0, n) for n in range(6)] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert [backoff(2.0, n) for n in range(7)] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]  # one cap: 60 s
 
 
 def test_body_viewer_formats() -> None:

@@ -43,13 +43,15 @@ def _redis_remaining(url: str, queue: str) -> Callable[[], int]:
     return count
 
 
-def _kafka_remaining(url: str, queue: str) -> Callable[[], int]:
+def _kafka_remaining(url: str, queue: str, group: str | None = None) -> Callable[[], int]:
+    """Records not yet committed by the worker group: by default the worker's own, one group per request topic."""
     from confluent_kafka import Consumer, TopicPartition
 
     bootstrap = url.removeprefix("kafka://")
+    group = group or f"qdeck-workers.{queue}"
 
     def count() -> int:
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "qdeck-workers", "enable.auto.commit": False})
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
         try:
             meta = c.list_topics(queue, timeout=10).topics[queue]
             total = 0

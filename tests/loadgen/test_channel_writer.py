@@ -8,7 +8,7 @@ import pika.exceptions as pexc
 import pytest
 from pika import frame, spec
 
-from loadgen.amqp import AckPlan, ChannelWriter
+from loadgen.brokers.amqp import AckPlan, ChannelWriter
 
 
 class _Conn:

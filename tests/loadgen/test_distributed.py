@@ -14,7 +14,7 @@ from hdrh.log import HistogramLogReader
 
 from console.demo import remove_queues
 from console.embedded_redis import free_port
-from loadgen.recorder import HIGHEST_US, LOWEST_US, SIGFIGS, STAGES
+from loadgen.results.stages import HIGHEST_US, LOWEST_US, SIGFIGS, STAGES
 from probes.urls import parse_broker_url
 from tests.cli import qdeck
 from tests.workers import worker

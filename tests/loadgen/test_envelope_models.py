@@ -15,7 +15,7 @@ from loadgen.envelope import (
     encode_request,
     peek_reply_to,
 )
-from loadgen.models import EchoModel, ModelError, SyntheticModel, load_model, parse_spec
+from loadgen.worker.models import EchoModel, ModelError, SyntheticModel, load_model, parse_spec
 
 
 def test_request_and_reply_round_trip() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from loadgen.schedules import Poisson
+from loadgen.run.schedules import Poisson, with_warmup
 from tests.cli import qdeck
 from tests.workers import open_client, unique, worker
 
@@ -54,8 +54,9 @@ async def _calibrate(redis_url: str, queue: str) -> float:
 
 
 def _lindley_mean_wait(service_s: float) -> float:
+    """Lindley's recursion over the very arrivals the run sends (its warm-up, then the schedule)."""
     times = []
-    for arrival in Poisson(RATE).arrivals(SEED):
+    for arrival, _warmup in with_warmup(Poisson(RATE), SEED, int(WARMUP_S * 1e9)):
         t = arrival.offset_ns / 1e9
         if t >= WARMUP_S + DURATION_S:
             break
@@ -119,5 +120,8 @@ async def test_stall_shows_in_open_loop_p99_but_not_closed_loop(redis_url: str, 
     assert closed_max >= 1000, "the closed loop saw the stall too (its one slow request)"
     assert closed_p99 < 100, closed_p99
     assert open_p99 > 5 * closed_p99
-    assert open_uncorrected <= open_p99
+    # The open-loop generator kept its schedule through the stall (the wait is the worker's, not the generator's):
+    # so the actual-send figure sees the stall as well, and schedule lag stays small.
+    assert open_uncorrected >= 500, open_uncorrected
+    assert results["open"]["stages"]["schedule_lag"]["p99_ms"] < 50
     assert results["closed"]["notes"] and "coordinated omission" in results["closed"]["notes"][0]

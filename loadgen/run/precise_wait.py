@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Protocol
 
-from loadgen.schedules import NS
+from loadgen.run.schedules import NS
 
 TIMER_NS = 1_000_000
 NAP_NS = 50_000  # a blocking nap inside sub-millisecond waits (the kernel adds ~50 µs of timer slack)

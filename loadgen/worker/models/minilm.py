@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loadgen.models import ModelError
+from loadgen.errors import ModelError
 
 WARMUP_SENTENCES = ["warm-up sentence for the embedding model"] * 8
 

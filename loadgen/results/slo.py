@@ -11,14 +11,17 @@ Operators: ``<``, ``<=``, ``>``, ``>=``.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from loadgen.recorder import STAGES
-from loadgen.report import stage_histogram
+from loadgen.errors import SloError
+from loadgen.results.latency import at_least, fmt_ms
+from loadgen.results.stages import STAGES
+from loadgen.results.summary import stage_histogram
 from loadgen.units import parse_duration
 
 EXIT_SLO_FAILED = 99
@@ -28,8 +31,6 @@ _EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)
 _LATENCY = re.compile(r"^(?:(?P<stage>[a-z_]+)\.)?(?P<stat>p(?P<pct>\d+(?:\.\d+)?)|mean|max|min)$")
 
 
-class SloError(ValueError):
-    """An SLO expression that cannot be parsed; one line for the user."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,10 @@ def parse_slo(text: str) -> Slo:
         value = float(number)
     except ValueError:
         raise SloError(f"SLO {text!r}: {number!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise SloError(f"SLO {text!r}: the threshold must be a finite number, not negative")
+    if unit == "%" and value > 100 and name != "achieved_rate":
+        raise SloError(f"SLO {text!r}: a share is at most 100%")
     if name in ("errors", "timeouts", "achieved_rate"):
         if unit not in ("", "%"):
             raise SloError(f"SLO {text!r}: {name} takes a plain number or a percentage, not {unit!r}")
@@ -108,7 +113,13 @@ def judge(summary: dict[str, Any], slo: Slo) -> Verdict:
         us = _latency_us(summary, slo)
         if us is None:
             return Verdict(slo, False, "no data", f"stage {slo.stage} recorded nothing")
-        return Verdict(slo, cmp(us / 1e6, slo.threshold), _fmt_ms(us))
+        entry = summary["stages"].get(slo.stage, {})
+        timeout_s = float(summary.get("timeout_s", 0.0))
+        timeouts = int(entry.get("timeouts", 0))
+        if at_least(us, timeout_s, timeouts):
+            return Verdict(slo, cmp(us / 1e6, slo.threshold), fmt_ms(us, lower_bound=True, timeout_s=timeout_s),
+                           f"lands on the {timeouts:,} timed-out requests")
+        return Verdict(slo, cmp(us / 1e6, slo.threshold), fmt_ms(us, digits=3))
     if slo.metric in ("errors", "timeouts"):
         n = int(counts.get("timeouts", 0)) + (int(counts.get("errors", 0)) if slo.metric == "errors" else 0)
         if slo.percent:
@@ -131,5 +142,15 @@ def judge_all(summary: dict[str, Any], slos: Iterable[Slo]) -> list[Verdict]:
     return [judge(summary, s) for s in slos]
 
 
-def _fmt_ms(us: float) -> str:
-    return f"{us / 1000:.3f} ms"
+def verdicts_json(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
+    """The verdicts as summary.json's ``slo`` list (what ``load gate`` re-judges when given no --slo)."""
+    return [{"slo": v.slo.text, "ok": v.ok, "actual": v.actual, "detail": v.detail} for v in verdicts]
+
+
+def saved_slos(summary: dict[str, Any]) -> list[Slo]:
+    """The SLOs a run was judged by when it was made (summary.json's ``slo`` list)."""
+    entries = summary.get("slo") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("slo"), str)
+                                                for e in entries):
+        raise SloError("the summary's slo list is not a list of {\"slo\": \"p99<250ms\", ...} entries")
+    return [parse_slo(e["slo"]) for e in entries]

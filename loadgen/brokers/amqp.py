@@ -21,9 +21,9 @@ from pika import frame as pframe
 from pika import spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
-from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlainTransport
 from pika.channel import Channel
 
+from loadgen.brokers import pika_compat
 from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
 from probes.netcause import connection_cause
 from probes.redact import redact_text
@@ -150,14 +150,17 @@ class ChannelWriter:
     into one buffer (the Basic.Publish frame once per routing key, the content header once per body size; bodies
     split at the connection's frame size as pika splits them) and written through the same pika connection, so the
     connection's state, framing limits and counters stay pika's. Frames are byte-for-byte pika's (tests compare).
-    Properties are the defaults (none); a message that needs headers goes through ``basic_publish``."""
+    Properties are the defaults (none); a message that needs headers goes through ``basic_publish``.
+
+    The pika internals this needs are reached through ``pika_compat`` only; ``direct`` says whether they are there
+    (without them every message goes through pika's API), ``socket_bytes`` counts the bytes that went straight to
+    the socket rather than through pika's buffered write."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.connection = channel.connection
-        # pika internals used here (present since pika 1.0); without them every message goes through pika's API.
-        self._direct = hasattr(self.connection, "_adapter_emit_data") and hasattr(self.connection,
-                                                                                   "_body_max_length")
+        self.direct = pika_compat.can_write_frames(self.connection)
+        self.socket_bytes = 0
         self._methods: dict[str, bytes] = {}
         self._headers: dict[int, bytes] = {}
 
@@ -166,19 +169,13 @@ class ChannelWriter:
             raise pexc.ChannelWrongStateError("Channel is closed.")
 
     def _emit(self, parts: list[bytes]) -> None:
-        data = b"".join(parts)
-        conn = self.connection
-        conn.bytes_sent += len(data)
-        conn.frames_sent += len(parts)
-        sent = _send_now(getattr(conn, "_transport", None), data)
-        if sent < len(data):
-            conn._adapter_emit_data(data[sent:] if sent else data)
+        self.socket_bytes += pika_compat.write_frames(self.connection, b"".join(parts), len(parts))
 
     def publish(self, messages: Iterable[tuple[str, bytes]], acks: Iterable[tuple[int, bool]] = ()) -> None:
         """Publish ``(queue, body)`` pairs through the default exchange, in order, then ack ``(delivery_tag,
         multiple)`` pairs: all in one write."""
         self._check_open()
-        if not self._direct:
+        if not self.direct:
             for key, body in messages:
                 self.channel.basic_publish("", key, body)
             for tag, multiple in acks:
@@ -193,9 +190,29 @@ class ChannelWriter:
         """Ack ``(delivery_tag, multiple)`` pairs, in order, in one write."""
         self.publish((), acks)
 
+    def route_problem(self, key: str) -> str | None:
+        """Why nothing can be published to queue ``key`` through the default exchange (a routing key is an AMQP
+        short string: at most 255 bytes of UTF-8), or None. Checked before a batch is written, so one bad
+        destination never stops the batch's other messages."""
+        if key in self._methods:
+            return None
+        publish = spec.Basic.Publish(exchange="", routing_key=key)
+        try:
+            method = pframe.Method(self.channel.channel_number, publish).marshal()
+        except pexc.ShortStringTooLong:
+            return f"ShortStringTooLong: a routing key is at most 255 bytes, this one is {len(key.encode())}"
+        except UnicodeEncodeError as exc:
+            return f"UnicodeEncodeError: {exc}"
+        except Exception as exc:  # whatever else pika refuses to marshal
+            return f"{type(exc).__name__}: {exc}"[:300]
+        if len(self._methods) >= _CACHE_MAX:
+            self._methods.clear()
+        self._methods[key] = method
+        return None
+
     def _publish_parts(self, messages: Iterable[tuple[str, bytes]]) -> list[bytes]:
         number = self.channel.channel_number
-        max_len = self.connection._body_max_length
+        max_len = pika_compat.body_max_length(self.connection)
         methods, headers = self._methods, self._headers
         parts: list[bytes] = []
         for key, body in messages:
@@ -224,6 +241,93 @@ class ChannelWriter:
         for tag, multiple in acks:
             parts.append(pack(spec.FRAME_METHOD, number, 13, spec.Basic.Ack.INDEX, tag, 1 if multiple else 0)
                          + _FRAME_END)
+
+
+class ConfirmedPublisher:
+    """A channel in publisher-confirm mode for the messages that must not be lost (dead letters): a batch is
+    published ``mandatory`` and awaited until the broker has confirmed every message of it. A message the broker
+    returns (no queue to route it to) or nacks, or whose confirm does not come in time, is reported failed.
+
+    Batches go one at a time (a return names no publish sequence number, so a returned message is known by the
+    batch it came in and its routing key). Confirms cost a disk write each: never on the reply path."""
+
+    def __init__(self, channel: Channel, timeout: float = 30.0) -> None:
+        self.channel, self.timeout = channel, timeout
+        self._published = 0  # the last publish sequence number handed out
+        self._pending: dict[int, asyncio.Future[bool]] = {}  # sequence number -> acked (True) or nacked (False)
+        self._returned: set[str] = set()  # routing keys returned during the current batch
+        self._lock = asyncio.Lock()
+        self.closed: BaseException | None = None
+        channel.add_on_return_callback(self._on_return)
+        channel.add_on_close_callback(self._on_close)
+
+    @classmethod
+    async def open(cls, connection: AsyncioConnection, timeout: float = 30.0) -> ConfirmedPublisher:
+        try:
+            channel = await callback_call(lambda cb: connection.channel(on_open_callback=cb))
+            publisher = cls(channel, timeout)
+            await callback_call(lambda cb: channel.confirm_delivery(publisher._on_confirm, callback=cb))
+        except TimeoutError:
+            raise ProbeError("RabbitMQ: a channel in confirm mode did not open in 10 s") from None
+        return publisher
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        acked = isinstance(method, spec.Basic.Ack)
+        tags = ([t for t in self._pending if t <= method.delivery_tag] if method.multiple
+                else [method.delivery_tag])
+        for tag in tags:
+            fut = self._pending.pop(tag, None)
+            if fut is not None:
+                _resolve(fut, acked)
+
+    def _on_return(self, _channel: Any, method: Any, _properties: Any, _body: bytes) -> None:
+        self._returned.add(str(method.routing_key))
+
+    def _on_close(self, _channel: Any, reason: BaseException) -> None:
+        self.closed = reason
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(pexc.ChannelClosed(0, f"the confirm channel closed: {reason}"))
+                fut.add_done_callback(_retrieve)
+        self._pending.clear()
+
+    async def publish(self, messages: list[tuple[str, bytes, pika.BasicProperties]]) -> list[str | None]:
+        """Publish ``(queue, body, properties)`` through the default exchange, mandatory; per message, None once
+        the broker confirmed it, else why it is not safe."""
+        async with self._lock:
+            if self.closed is not None or not self.channel.is_open:
+                return [f"the confirm channel is closed: {self.closed}"] * len(messages)
+            loop = asyncio.get_running_loop()
+            self._returned.clear()
+            waits: list[asyncio.Future[bool]] = []
+            for key, body, props in messages:
+                self._published += 1
+                fut: asyncio.Future[bool] = loop.create_future()
+                self._pending[self._published] = fut
+                waits.append(fut)
+                self.channel.basic_publish("", key, body, props, mandatory=True)
+            done, late = await asyncio.wait(waits, timeout=self.timeout)
+            for fut in late:  # no longer awaited: a confirm or a close that comes later changes nothing
+                fut.cancel()
+            out: list[str | None] = []
+            for (key, _body, _props), fut in zip(messages, waits, strict=True):
+                if fut not in done:
+                    out.append(f"no confirm from the broker in {self.timeout:g} s")
+                elif fut.exception() is not None:
+                    out.append(str(fut.exception()))
+                elif not fut.result():
+                    out.append("the broker nacked it")
+                elif key in self._returned:
+                    out.append(f"the broker returned it: no queue {key!r}")
+                else:
+                    out.append(None)
+            return out
+
+    async def aclose(self) -> None:
+        if self.channel.is_open:
+            with contextlib.suppress(Exception):
+                self.channel.close()
 
 
 class AckPlan:
@@ -284,24 +388,6 @@ def _diagnose(target: BrokerTarget, exc: BaseException) -> str:
     return "the server accepted TCP but the AMQP handshake failed (is this port RabbitMQ's AMQP port?)"
 
 
-def _send_now(transport: Any, data: bytes) -> int:
-    """Write ``data`` to a plain-TCP pika transport's socket at once when nothing is queued before it; returns the
-    bytes the socket took (0: nothing sent, pika's buffered path takes the whole write).
-
-    pika's transport only buffers a write and registers a writability watcher; the bytes leave on a later turn of
-    the loop and the watcher is removed again: two ``epoll_ctl`` calls and a loop turn per write, the way asyncio's
-    own transports avoid by trying the socket first. Errors are left to pika: on any, nothing is sent here and
-    pika's path meets the same error and closes the connection its usual way. TLS transports are left alone."""
-    if not isinstance(transport, _PlainTransport) or transport._state != transport._STATE_ACTIVE:
-        return 0
-    if transport.get_write_buffer_size():
-        return 0  # keep the order: earlier bytes are still waiting
-    try:
-        return int(transport._sock.send(data))
-    except OSError:  # EAGAIN and EINTR included: pika's path retries, or meets the error and closes
-        return 0
-
-
 READ_SLICE_BYTES = 8 * 1024
 
 
@@ -309,9 +395,12 @@ def _share_the_loop(conn: AsyncioConnection) -> None:
     """pika handles up to 100 KB per readable event (hundreds of deliveries, milliseconds of Python) before the
     loop runs anything else; a load generator's sender then falls behind its schedule. Handing the loop back
     after 8 KB costs nothing in throughput (the socket stays readable) and keeps each turn short."""
-    transport = getattr(conn, "_transport", None)
-    if transport is not None and hasattr(transport, "_MAX_CONSUME_BYTES"):
-        transport._MAX_CONSUME_BYTES = READ_SLICE_BYTES
+    pika_compat.set_read_slice(conn, READ_SLICE_BYTES)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:

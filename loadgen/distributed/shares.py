@@ -12,12 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from loadgen.engine import RunSpec
-from loadgen.schedules import AnySchedule, Arrival, ClosedLoop, Constant, Poisson, Ramp, Steps, Trace
-
-
-class ShareError(ValueError):
-    """A plan that cannot be split over the agents; one line for the user."""
+from loadgen.errors import ShareError
+from loadgen.run.schedules import AnySchedule, Arrival, ClosedLoop, Constant, Poisson, Ramp, Steps, Trace
+from loadgen.run.spec import RunSpec
 
 
 def _deal(total: int, index: int, count: int) -> int:
@@ -94,3 +91,15 @@ def spec_from_dict(doc: dict[str, Any]) -> RunSpec:
                        schedule=schedule_from_dict(doc["schedule"]))
     except (KeyError, TypeError) as exc:
         raise ShareError(f"not a qdeck run spec: {exc}") from None
+
+
+def run_deadline_s(spec: RunSpec, margin_s: float = 120.0) -> float:
+    """How long a distributed run may take at most: its warm-up and measured time (or, for a request count, the
+    longest the count can take), the timeout to drain, and a margin for start-up."""
+    if spec.duration_s is not None:
+        body = spec.duration_s
+    elif isinstance(spec.schedule, ClosedLoop):
+        body = (spec.requests or 0) * spec.timeout_s / spec.schedule.concurrency
+    else:
+        body = (spec.requests or 0) / max(min(spec.schedule.mean_rate(1.0), spec.schedule.mean_rate(60.0)), 1e-3)
+    return spec.warmup_s + body + spec.timeout_s + margin_s

@@ -1,13 +1,14 @@
 """Locust's distributed mode for qdeck: a master deals a run's shares to agents on other machines and merges them.
 
-    python -m loadgen.locust_nodes master --agents N --bind HOST:PORT --out DIR [--wait S] [--quiet]
+    python -m loadgen.distributed.locust_nodes master --agents N --bind HOST:PORT --out DIR [--wait S] [--quiet]
         reads {"spec": {...}, "broker": "URL or profile", "display": "redacted broker"} on stdin
-    python -m loadgen.locust_nodes agent --master HOST:PORT          ($QDECK_BROKER: the agent's own broker)
+    python -m loadgen.distributed.locust_nodes agent --master HOST:PORT          ($QDECK_BROKER: the agent's own broker)
 
 Locust's master and worker runners carry the messages (ZeroMQ, heartbeats, lost-worker detection); qdeck's engine
-does the sending. Each agent runs its share in a child process (``loadgen.share_run``: asyncio there, gevent here),
+does the sending. Each agent runs its share in a child process
+(``loadgen.distributed.share_run``: asyncio there, gevent here),
 forwards that child's per-interval figures to the master for the live view, and sends its summary and interval logs
-when done. The master writes the merged files (``loadgen.merge_runs``) and each agent's own summary under
+when done. The master writes the merged files (``loadgen.results.merge``) and each agent's own summary under
 ``agents/<i>/``. ``qdeck load run --agents`` and ``qdeck load agent`` start these; they are not meant to be run by
 hand. Exit codes: 0 done, 2 usage, connection or agent errors (one line on stderr).
 """
@@ -29,16 +30,16 @@ import gevent
 from locust.env import Environment  # Locust patches the standard library for gevent when it is first imported
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from loadgen.merge_runs import log_texts, merge_logs, merge_summaries
-from loadgen.report import stage_histogram, write_hgrm, write_summary
-from loadgen.shares import ShareError, share, spec_from_dict, spec_to_dict
+from loadgen.distributed.child import run_child
+from loadgen.distributed.shares import run_deadline_s, share, spec_from_dict, spec_to_dict
+from loadgen.errors import NodeError, ShareError
+from loadgen.results.merge import log_texts, merge_logs, merge_summaries
+from loadgen.results.summary import stage_histogram, write_hgrm, write_summary
 from probes.redact import redact_text
 
 DEFAULT_PORT = 5557
 
 
-class NodeError(Exception):
-    """Something that ends the distributed run; one line for the user."""
 
 
 def say(text: str) -> None:
@@ -108,8 +109,13 @@ class Master:
             gevent.sleep(0.1)
         return sorted(node.id for node in self.runner.clients.ready)[:self.count]
 
-    def wait_for_results(self, ids: list[str]) -> None:
+    def wait_for_results(self, ids: list[str], deadline_s: float) -> None:
+        deadline = time.monotonic() + deadline_s
         while len(self.done) + len(self.failed) < self.count:
+            if time.monotonic() > deadline:
+                late = [str(i) for i in range(self.count) if i not in self.done and i not in self.failed]
+                raise NodeError(f"agents {', '.join(late)} did not finish within {deadline_s:g} s of the start (the "
+                                "plan's length, its timeout and a margin)")
             for index, node_id in enumerate(ids):
                 node = self.runner.clients.get(node_id)
                 if index not in self.done and index not in self.failed and (node is None
@@ -139,14 +145,15 @@ def run_master(args: argparse.Namespace) -> int:
                                                 "spec": spec_to_dict(shares[index])}, client_id=node_id)
         if not args.quiet:
             say(f"{spec.schedule.describe()} dealt to {_agents(args.agents)}, 1/{args.agents} each")
-        master.wait_for_results(ids)
+        master.wait_for_results(ids, run_deadline_s(spec))
     finally:
         runner.quit()
     if master.failed:
         raise NodeError(redact_text("; ".join(master.failed[i] for i in sorted(master.failed))))
     results = [master.done[i] for i in range(args.agents)]
     summaries = [r["summary"] for r in results]
-    merged = merge_summaries(spec, doc.get("display", ""), summaries, [r["host"] for r in results])
+    merged = merge_summaries(spec.facts(), doc.get("display", ""), doc.get("kind", ""), summaries,
+                            [r["host"] for r in results])
     out.mkdir(parents=True, exist_ok=True)
     write_summary(merged, out / "summary.json")
     write_hgrm(stage_histogram(merged, "end_to_end"), out / "end_to_end.hgrm")
@@ -187,24 +194,23 @@ class Agent:
         with tempfile.TemporaryDirectory(prefix="qdeck-agent-") as tmp:
             out = Path(tmp)
             started = time.time()
-            self.child = child = subprocess.Popen(
-                [sys.executable, "-m", "loadgen.share_run", str(out)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            assert child.stdin is not None and child.stdout is not None and child.stderr is not None
-            child.stdin.write(json.dumps({"spec": data["spec"], "broker": broker}))
-            child.stdin.close()
-            for line in child.stdout:
+
+            def on_line(line: str) -> None:
                 if line.startswith("{"):  # an interval's figures (anything else a library printed is not)
                     self.send("qdeck_interval", {"index": index, "stats": json.loads(line)})
-            errors = child.stderr.read().strip().splitlines()
-            if child.wait() != 0:
-                last = errors[-1] if errors else f"the run exited with {child.returncode}"
-                raise NodeError(last.removeprefix("qdeck: "))
+
+            done = run_child([sys.executable, "-m", "loadgen.distributed.share_run", str(out)],
+                             json.dumps({"spec": data["spec"], "broker": broker}), on_line, self._started)
+            if done.code != 0:
+                raise NodeError(done.last_error().removeprefix("qdeck: "))
             summary = json.loads((out / "summary.json").read_text())
             say(f"share {index + 1} done: sent {summary['counts']['sent']:,}, replied "
                 f"{summary['counts']['replied']:,}")
             return {"index": index, "host": self.host, "summary": summary, "logs": log_texts(out),
                     "started_epoch_s": started}
+
+    def _started(self, child: subprocess.Popen[str]) -> None:
+        self.child = child
 
     def stop_child(self) -> None:
         if self.child is not None and self.child.poll() is None:
@@ -230,7 +236,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m loadgen.locust_nodes", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m loadgen.distributed.locust_nodes", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="role", required=True)
     m = sub.add_parser("master")

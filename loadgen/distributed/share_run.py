@@ -1,6 +1,6 @@
 """One agent's share of a distributed run, in a process of its own (the agent's process runs gevent, this one asyncio).
 
-    python -m loadgen.share_run OUT_DIR  < {"spec": {...}, "broker": "URL or profile"}
+    python -m loadgen.distributed.share_run OUT_DIR  < {"spec": {...}, "broker": "URL or profile"}
 
 The spec and the broker come on stdin, so a broker password never shows in a process list. Each interval's figures
 are printed to stdout as one JSON line (the agent forwards them to the master's live view); at the end the run's
@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 from loadgen import aio
-from loadgen.engine import Engine, RunResult
-from loadgen.recorder import IntervalStats
-from loadgen.report import build_summary, write_outputs
-from loadgen.shares import ShareError, spec_from_dict
+from loadgen.distributed.shares import spec_from_dict
+from loadgen.errors import ShareError
+from loadgen.results.summary import build_summary, write_outputs
+from loadgen.run.engine import Engine, RunResult
+from loadgen.run.recorder import IntervalStats
 from loadgen.transports import open_transport
 from probes import ProbeError, redact_text, resolve_broker
 
@@ -32,7 +33,7 @@ def _emit(stats: IntervalStats, result: RunResult) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m loadgen.share_run OUT_DIR < share.json", file=sys.stderr)
+        print("usage: python -m loadgen.distributed.share_run OUT_DIR < share.json", file=sys.stderr)
         return 2
     out = Path(argv[0])
     secrets: tuple[str, ...] = ()
@@ -46,7 +47,8 @@ def main(argv: list[str]) -> int:
     except (ProbeError, ShareError, ValueError, KeyError) as exc:
         print(f"qdeck: {redact_text(str(exc), secrets)}", file=sys.stderr)
         return 2
-    write_outputs(build_summary(result, broker=target.display), result, out)
+    summary = build_summary(result.record(broker=target.display, broker_kind=target.kind))
+    write_outputs(summary, result.recorder.total["end_to_end"], out)
     if result.aborted:
         print(f"qdeck: run aborted: {redact_text(result.aborted, secrets)}", file=sys.stderr)
         return 2

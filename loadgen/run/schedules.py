@@ -7,18 +7,25 @@ Every schedule is deterministic for a given seed.
 
 from __future__ import annotations
 
+import bisect
 import csv
+import dataclasses
 import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from loadgen.errors import ScheduleError
 
 NS = 1_000_000_000
+MAX_RATE = 10_000_000.0  # requests/s: far past any one generator (see MAX_GENERATOR_RATE); beyond it, a typo
+MAX_GENERATOR_RATE = 200_000.0  # what one generator process can send at best (bench/loadgen_ceiling.py: ~50k/s)
+MAX_TRACE_NS = 7 * 24 * 3600 * NS
+MAX_TRACE_PAYLOAD = 64 * 1024 * 1024
 
 
-class ScheduleError(ValueError):
-    """A schedule that cannot be built; one line for the user."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +39,10 @@ class Constant:
     rate: float
     kind: str = "constant"
 
-    def arrivals(self, seed: int) -> Iterator[Arrival]:
+    def __post_init__(self) -> None:
         _positive(self.rate)
+
+    def arrivals(self, seed: int) -> Iterator[Arrival]:
         step = NS / self.rate
         i = 0
         while True:
@@ -46,14 +55,20 @@ class Constant:
     def mean_rate(self, duration_s: float) -> float:
         return self.rate
 
+    def count_before(self, t_ns: int) -> int:
+        """How many arrivals fall before ``t_ns`` (constant time: what an aborted run never sent)."""
+        return 0 if t_ns <= 0 else math.ceil(t_ns * self.rate / NS - 1e-9)
+
 
 @dataclass(frozen=True, slots=True)
 class Poisson:
     rate: float
     kind: str = "poisson"
 
-    def arrivals(self, seed: int) -> Iterator[Arrival]:
+    def __post_init__(self) -> None:
         _positive(self.rate)
+
+    def arrivals(self, seed: int) -> Iterator[Arrival]:
         rng = random.Random(seed)
         t = 0.0
         while True:
@@ -66,6 +81,10 @@ class Poisson:
     def mean_rate(self, duration_s: float) -> float:
         return self.rate
 
+    def count_before(self, t_ns: int) -> int:
+        """The expected number of arrivals before ``t_ns`` (a Poisson count is random; this is its mean)."""
+        return 0 if t_ns <= 0 else round(t_ns * self.rate / NS)
+
 
 @dataclass(frozen=True, slots=True)
 class Ramp:
@@ -76,9 +95,14 @@ class Ramp:
     over_s: float
     kind: str = "ramp"
 
-    def arrivals(self, seed: int) -> Iterator[Arrival]:
-        if self.start < 0 or self.end <= 0 or self.over_s <= 0:
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start) and math.isfinite(self.over_s)) or self.start < 0 or self.over_s <= 0:
             raise ScheduleError("ramp needs a start rate >= 0, an end rate > 0 and a duration > 0")
+        _positive(self.end)
+        if self.start > MAX_RATE:
+            _positive(self.start)
+
+    def arrivals(self, seed: int) -> Iterator[Arrival]:
         k = (self.end - self.start) / self.over_s
         n = 0
         while True:
@@ -94,6 +118,14 @@ class Ramp:
     def describe(self) -> str:
         return f"ramp {self.start:g}/s → {self.end:g}/s over {self.over_s:g} s"
 
+    def count_before(self, t_ns: int) -> int:
+        t = max(t_ns, 0) / NS
+        k = (self.end - self.start) / self.over_s
+        if t <= self.over_s:
+            return math.ceil(self.start * t + k * t * t / 2 - 1e-9)
+        ramp_total = self.start * self.over_s + k * self.over_s**2 / 2
+        return math.ceil(ramp_total + (t - self.over_s) * self.end - 1e-9)
+
     def mean_rate(self, duration_s: float) -> float:
         if duration_s <= self.over_s:
             return self.start + (self.end - self.start) * duration_s / self.over_s / 2
@@ -108,9 +140,28 @@ class Steps:
     steps: tuple[tuple[float, float], ...]
     kind: str = "steps"
 
-    def arrivals(self, seed: int) -> Iterator[Arrival]:
-        if not self.steps or any(r <= 0 or d <= 0 for r, d in self.steps):
+    def __post_init__(self) -> None:
+        if not self.steps or any(not (r > 0 and d > 0) or not math.isfinite(d) for r, d in self.steps):
             raise ScheduleError("steps need rate:duration pairs with both above zero")
+        for rate, _secs in self.steps:
+            _positive(rate)
+
+    @property
+    def total_s(self) -> float:
+        return sum(d for _r, d in self.steps)
+
+    def count_before(self, t_ns: int) -> int:
+        t, begin, total = max(t_ns, 0) / NS, 0.0, 0
+        for i, (rate, secs) in enumerate(self.steps):
+            last = i == len(self.steps) - 1
+            span = t - begin if last else min(t - begin, secs)
+            if span <= 0:
+                break
+            total += math.ceil(span * rate - 1e-9)
+            begin += secs
+        return total
+
+    def arrivals(self, seed: int) -> Iterator[Arrival]:
         begin = 0.0
         for i, (rate, secs) in enumerate(self.steps):
             last = i == len(self.steps) - 1
@@ -159,21 +210,34 @@ class Trace:
                 rows = []
                 for line_no, row in enumerate(reader, start=2):
                     try:
-                        off = int(float(row[col]) * scale)
+                        off_f = float(row[col]) * scale
                         size = int(row["payload_bytes"]) if row.get("payload_bytes") else None
                     except (TypeError, ValueError):
                         raise ScheduleError(f"trace {p} line {line_no}: not a number") from None
+                    if not math.isfinite(off_f) or off_f > MAX_TRACE_NS:
+                        raise ScheduleError(f"trace {p} line {line_no}: offset beyond {MAX_TRACE_NS // NS // 86400} "
+                                            "days")
+                    off = int(off_f)
                     if off < 0 or (size is not None and size < 0):
                         raise ScheduleError(f"trace {p} line {line_no}: negative value")
+                    if size is not None and size > MAX_TRACE_PAYLOAD:
+                        raise ScheduleError(f"trace {p} line {line_no}: payload_bytes above {MAX_TRACE_PAYLOAD}")
                     rows.append(Arrival(off, size))
         except OSError as exc:
             raise ScheduleError(f"cannot read trace {p}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ScheduleError(f"trace {p} is not UTF-8 text (a CSV with an offset_ms or offset_s column)") from None
+        except csv.Error as exc:
+            raise ScheduleError(f"trace {p} is not a readable CSV: {exc}") from None
         if not rows:
             raise ScheduleError(f"trace {p} has no rows")
         return cls(tuple(sorted(rows, key=lambda a: a.offset_ns)), str(p))
 
     def arrivals(self, seed: int) -> Iterator[Arrival]:
         yield from self.rows
+
+    def count_before(self, t_ns: int) -> int:
+        return bisect.bisect_left([a.offset_ns for a in self.rows], t_ns)
 
     def describe(self) -> str:
         return f"trace {self.source} ({len(self.rows)} requests)"
@@ -222,5 +286,61 @@ def parse_steps(text: str) -> tuple[tuple[float, float], ...]:
 
 
 def _positive(rate: float) -> None:
-    if not rate > 0 or math.isinf(rate):
-        raise ScheduleError(f"rate must be a positive number, not {rate}")
+    if not rate > 0 or not math.isfinite(rate):
+        raise ScheduleError(f"rate must be a positive number, not {rate:g}")
+    if rate > MAX_RATE:
+        raise ScheduleError(f"rate {rate:g}/s is beyond what qdeck can generate (at most {MAX_RATE:,.0f}/s over "
+                            f"all agents, {MAX_GENERATOR_RATE:,.0f}/s from one)")
+
+
+def params(schedule: Schedule | ClosedLoop) -> dict[str, Any]:
+    """The schedule's parameters as JSON-ready values (a trace: its source and row count, not its rows)."""
+    if isinstance(schedule, Trace):
+        return {"source": schedule.source, "rows": len(schedule.rows)}
+    doc = dataclasses.asdict(schedule)
+    doc.pop("kind", None)
+    return {k: list(map(list, v)) if isinstance(v, tuple) else v for k, v in doc.items()}
+
+
+def initial_rate(schedule: Schedule) -> float:
+    """The rate a warm-up runs at before the schedule starts: the schedule's opening rate (over its first second
+    when it opens at zero, as a ramp from 0 does)."""
+    match schedule:
+        case Constant(rate=rate) | Poisson(rate=rate):
+            return rate
+        case Ramp(start=start):
+            return start if start > 0 else schedule.count_before(NS)
+        case Steps(steps=steps):
+            return steps[0][0]
+        case Trace():
+            return max(schedule.count_before(NS), 1)
+    raise ScheduleError(f"no opening rate for {schedule.kind}")
+
+
+def peak_rate(schedule: Schedule) -> float:
+    match schedule:
+        case Constant(rate=rate) | Poisson(rate=rate):
+            return rate
+        case Ramp(start=start, end=end):
+            return max(start, end)
+        case Steps(steps=steps):
+            return max(r for r, _d in steps)
+        case Trace(rows=rows):  # the most requests in any one second of the trace
+            offsets = [a.offset_ns for a in rows]
+            return float(max(bisect.bisect_left(offsets, t + NS) - i for i, t in enumerate(offsets)))
+    return 0.0
+
+
+def with_warmup(schedule: Schedule, seed: int, warm_ns: int) -> Iterator[tuple[Arrival, bool]]:
+    """A run's arrivals as ``(arrival, is_warmup)``: warm-up arrivals at the schedule's opening rate over
+    [0, warm_ns) (Poisson for a Poisson schedule, seeded apart), then the whole schedule, shifted to start at
+    ``warm_ns``. So the measured part is the schedule as described, whatever the warm-up."""
+    if warm_ns:
+        rate = initial_rate(schedule)
+        opener: Schedule = Poisson(rate) if isinstance(schedule, Poisson) else Constant(rate)
+        for arrival in opener.arrivals(seed + 1):
+            if arrival.offset_ns >= warm_ns:
+                break
+            yield arrival, True
+    for arrival in schedule.arrivals(seed):
+        yield Arrival(arrival.offset_ns + warm_ns, arrival.payload_size), False

@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from loadgen.errors import ModelError
+
 JITTERS = ("none", "exp", "uniform", "lognormal")
 BUILTIN = ("echo", "synthetic", "minilm")
+MAX_SYNTHETIC_MS = 3_600_000.0  # an hour: longer is a typo (1e300 would overflow the sleep)
 
 
-class ModelError(Exception):
-    """A model that cannot be built (bad spec, missing extra); one line for the user."""
 
 
 class Model(Protocol):
@@ -73,8 +74,12 @@ class SyntheticModel:
     def __post_init__(self) -> None:
         if self.jitter not in JITTERS:
             raise ModelError(f"synthetic: jitter must be one of {', '.join(JITTERS)}, not {self.jitter!r}")
-        if self.base_ms < 0 or self.per_item_ms < 0 or self.jitter_ms < 0 or self.stall_ms < 0:
-            raise ModelError("synthetic: times must not be negative")
+        for key in ("base_ms", "per_item_ms", "jitter_ms", "stall_ms", "stall_after_s"):
+            value = getattr(self, key)
+            if value < 0:
+                raise ModelError("synthetic: times must not be negative")
+            if not (math.isfinite(value) and value <= MAX_SYNTHETIC_MS):
+                raise ModelError(f"synthetic: {key} must be a finite number up to {MAX_SYNTHETIC_MS:.0f}, not {value}")
         self._rng = random.Random(self.seed)
 
     def warmup(self) -> None:
@@ -171,7 +176,7 @@ def load_model(spec: str, device: str = "auto") -> Model:
     if name == "synthetic":
         return SyntheticModel(**_typed("synthetic", params, _SYNTHETIC_FIELDS))
     if name == "minilm":
-        from loadgen.minilm import MiniLMModel
+        from loadgen.worker.models.minilm import MiniLMModel
 
         return MiniLMModel.load(device=device, **_typed("minilm", params, {"normalize": _bool, "encoding": str}))
     if ":" in name:

@@ -3,6 +3,10 @@
 Checked: end-to-end p50, p99 and p99.9, the p99 of every worker stage both runs recorded, the failed-request share
 (a regression must also exceed 0.1 percentage point, so 0 → 1 error in 100,000 is not a failure) and the achieved
 share of the target rate.
+
+Two runs are compared only when they ran the same test: ``differences`` lists what differs (broker kind, queue,
+schedule and rate, payload, workload, timeout, the workers' devices and batching, qdeck version), and the CLI refuses
+a comparison with differences unless told to compare anyway.
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from loadgen.report import stage_histogram
+from loadgen.results.stages import WORKER_STAGES
+from loadgen.results.summary import stage_histogram
 
 ERROR_FLOOR = 0.001
-STAGE_P99 = ("queue_wait", "batch_wait", "service", "reply_transit")
+STAGE_P99 = WORKER_STAGES
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +69,37 @@ def _failed_share(summary: dict[str, Any]) -> float | None:
     if not sent:
         return None
     return (int(counts.get("errors", 0)) + int(counts.get("timeouts", 0))) / sent
+
+
+def _batching(summary: dict[str, Any]) -> str:
+    sizes = {int(k): int(v) for k, v in (summary.get("batch_sizes") or {}).items()}
+    return "batches of 1" if set(sizes) <= {1} else "batched" if sizes else "no replies"
+
+
+def _facts(summary: dict[str, Any]) -> dict[str, Any]:
+    schedule = summary.get("schedule") or {}
+    return {
+        "broker kind": summary.get("broker_kind") or str(summary.get("broker", "")).partition(":")[0],
+        "queue": summary.get("queue"),
+        "schedule": schedule.get("description") if isinstance(schedule, dict) else schedule,
+        "payload": summary.get("payload"),
+        "workload": summary.get("workload"),
+        "timeout": summary.get("timeout_s"),
+        "worker devices": sorted(summary.get("devices") or {}),
+        "worker model and batching": sorted(summary.get("workers") or {}) or _batching(summary),
+        "qdeck version": summary.get("qdeck_version"),
+    }
+
+
+def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What makes the two runs different tests, one phrase each ("schedule: poisson 300/s → constant 500/s")."""
+    a, b = _facts(base), _facts(new)
+    return [f"{key}: {_show(a[key])} → {_show(b[key])}" for key in a if a[key] != b[key]]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    return "-" if value is None else str(value)

@@ -1,0 +1,85 @@
+"""On a real RabbitMQ connection, the pika fast paths (``loadgen.brokers.pika_compat``) are the ones in use.
+
+The unit tests of ``ChannelWriter`` and ``DeliveryReader`` run on fakes that define pika's internals themselves, so
+they stay green whatever pika does; this test fails instead when a pika upgrade removes or renames one of them
+and qdeck would quietly fall back to pika's slower public API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pika
+import pytest
+
+from loadgen.brokers import pika_compat
+from loadgen.brokers.amqp import READ_SLICE_BYTES, AmqpLink, ChannelWriter
+from loadgen.brokers.amqp_deliveries import DeliveryReader
+from probes.urls import parse_broker_url
+from tests.workers import unique
+
+pytestmark = pytest.mark.rabbitmq
+
+
+async def test_the_fast_paths_are_active_and_carry_messages_both_ways(rabbitmq_url: str) -> None:
+    link = await AmqpLink.open(parse_broker_url(rabbitmq_url))
+    try:
+        conn, channel = link.connection, link.channel
+        paths = pika_compat.fast_paths(conn, channel)
+        assert set(paths) == {"write frames", "parse deliveries", "read slice", "write to socket",
+                              "cancelled consumers"}
+        assert all(paths.values()), f"pika {pika.__version__}: fast paths off: {paths}"
+        assert pika_compat.fast_path_ok(conn, channel)
+        assert pika_compat.read_slice(conn) == READ_SLICE_BYTES  # set by AmqpLink.open
+
+        writer, reader = ChannelWriter(channel), DeliveryReader.of(conn)
+        assert writer.direct and reader.direct
+
+        queue = unique("qdeck-test-pika-compat")
+        await link.declare(queue, durable=False, exclusive=True)
+        n = 5
+        # With at most n unacked deliveries, the second batch arrives only if the writer's acks reached the broker.
+        await link.call(channel.basic_qos, prefetch_count=n, what="qos")
+        got: list[tuple[bytes, int, Any]] = []
+        arrived = asyncio.Event()
+
+        def on_delivery(body: bytes, tag: int, props: Any) -> None:
+            got.append((body, tag, props))
+            arrived.set()
+
+        async def wait_for(count: int) -> None:
+            async with asyncio.timeout(10):
+                while len(got) < count:
+                    arrived.clear()
+                    await arrived.wait()
+
+        reader.consume(channel, queue, on_delivery, auto_ack=False)
+        # pika sends Basic.Consume on a later turn of the loop; a write goes straight to the socket only when
+        # nothing is queued before it. One round trip later pika's queue is empty.
+        await link.declare(queue, durable=False, exclusive=True)
+        # Bodies split into several frames (the frame size is pika's tuned one) and an empty body included.
+        big = bytes(range(256)) * (pika_compat.body_max_length(conn) // 256 * 2 + 3)
+        first = [b'{"seq":1}', b"", big, "ünï".encode(), b'{"seq":5}']
+        received_before = conn.frames_received
+        writer.publish([(queue, body) for body in first])
+        assert writer.socket_bytes > 0, "nothing went straight to the socket"
+        await wait_for(n)
+        assert [body for body, _t, _p in got] == first
+        assert reader.parsed == n, "deliveries went through pika's parser"
+        assert conn.frames_received >= received_before + 3 * n  # the heartbeat checker sees the traffic
+
+        writer.ack([(got[-1][1], True)])
+        second = [f"second {i}".encode() for i in range(n - 1)]
+        writer.publish([(queue, body) for body in second])
+        # A message with properties, published through pika's own API, is parsed here too.
+        channel.basic_publish("", queue, b"with headers",
+                              pika.BasicProperties(headers={"reason": "x"}, content_type="application/json"))
+        await wait_for(2 * n)
+        assert [body for body, _t, _p in got[n:]] == [*second, b"with headers"]
+        props = got[-1][2]
+        assert props.headers == {"reason": "x"} and props.content_type == "application/json"
+        assert reader.parsed == 2 * n
+        writer.ack([(tag, False) for _b, tag, _p in got[n:]])
+        assert await link.declare(queue, durable=False, exclusive=True) == 0
+    finally:
+        await link.aclose()

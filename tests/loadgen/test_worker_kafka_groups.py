@@ -1,0 +1,168 @@
+"""Kafka worker groups (issue 15, item 3): a consumer group per request topic, rebalances that commit only what the
+worker owns, and topics created with the partitions and replication factor the user chose.
+
+noida-db never expires a dead member (DESIGN): no test here waits for a session timeout. The one test that kills a
+worker does it on a private broker of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests import brokers as harness
+from tests.loadgen.conftest import _kafka_remaining
+from tests.rabbit import wait_sync
+from tests.workers import WorkerProc, open_client, unique, worker
+
+pytestmark = pytest.mark.slow
+
+
+def _bootstrap(url: str) -> str:
+    return url.removeprefix("kafka://")
+
+
+def _partitions(url: str, topic: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": _bootstrap(url)}).list_topics(topic, timeout=10)
+    return len(meta.topics[topic].partitions)
+
+
+def _assigned(w: WorkerProc) -> list[int]:
+    """How many partitions each of the worker's assignments gave it, in order."""
+    return [len(e["partitions"]) for e in w.events("partitions assigned")]
+
+
+@pytest.fixture
+def private_kafka() -> Iterator[str]:
+    """A Kafka-protocol broker of this test's own (fresh data dir), stopped by PID afterwards."""
+    started = harness.Brokers()
+    harness.ensure_kafka(started)
+    try:
+        if "kafka" not in started.urls:
+            pytest.skip(f"kafka unavailable: {started.problems.get('kafka')}")
+        yield started.urls["kafka"]
+    finally:
+        harness.down(started.started)
+
+
+async def test_the_default_group_is_one_per_request_topic(kafka_url: str, tmp_path) -> None:
+    topic = unique("qdeck-test-kgroup")
+    client = await open_client(kafka_url, topic)
+    try:
+        with worker(kafka_url, topic, "--model", "echo", "--max-wait-ms", "1", "--metrics-format", "json",
+                    tmp_path=tmp_path) as w:
+            await client.send([f"g{i}" for i in range(5)])
+            assert await client.wait_for(5), w.log()
+            assert w.terminate() == 0, w.log()
+        [serving] = w.events("serving")
+    finally:
+        await client.transport.aclose()
+    # the offsets are committed under that group, all of them
+    assert await asyncio.get_running_loop().run_in_executor(None, _kafka_remaining(kafka_url, topic)) == 0
+    assert serving["group"] == f"qdeck-workers.{topic}"
+
+
+async def test_a_dead_worker_on_one_topic_does_not_stall_another_topic(private_kafka: str, tmp_path) -> None:
+    """Worker A (topic X) is killed -9 and stays a member of its group for good (noida-db never expires it; real
+    Kafka would after the session timeout). Worker C on topic Y must not wait for it: its own group is empty."""
+    x, y = unique("qdeck-test-kx"), unique("qdeck-test-ky")
+    cx = await open_client(private_kafka, x)
+    cy = await open_client(private_kafka, y)
+    try:
+        with worker(private_kafka, x, "--model", "echo", "--max-wait-ms", "1", tmp_path=tmp_path) as a:
+            await cx.send(["x0"])
+            assert await cx.wait_for(1, timeout=30), a.log()
+            a.kill()
+        with worker(private_kafka, y, "--model", "echo", "--max-wait-ms", "1", tmp_path=tmp_path) as c:
+            await cy.send(["y0", "y1", "y2"])
+            served = await cy.wait_for(3, timeout=20)
+            log = c.log()
+    finally:
+        await cx.transport.aclose()
+        await cy.transport.aclose()
+    assert served, log
+
+
+async def test_a_rebalance_commits_only_partitions_the_worker_owns(kafka_url: str, tmp_path) -> None:
+    """A serves both partitions; B joins (half of them move to B), answers its share and leaves; then A stops.
+    Every request is answered and the group's committed offsets reach the end of both partitions: A's final commit
+    does not write back the position it had, before the rebalance, on the partition B then served."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    from loadgen.envelope import Request, encode_request
+
+    topic = unique("qdeck-test-kreb")
+    group = f"{topic}-group"  # named, so that this test does not depend on the default group's name
+    admin = AdminClient({"bootstrap.servers": _bootstrap(kafka_url)})
+    for fut in admin.create_topics([NewTopic(topic, 2, 1)]).values():
+        fut.result(10)
+    total = 120
+    client = await open_client(kafka_url, topic)
+    producer = Producer({"bootstrap.servers": _bootstrap(kafka_url), "linger.ms": 0})
+    try:
+        with worker(kafka_url, topic, "--model", "synthetic:base_ms=100", "--max-batch", "4", "--max-wait-ms", "1",
+                    "--group", group, "--metrics-format", "json", tmp_path=tmp_path) as a:
+            for i in range(1, total + 1):
+                now = time.time_ns()
+                client.sent_ns[i] = now
+                body = encode_request(Request(client.run, i, now, now, client.transport.reply_to, "t", f"r{i}"))
+                producer.produce(topic, body, partition=i % 2)
+            assert producer.flush(10) == 0
+            assert await client.wait_for(total // 4, timeout=30), a.log()
+            with worker(kafka_url, topic, "--model", "synthetic:base_ms=100", "--max-batch", "4",
+                        "--max-wait-ms", "1", "--group", group, tmp_path=tmp_path) as b:
+                assert await client.wait_for(total, timeout=60), a.log() + b.log()
+                assert b.terminate() == 0, b.log()
+            # A takes both partitions back (once its next heartbeat hears of the rebalance) and serves them: its
+            # final commit is then accepted, and must not write back what it had of B's partition before.
+            wait_sync(lambda: len(_assigned(a)) >= 3 and _assigned(a)[-1] == 2, timeout=30, what="A owning both")
+            assert a.terminate() == 0, a.log()
+    finally:
+        await client.transport.aclose()
+    assert sorted(client.replies) == list(range(1, total + 1))
+    remaining = _kafka_remaining(kafka_url, topic, group)
+    assert await asyncio.get_running_loop().run_in_executor(None, remaining) == 0
+
+
+async def test_created_topics_take_the_chosen_partitions_and_say_so(kafka_url: str, tmp_path) -> None:
+    chosen, default = unique("qdeck-test-kparts"), unique("qdeck-test-kpart1")
+    with worker(kafka_url, chosen, "--partitions", "3", "--replication-factor", "1", "--metrics-format", "json",
+                tmp_path=tmp_path) as w:
+        created = w.events("created topic")
+    with worker(kafka_url, default, tmp_path=tmp_path) as w1:
+        log1 = w1.log()
+    assert {e["topic"] for e in created} == {chosen, f"{chosen}.dlq"}, created
+    assert all(e["partitions"] == 3 and e["replication_factor"] == 1 for e in created), created
+    assert _partitions(kafka_url, chosen) == 3 and _partitions(kafka_url, f"{chosen}.dlq") == 3
+    assert _partitions(kafka_url, default) == 1
+    assert f"created topic {default!r} with 1 partition, replication factor 1" in log1, log1
+    assert "--partitions" in log1 and "--replication-factor" in log1, log1
+
+
+def test_offset_tracker_commits_only_owned_partitions_of_the_current_generation() -> None:
+    from loadgen.worker.kafka_source import OffsetTracker
+
+    t = OffsetTracker()
+    t.assigned({("q", 0), ("q", 1)})
+    g0 = [t.taken("q", 0, o) for o in range(3)]
+    g1 = [t.taken("q", 1, o) for o in range(3)]
+    t.done("q", 0, 0, g0[0])
+    t.done("q", 0, 2, g0[2])  # out of order: the commit point stops at 1
+    t.done("q", 1, 0, g1[0])
+    assert sorted(t.due()) == [("q", 0, 1), ("q", 1, 1)]
+    t.committed(t.due())
+    assert t.due() == []
+    t.drop({("q", 1)})  # revoked: offsets 1 and 2 of partition 1 go to its next owner
+    assert not t.done("q", 1, 1, g1[1]) and not t.done("q", 1, 2, g1[2])
+    assert t.taken("q", 1, 3) == -1  # fetched after the revocation: not this worker's
+    t.done("q", 0, 1, g0[1])
+    assert t.due() == [("q", 0, 3)]
+    t.assigned({("q", 1)})  # back again: a new generation, starting from what the group committed
+    g = t.taken("q", 1, 1)
+    assert g != g1[1] and t.done("q", 1, 1, g)
+    assert sorted(t.due()) == [("q", 0, 3), ("q", 1, 2)]
