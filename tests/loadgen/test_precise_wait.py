@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from loadgen import precise_wait as pw
+from loadgen.run import precise_wait as pw
 
 MS = 1_000_000
 
