@@ -42,6 +42,7 @@ bench: setup
 	$(PY) -m bench.rabbitmq_clients
 	$(PY) -m bench.console_10k
 	$(PY) -m bench.large_messages
+	$(PY) -m bench.faults
 
 clean:
 	rm -rf $(VENV) .brokers .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -323,6 +323,7 @@ class Engine:
                 pending.pop(seq, None)
             if not isinstance(exc, ConnectionLost):
                 raise
+            self._unconfirmed()
             self._outage(result, batch, now, exc)
             return
         if result.gaps and result.gaps[-1].to_s is None:
@@ -335,6 +336,20 @@ class Engine:
                 result.intended += 1
                 recorder.record_sent()
                 recorder.record_schedule_lag(mono0 + arrival.offset_ns, now)
+
+    def _unconfirmed(self) -> None:
+        """Requests the transport wrote just before its connection dropped and the broker never confirmed (it may
+        never have got them): the newest that many in flight end now, as ``not_confirmed`` errors; a reply that comes
+        for one all the same counts as late."""
+        take = getattr(self.transport, "take_unconfirmed", None)
+        n = take() if take is not None else 0
+        for seq in sorted(self.pending, reverse=True)[:n]:
+            entry = self.pending.pop(seq)
+            self.timed_out.add(seq)
+            if entry.waiter is not None and not entry.waiter.done():
+                entry.waiter.set_result(None)
+            if not entry.warmup:
+                self.recorder.record_error("not_confirmed")
 
     def _outage(self, result: RunResult, batch: list[tuple[Arrival, bool]], now: int, exc: ProbeError) -> None:
         """The broker is away: ``batch`` was not sent (its measured requests are unsent); abort past max_outage_s."""
@@ -422,6 +437,7 @@ class Engine:
         period = min(0.1, self.spec.timeout_s / 4)
         while True:
             await asyncio.sleep(period)
+            self._unconfirmed()
             self._expire(time.perf_counter_ns() - self._timeout_ns)
 
     def _expire(self, cutoff_ns: int, *, reason: str | None = None) -> None:

@@ -75,6 +75,9 @@ class RedisTransport:
         self._reconnecting: asyncio.Task[None] | None = None
         self._closing = False
         self.reconnects = 0
+        self._written = 0  # XADDs written on the current connection
+        self._acked = 0  # XADD replies read back from it
+        self._unconfirmed = 0  # XADDs written that no reply confirmed when their connection dropped (not yet taken)
 
     async def start(self, on_reply: ReplyHandler) -> None:
         self._on_reply = on_reply
@@ -99,6 +102,8 @@ class RedisTransport:
             return
         if self._lost is None:
             cause = redis_error(self.target, exc)
+            self._unconfirmed += self._written - self._acked
+            self._written = self._acked = 0
             self._lost = ConnectionLost(f"{cause}; reconnecting")
             self._reconnecting = asyncio.create_task(self._reconnect(), name="qdeck-redis-reconnect")
 
@@ -136,6 +141,7 @@ class RedisTransport:
         try:
             while True:
                 await conn.read_response()
+                self._acked += 1
         except (rexc.RedisError, OSError) as exc:
             self._failed(exc)
 
@@ -174,12 +180,19 @@ class RedisTransport:
         assert self._out is not None, "send() before start()"
         try:
             await self._out.send_packed_command(pack_xadds(self._xadd_head, bodies), check_health=False)
+            self._written += len(bodies)
         except (rexc.RedisError, OSError) as exc:
             self._failed(exc)
             raise self.send_error or self._lost or redis_error(self.target, exc) from None
 
     def failure(self) -> ProbeError | None:
         return self.send_error
+
+    def take_unconfirmed(self) -> int:
+        """How many of the requests last written went unconfirmed when a connection dropped (Redis may never have
+        got them): the engine ends the newest that many in flight at once, as errors, instead of timeouts."""
+        n, self._unconfirmed = self._unconfirmed, 0
+        return n
 
     async def aclose(self) -> None:
         self._closing = True

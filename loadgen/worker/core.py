@@ -147,10 +147,14 @@ class Worker:
     async def _recover(self, exc: ProbeError, stop: asyncio.Event) -> None:
         """One line when the broker link drops, one when it is back; in between, reconnect with a bounded backoff
         (×2 from 0.1 s to 5 s). Batches in progress settle or fail on their own (a failed one is delivered again)."""
-        if self._ahead is not None:
-            self._ahead.cancel()
-            self._ahead.add_done_callback(_retrieve)
-            self._ahead = None
+        if self._ahead is not None:  # a read ahead taken over the dead link: what it got is the broker's again
+            ahead, self._ahead = self._ahead, None
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ahead
+            if not ahead.cancelled() and ahead.exception() is None and ahead.result():
+                with contextlib.suppress(ProbeError):
+                    await self.source.release(ahead.result())
         lost_at = said_at = time.monotonic()
         self.metrics.counters.reconnects += 1
         self.metrics.note("broker lost", f"lost the broker: {exception_text(exc)}; reconnecting",

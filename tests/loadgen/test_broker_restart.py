@@ -88,3 +88,28 @@ def test_load_run_survives_its_rabbitmq_connection_being_closed(vhost, tmp_path:
     # What was sent after the reconnect reached the queue; a request or two written as the connection closed is lost
     # with it (a timeout, as counted).
     assert c["sent"] - 5 <= vhost.exact_depth("restart-q") <= c["sent"]
+
+
+async def test_requests_redis_never_confirmed_when_it_dropped_end_as_errors_at_once() -> None:
+    """XADDs written just before the connection died and never answered may never have reached Redis: the run
+    ends the newest that many at once as `not_confirmed` errors instead of waiting for their timeout (a fault
+    bench counted them as lost)."""
+    from loadgen.run.engine import Engine, _Pending
+    from loadgen.run.schedules import Constant
+    from loadgen.run.spec import RunSpec
+
+    class Transport:
+        reply_to = "r"
+
+        def take_unconfirmed(self) -> int:
+            n, self.n = getattr(self, "n", 2), 0
+            return n
+
+    engine = Engine(Transport(), RunSpec(queue="q", schedule=Constant(10), duration_s=1))  # type: ignore[arg-type]
+    for seq in (1, 2, 3, 4):
+        engine.pending[seq] = _Pending(0, 0, warmup=False)
+    engine._unconfirmed()
+    assert sorted(engine.pending) == [1, 2] and engine.recorder.errors == {"not_confirmed": 2}
+    assert 3 in engine.timed_out and 4 in engine.timed_out  # a reply for one all the same is late, not a duplicate
+    engine._unconfirmed()
+    assert sorted(engine.pending) == [1, 2]

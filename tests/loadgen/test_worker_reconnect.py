@@ -106,3 +106,42 @@ async def test_kafka_worker_says_when_the_link_drops_and_when_it_is_back(private
         assert w.proc.poll() is None
         log = w.log()
     assert log.count("lost the broker") == 1 and "Traceback" not in log, log
+
+
+async def test_a_read_ahead_done_when_the_link_drops_is_given_back() -> None:
+    """The worker reads the next batch ahead while every model slot is busy; if that read completed just as the
+    link dropped, its deliveries were dropped on the floor — on Redis kept fresh as "in hand" forever and never
+    taken over again. They are released to the broker instead."""
+    import asyncio
+
+    from loadgen.worker.core import Worker, WorkerConfig
+    from loadgen.worker.metrics import MetricsReporter
+    from loadgen.worker.models import load_model
+    from loadgen.worker.source import Delivery
+    from probes.errors import ConnectionLost
+
+    class Source:
+        queue, dead_letter_name = "q", "q:dlq"
+
+        def __init__(self) -> None:
+            self.released: list[Delivery] = []
+            self.reconnects = 0
+
+        async def reconnect(self) -> None:
+            self.reconnects += 1
+
+        async def release(self, deliveries: list[Delivery]) -> None:
+            self.released.extend(deliveries)
+
+    source = Source()
+    w = Worker(source, load_model("echo", "cpu"), WorkerConfig(metrics_interval_s=60), worker_id="w",  # type: ignore[arg-type]
+               metrics=MetricsReporter("w", "cpu", "echo"))
+    taken = [Delivery(b"x", "1-0"), Delivery(b"y", "2-0")]
+
+    async def done_read() -> list[Delivery]:
+        return taken
+
+    w._ahead = asyncio.create_task(done_read())
+    await asyncio.sleep(0)  # the read completed before the link dropped
+    await w._recover(ConnectionLost("gone"), asyncio.Event())
+    assert source.released == taken and source.reconnects == 1 and w._ahead is None
