@@ -343,6 +343,8 @@ class Engine:
         for one all the same counts as late."""
         take = getattr(self.transport, "take_unconfirmed", None)
         n = take() if take is not None else 0
+        if not n:
+            return
         for seq in sorted(self.pending, reverse=True)[:n]:
             entry = self.pending.pop(seq)
             self.timed_out.add(seq)
