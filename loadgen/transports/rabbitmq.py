@@ -39,6 +39,10 @@ class RabbitMQTransport:
         self._reconnecting: asyncio.Task[None] | None = None
         self._closing = False
         self.reconnects = 0
+        self._published = 0  # requests written on the current channel (its delivery tags are 1..published)
+        self._confirmed = 0  # every tag up to this one confirmed (acked or nacked: the broker decided)
+        self._early: set[int] = set()  # tags confirmed singly, above _confirmed
+        self._unconfirmed = 0
 
     async def start(self, on_reply: ReplyHandler) -> None:
         self._handler = on_reply
@@ -50,6 +54,11 @@ class RabbitMQTransport:
             await link.ensure_queue(self.queue)
             await link.declare(self.reply_to, durable=False, exclusive=True, auto_delete=True)
             DeliveryReader.of(link.connection).consume(link.channel, self.reply_to, self._on_reply, auto_ack=True)
+            # Confirms, not waited for: they only tell, when the connection drops, how many of the requests written
+            # last the broker never took (they end at once as not confirmed, instead of timing out).
+            self._published = self._confirmed = 0
+            self._early.clear()
+            await link.call(link.channel.confirm_delivery, self._on_confirm, what="confirm.select")
         except BaseException:
             await link.aclose()
             raise
@@ -61,6 +70,9 @@ class RabbitMQTransport:
         if self._closing or link is not self.link or self._lost is not None:
             return
         if connection_dropped(reason):
+            self._unconfirmed += max(self._published - self._confirmed - len(self._early), 0)
+            self._published = self._confirmed = 0
+            self._early.clear()
             self._lost = ConnectionLost(f"RabbitMQ at {self.target.host}:{self.target.port}: {describe_close(reason)}"
                                         "; reconnecting")
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(),
@@ -85,6 +97,23 @@ class RabbitMQTransport:
             self.reconnects += 1
             self._lost = None
             return
+
+    def _on_confirm(self, frame: Any) -> None:
+        tag, multiple = int(frame.method.delivery_tag), bool(frame.method.multiple)
+        if multiple:
+            self._confirmed = max(self._confirmed, tag)
+        else:
+            self._early.add(tag)
+        while self._confirmed + 1 in self._early:
+            self._confirmed += 1
+            self._early.discard(self._confirmed)
+        if self._early and min(self._early) <= self._confirmed:
+            self._early = {t for t in self._early if t > self._confirmed}
+
+    def take_unconfirmed(self) -> int:
+        """Requests written just before the connection dropped that the broker never confirmed (see engine)."""
+        n, self._unconfirmed = self._unconfirmed, 0
+        return n
 
     def _on_reply(self, body: bytes, _tag: int, _props: Any) -> None:
         # One socket read brings many replies (hundreds at high rates), all parsed in one go; the
@@ -115,6 +144,7 @@ class RabbitMQTransport:
             raise self._lost
         queue = self.queue
         writer.publish([(queue, body) for body in bodies])  # one write for the batch
+        self._published += len(bodies)
 
     def failure(self) -> ProbeError | None:
         return self._fatal
