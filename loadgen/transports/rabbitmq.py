@@ -4,9 +4,11 @@ pika was measured against aio-pika on this request/reply path (``bench/rabbitmq_
 ``bench/RESULTS.md``) and kept. Nothing waits on a publisher confirm (a channel that waits on each is ~50× slower),
 but the request channel is in confirm mode and the confirms are counted: when the connection drops, the requests
 written last that the broker never confirmed are known, and the engine ends them at once as not confirmed instead
-of letting them time out. A message the broker refuses shows up as a timeout, never as a silent loss. A dropped connection (a broker restart,
-an admin closing it) is re-made in the background: sends meanwhile raise ``ConnectionLost`` (the engine counts those
-requests unsent and reports the outage), and the request and reply queues are declared again.
+of letting them time out. A message the broker refuses shows up as a timeout, never as a silent loss.
+
+A dropped connection (a broker restart, an admin closing it) is re-made in the background: sends meanwhile raise
+``ConnectionLost`` (the engine counts those requests unsent and reports the outage), and the request and reply
+queues are declared again.
 """
 
 from __future__ import annotations
