@@ -84,7 +84,7 @@ class Recorder:
     warmup_sent: int = 0
     duplicates: int = 0
     late: int = 0
-    _iv: Counter[str] = field(default_factory=Counter)
+    _at_roll: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)  # the counts at the last roll: an interval's are the difference
     _writers: dict[str, tuple[HistogramLogWriter, IO[str]]] = field(default_factory=dict)
     intervals: list[IntervalStats] = field(default_factory=list)
     fast: bool = True  # the inlined hdrh fast path is in use (hdrh_compat.fast_path_ok)
@@ -150,11 +150,9 @@ class Recorder:
 
     def record_sent(self, count: int = 1) -> None:
         self.sent += count
-        self._iv["sent"] += count
 
     def record_warmup_sent(self, count: int = 1) -> None:
         self.warmup_sent += count
-        self._iv["warmup_sent"] += count
 
     def record_schedule_lag(self, intended_ns: int, sent_ns: int) -> None:
         self._record(self._lag_sink, ("schedule_lag",), (sent_ns - intended_ns,))
@@ -165,7 +163,6 @@ class Recorder:
         ``stamps`` are wall-clock ns, so the cross-host stages are taken against the send and receive times on the
         wall clock (monotonic + ``wall_offset_ns``, fixed at the run's start)."""
         self.replied += 1
-        self._iv["replied"] += 1
         dequeued, _formed, start, end, _published = stamps
         self._record(self._reply_sinks, REPLY_STAGES,
                      (received_ns - intended_ns, received_ns - sent_ns, dequeued - (sent_ns + wall_offset_ns),
@@ -184,15 +181,12 @@ class Recorder:
 
     def record_error(self, kind: str) -> None:
         self.errors[kind] += 1
-        self._iv["timeouts" if kind == "timeout" else "errors"] += 1
 
     def record_duplicate(self) -> None:
         self.duplicates += 1
-        self._iv["duplicates"] += 1
 
     def record_late(self) -> None:
         self.late += 1
-        self._iv["late"] += 1
 
     @property
     def timeouts(self) -> int:
@@ -213,14 +207,17 @@ class Recorder:
         e2e = self.interval["end_to_end"]
         lag = self.interval["schedule_lag"]
         has = e2e.get_total_count() > 0
-        iv = self._iv
-        stats = IntervalStats(start_s=start_s, end_s=end_s, sent=iv["sent"], replied=iv["replied"],
-                              errors=iv["errors"], timeouts=iv["timeouts"],
+        now = (self.sent, self.replied, self.error_count, self.timeouts, self.warmup_sent, self.duplicates, self.late)
+        sent, replied, errors, timeouts, warmup_sent, duplicates, late = (a - b for a, b in zip(now, self._at_roll,
+                                                                                               strict=True))
+        self._at_roll = now
+        stats = IntervalStats(start_s=start_s, end_s=end_s, sent=sent, replied=replied, errors=errors,
+                              timeouts=timeouts,
                               p50_us=e2e.get_value_at_percentile(50) if has else 0,
                               p99_us=e2e.get_value_at_percentile(99) if has else 0,
                               max_us=e2e.get_max_value() if has else 0,
                               schedule_lag_p99_us=lag.get_value_at_percentile(99) if lag.get_total_count() else 0,
-                              warmup_sent=iv["warmup_sent"], duplicates=iv["duplicates"], late=iv["late"])
+                              warmup_sent=warmup_sent, duplicates=duplicates, late=late)
         for stage in STAGES:
             hist = self.interval[stage]
             if stage in self._writers:
@@ -228,7 +225,6 @@ class Recorder:
             if hist.get_total_count():
                 self.total[stage].add(hist)
             hdrh_compat.reset(hist)
-        iv.clear()
         self.intervals.append(stats)
         return stats
 
