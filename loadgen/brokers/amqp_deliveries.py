@@ -5,7 +5,9 @@ about a third of the CPU of both ends of the request/reply path (the worker cons
 consuming replies) at tens of thousands of messages a second. ``DeliveryReader`` sits in front of pika's frame
 parser on one connection: a complete delivery for a consumer registered with it is parsed with ``struct`` and handed
 to its callback as ``(body, delivery_tag, properties)``; every other frame (heartbeats, RPC replies, channel closing,
-deliveries for other consumers, returns) goes to pika, whole and in order, so pika's state stays pika's.
+deliveries for other consumers, returns) goes to pika, whole and in order, so pika's state stays pika's. Publisher
+confirms (Basic.Ack / Basic.Nack) of a channel registered with ``confirms`` are parsed here too: one per few requests
+on the load generator's request channel.
 
 The consumer is registered with pika too (``basic_consume``), so cancelling, closing and acking stay pika's API;
 a cancelled consumer's deliveries go to pika, which rejects them as it always does. The pika internals it relies on
@@ -26,11 +28,15 @@ from pika.channel import Channel
 from loadgen.brokers import pika_compat
 
 OnDelivery = Callable[[bytes, int, Any], None]
+OnConfirm = Callable[[int, bool], None]
+"""``(delivery_tag, multiple)``: a publisher confirm (an ack or a nack: either way the broker has decided)."""
 """``(body, delivery_tag, properties)``; properties is a ``pika.BasicProperties`` (shared and empty when the
 message has none: read it, never change it)."""
 
 _HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
 _DELIVER = b"\x00\x3c\x00\x3c"  # Basic (60) . Deliver (60)
+_ACK = b"\x00\x3c\x00\x50"  # Basic (60) . Ack (80): delivery tag, multiple
+_NACK = b"\x00\x3c\x00\x78"  # Basic (60) . Nack (120): delivery tag, multiple, requeue
 _Q = struct.Struct(">Q")
 _HEADER_FIXED = struct.Struct(">HHQH")  # class, weight, body size, first property flags
 _END = spec.FRAME_END
@@ -156,7 +162,7 @@ class DeliveryReader:
     """Parses the deliveries of registered consumers on one pika connection; pika parses the rest.
 
     ``direct``: whether the pika internals it needs are there (else every consumer is pika's); ``parsed``: how many
-    deliveries it parsed itself.
+    deliveries it parsed itself; ``confirms_parsed``: how many publisher confirms.
 
     Every byte is parsed once, whatever the reads: reads that end inside a frame are held as they came (a list,
     joined once the frame is complete), and a delivery whose content spans reads keeps what is parsed of it (a
@@ -167,8 +173,10 @@ class DeliveryReader:
         self.connection = connection
         self.direct = pika_compat.can_parse_deliveries(connection)
         self.parsed = 0
+        self.confirms_parsed = 0
         self._to_pika: Callable[[bytes], None] | None = None
         self._consumers: dict[tuple[int, bytes], tuple[Channel, OnDelivery, set[str]]] = {}
+        self._confirms: dict[int, tuple[Channel, OnConfirm]] = {}  # channel number → its confirm callback
         self._chunks: list[bytes | memoryview] = []  # the reads since the start of a frame not complete yet
         self._held = 0  # their size
         self._need = 0  # the size of that frame: no parsing before
@@ -194,6 +202,17 @@ class DeliveryReader:
             self._install()
         return str(tag)
 
+    def confirms(self, channel: Channel, on_confirm: OnConfirm) -> bool:
+        """Publisher confirms of ``channel`` (already in confirm mode) reach ``on_confirm(delivery_tag, multiple)``,
+        parsed here instead of by pika (its frame objects and callback dispatch for each ack cost the load
+        generator ~15 % of its CPU at 20,000 requests/s). False when the direct path is not there: the caller keeps
+        pika's callback."""
+        if not self.direct:
+            return False
+        self._confirms[channel.channel_number] = (channel, on_confirm)
+        self._install()
+        return True
+
     def _install(self) -> None:
         if self._to_pika is not None:
             return
@@ -218,8 +237,8 @@ class DeliveryReader:
         to_pika = self._to_pika
         assert to_pika is not None
         unpack_head = _HEAD.unpack_from
-        consumers = self._consumers
-        parsed = nbytes = frames = 0
+        consumers, confirms = self._consumers, self._confirms
+        parsed = confirmed = nbytes = frames = 0
         waiting = False
         try:
             d = self._partial
@@ -272,6 +291,17 @@ class DeliveryReader:
                             d.keep(buf, pos, nxt)
                             self._partial, pos = d, nxt
                             break
+                elif kind == 1 and length == 13 and number in confirms and buf[end] == _END \
+                        and buf[pos + 7:pos + 11] in (_ACK, _NACK):
+                    channel, on_confirm = confirms[number]
+                    if channel.is_open:  # a publisher confirm: parsed here
+                        (delivery_tag,) = _Q.unpack_from(buf, pos + 11)
+                        nbytes += end + 1 - pos
+                        frames += 1
+                        confirmed += 1
+                        pos = end + 1
+                        on_confirm(delivery_tag, bool(buf[pos - 2] & 1))
+                        continue
                 # Anything else, or a delivery this reader does not own: pika parses it, a whole frame at a time.
                 frame, pos = buf[pos:end + 1], end + 1
                 to_pika(frame)
@@ -282,7 +312,8 @@ class DeliveryReader:
                 self._need = _needed(buf, pos, size)
             else:
                 self._chunks, self._held = [], 0
-            if parsed:
+            if frames:
                 self.parsed += parsed
+                self.confirms_parsed += confirmed
                 # the heartbeat checker reads these to know the link is alive
                 pika_compat.count_received(self.connection, nbytes, frames)

@@ -31,7 +31,7 @@ from loadgen.envelope import Malformed, RequestTemplate, decode_reply
 from loadgen.results.summary import BEHIND_LAG_US, RunRecord
 from loadgen.run.precise_wait import precise_wait
 from loadgen.run.recorder import IntervalStats, Recorder
-from loadgen.run.schedules import NS, Arrival, ClosedLoop, Schedule, with_warmup
+from loadgen.run.schedules import NS, ClosedLoop, Due, Schedule, with_warmup
 from loadgen.run.spec import COALESCE_S, MAX_COALESCE_S, RunSpec, new_run_id, payload_text
 from loadgen.transports.base import Transport
 from probes.errors import ConnectionLost, ProbeError
@@ -245,11 +245,11 @@ class Engine:
                 # tens of µs of CPU here, in the broker and in the worker: at thousands of requests/s one per
                 # request costs more than the requests. The wait is recorded as schedule lag; arrivals further
                 # apart than the window go out alone, on time.
-                horizon = max(nxt[0].offset_ns + coalesce_ns, now)
-                batch: list[tuple[Arrival, bool]] = []
-                while nxt is not None and nxt[0].offset_ns <= horizon and len(batch) < MAX_WRITE:
-                    arrival, warmup = nxt
-                    if end_ns is not None and arrival.offset_ns >= end_ns:
+                horizon = max(nxt[0] + coalesce_ns, now)
+                batch: list[Due] = []
+                while nxt is not None and nxt[0] <= horizon and len(batch) < MAX_WRITE:
+                    offset, _size, warmup = nxt
+                    if end_ns is not None and offset >= end_ns:
                         break
                     if not warmup:
                         if limit is not None and measured >= limit:
@@ -259,11 +259,11 @@ class Engine:
                     nxt = next(arrivals, None)
                 if not batch:  # the next arrival is past the window's end, or the request count is reached
                     break
-                await waiter.until(mono0 + batch[-1][0].offset_ns)
+                await waiter.until(mono0 + batch[-1][0])
                 try:
                     await self._send(batch, result)
                 except ProbeError:
-                    self._count_unsent(schedule, result, measured - sum(1 for _a, w in batch if not w))
+                    self._count_unsent(schedule, result, measured - sum(1 for _o, _s, w in batch if not w))
                     raise
         finally:
             waiter.close()
@@ -293,7 +293,7 @@ class Engine:
         if not result.measured_s:
             result.measured_s = self._measured_seconds(end_ns, warm_ns)
 
-    async def _send(self, batch: list[tuple[Arrival, bool]], result: RunResult) -> None:
+    async def _send(self, batch: list[Due], result: RunResult) -> None:
         """Stamp, encode and publish ``batch``. On a failed write nothing of it counts as sent."""
         spec = self.spec
         now = time.perf_counter_ns()
@@ -303,10 +303,10 @@ class Engine:
         pending = self.pending
         mono0, wall0 = self._mono0, self._wall0
         first = self._seq + 1
-        for arrival, warmup in batch:
+        for offset, size, warmup in batch:
             self._seq += 1
-            intended = mono0 + arrival.offset_ns
-            size = arrival.payload_size if arrival.payload_size is not None else spec.payload_size
+            if size is None:
+                size = spec.payload_size
             template = templates.get(size)
             if template is None:
                 if len(templates) >= 256:  # a trace with many payload sizes: keep the cache bounded
@@ -314,8 +314,8 @@ class Engine:
                 payload = spec.payload if spec.payload is not None else payload_text(size)
                 template = templates[size] = RequestTemplate(spec.run_id, self.transport.reply_to, spec.workload,
                                                              payload)
-            bodies.append(template.encode(self._seq, wall0 + arrival.offset_ns, sent_wall))
-            pending[self._seq] = _Pending(intended, now, warmup)
+            bodies.append(template.encode(self._seq, wall0 + offset, sent_wall))
+            pending[self._seq] = _Pending(mono0 + offset, now, warmup)
         try:
             await self.transport.send(bodies)
         except ProbeError as exc:
@@ -329,13 +329,13 @@ class Engine:
         if result.gaps and result.gaps[-1].to_s is None:
             result.gaps[-1].to_s = (now - mono0) / NS
         recorder = self.recorder
-        for arrival, warmup in batch:
+        for offset, _size, warmup in batch:
             if warmup:
                 recorder.record_warmup_sent()
             else:
                 result.intended += 1
                 recorder.record_sent()
-                recorder.record_schedule_lag(mono0 + arrival.offset_ns, now)
+                recorder.record_schedule_lag(mono0 + offset, now)
 
     def _unconfirmed(self) -> None:
         """Requests the transport wrote just before its connection dropped and the broker never confirmed (it may
@@ -353,7 +353,7 @@ class Engine:
             if not entry.warmup:
                 self.recorder.record_error("not_confirmed")
 
-    def _outage(self, result: RunResult, batch: list[tuple[Arrival, bool]], now: int, exc: ProbeError) -> None:
+    def _outage(self, result: RunResult, batch: list[Due], now: int, exc: ProbeError) -> None:
         """The broker is away: ``batch`` was not sent (its measured requests are unsent); abort past max_outage_s."""
         at_s = (now - self._mono0) / NS
         gap = result.outage
@@ -363,7 +363,7 @@ class Engine:
         if at_s - gap.from_s > self.spec.max_outage_s:  # this batch and the rest are counted unsent by the caller
             gap.to_s = at_s
             raise ProbeError(f"the broker was unreachable for more than {self.spec.max_outage_s:g} s: {exc}")
-        missed = sum(1 for _a, warmup in batch if not warmup)
+        missed = sum(1 for _o, _s, warmup in batch if not warmup)
         gap.unsent += missed
         result.unsent += missed
         result.intended += missed
@@ -384,7 +384,7 @@ class Engine:
                     if budget[0] <= 0:
                         return
                     budget[0] -= 1
-                await self._send([(Arrival(offset), warmup)], result)
+                await self._send([(offset, None, warmup)], result)
                 if result.outage is not None:  # not sent: the broker is away; try again shortly
                     await asyncio.sleep(0.05)
                     continue

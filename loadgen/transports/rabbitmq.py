@@ -57,12 +57,15 @@ class RabbitMQTransport:
         try:
             await link.ensure_queue(self.queue)
             await link.declare(self.reply_to, durable=False, exclusive=True, auto_delete=True)
-            DeliveryReader.of(link.connection).consume(link.channel, self.reply_to, self._on_reply, auto_ack=True)
+            reader = DeliveryReader.of(link.connection)
+            reader.consume(link.channel, self.reply_to, self._on_reply, auto_ack=True)
             # Confirms, not waited for: they only tell, when the connection drops, how many of the requests written
-            # last the broker never took (they end at once as not confirmed, instead of timing out).
+            # last the broker never took (they end at once as not confirmed, instead of timing out). The reader
+            # parses them off the socket; pika's callback is there for when it cannot.
             self._published = self._confirmed = 0
             self._early.clear()
-            await link.call(link.channel.confirm_delivery, self._on_confirm, what="confirm.select")
+            await link.call(link.channel.confirm_delivery, self._on_pika_confirm, what="confirm.select")
+            reader.confirms(link.channel, self._on_confirm)
         except BaseException:
             await link.aclose()
             raise
@@ -102,8 +105,10 @@ class RabbitMQTransport:
             self._lost = None
             return
 
-    def _on_confirm(self, frame: Any) -> None:
-        tag, multiple = int(frame.method.delivery_tag), bool(frame.method.multiple)
+    def _on_pika_confirm(self, frame: Any) -> None:
+        self._on_confirm(int(frame.method.delivery_tag), bool(frame.method.multiple))
+
+    def _on_confirm(self, tag: int, multiple: bool) -> None:
         if multiple:
             self._confirmed = max(self._confirmed, tag)
         else:

@@ -120,3 +120,33 @@ def test_without_pika_internals_deliveries_take_pikas_path() -> None:
     method = spec.Basic.Deliver(consumer_tag=tag, delivery_tag=5)
     channel.consumers[tag](channel, method, spec.BasicProperties(), b"via pika")
     assert got == [(b"via pika", 5)]
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 10_000])
+def test_publisher_confirms_of_a_registered_channel_are_parsed_here_others_go_to_pika(chunk: int) -> None:
+    conn, mine = _Conn(), _Channel(1)
+    confirms: list[tuple[int, bool]] = []
+    reader = DeliveryReader.of(conn)
+    assert reader.confirms(mine, lambda tag, multiple: confirms.append((tag, multiple)))  # type: ignore[arg-type]
+    theirs = frame.Method(2, spec.Basic.Ack(delivery_tag=9, multiple=True)).marshal()
+    data = b"".join([frame.Method(1, spec.Basic.Ack(delivery_tag=3, multiple=True)).marshal(), theirs,
+                     frame.Method(1, spec.Basic.Nack(delivery_tag=4, multiple=False, requeue=True)).marshal(),
+                     frame.Heartbeat().marshal(),
+                     frame.Method(1, spec.Basic.Ack(delivery_tag=2**40, multiple=False)).marshal()])
+    for i in range(0, len(data), chunk):
+        conn._on_data_available(data[i:i + chunk])
+    assert confirms == [(3, True), (4, False), (2**40, False)]
+    assert reader.confirms_parsed == 3 and reader.parsed == 0
+    assert conn.to_pika == [theirs, frame.Heartbeat().marshal()]
+    assert conn.frames_received == 3 + 2  # the heartbeat checker counts the frames parsed here too
+
+
+def test_confirms_of_a_closed_channel_go_to_pika() -> None:
+    conn, channel = _Conn(), _Channel(1)
+    confirms: list[tuple[int, bool]] = []
+    reader = DeliveryReader.of(conn)
+    reader.confirms(channel, lambda tag, multiple: confirms.append((tag, multiple)))  # type: ignore[arg-type]
+    channel.is_open = False
+    ack = frame.Method(1, spec.Basic.Ack(delivery_tag=1, multiple=False)).marshal()
+    conn._on_data_available(ack)
+    assert confirms == [] and conn.to_pika == [ack]

@@ -56,8 +56,8 @@ async def _calibrate(redis_url: str, queue: str) -> float:
 def _lindley_mean_wait(service_s: float) -> float:
     """Lindley's recursion over the very arrivals the run sends (its warm-up, then the schedule)."""
     times = []
-    for arrival, _warmup in with_warmup(Poisson(RATE), SEED, int(WARMUP_S * 1e9)):
-        t = arrival.offset_ns / 1e9
+    for offset, _size, _warmup in with_warmup(Poisson(RATE), SEED, int(WARMUP_S * 1e9)):
+        t = offset / 1e9
         if t >= WARMUP_S + DURATION_S:
             break
         times.append(t)

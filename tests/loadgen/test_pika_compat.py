@@ -83,3 +83,26 @@ async def test_the_fast_paths_are_active_and_carry_messages_both_ways(rabbitmq_u
         assert await link.declare(queue, durable=False, exclusive=True) == 0
     finally:
         await link.aclose()
+
+
+async def test_publisher_confirms_are_parsed_off_the_socket(rabbitmq_url: str) -> None:
+    """The load generator's request channel is in confirm mode: its acks are parsed by the reader, not by pika."""
+    link = await AmqpLink.open(parse_broker_url(rabbitmq_url))
+    try:
+        channel = link.channel
+        via_pika: list[Any] = []
+        confirmed: list[tuple[int, bool]] = []
+        await link.call(channel.confirm_delivery, via_pika.append, what="confirm.select")
+        reader = DeliveryReader.of(link.connection)
+        assert reader.confirms(channel, lambda tag, multiple: confirmed.append((tag, multiple)))
+        queue = unique("qdeck-test-confirms")
+        await link.declare(queue, durable=False, exclusive=True)
+        n = 200
+        ChannelWriter(channel).publish([(queue, b"x")] * n)
+        async with asyncio.timeout(10):
+            while not confirmed or max(tag for tag, _m in confirmed) < n:
+                await asyncio.sleep(0.01)
+        assert via_pika == [] and reader.confirms_parsed == len(confirmed)
+        assert await link.declare(queue, durable=False, exclusive=True) == n
+    finally:
+        await link.aclose()
