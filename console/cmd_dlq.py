@@ -9,6 +9,8 @@ from console.output import emit_json, stdout_console, warn
 from console.queue_filter import dead_letter_queues
 from console.render import dlq_table, peek_view
 from console.runner import brokers_option, cli_errors, fail, one_broker, run_probe, run_probes
+from console.safe_text import TABLE_PREVIEW_BYTES
+from probes.models import PEEK_BODY_BYTES
 
 app = typer.Typer(help="Dead-letter queues: which exist, what feeds them, and what is in them.",
                   no_args_is_help=True)
@@ -47,7 +49,10 @@ def peek(
     count: int = typer.Option(10, "-n", "--count", min=1, max=10_000, help="How many messages to read."),
     broker: list[str] = brokers_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (bodies as text, or base64 when binary)."),
-    body_bytes: int = typer.Option(500, "--body-bytes", min=0, help="Body preview length in the table view."),
+    body_bytes: int | None = typer.Option(
+        None, "--body-bytes", min=0,
+        help=f"Bytes of each body to show: table default {TABLE_PREVIEW_BYTES}, --json default {PEEK_BODY_BYTES:,}; "
+             "0 = the whole body (in JSON as text, or base64 when binary)."),
     force: bool = typer.Option(False, "--force",
                                help="Peek a quorum queue with a delivery limit although each peek counts as a "
                                     "delivery (repeated peeks can dead-letter or drop messages)."),
@@ -60,10 +65,11 @@ def peek(
     """
     if not queue.strip():
         raise fail("the queue name is empty")
-    result = run_probe(one_broker(broker, "dlq peek"), lambda p: p.peek(queue, count, force=force))
+    fetch = None if body_bytes == 0 else (body_bytes or PEEK_BODY_BYTES)
+    result = run_probe(one_broker(broker, "dlq peek"), lambda p: p.peek(queue, count, force=force, body_bytes=fetch))
     if as_json:
         emit_json(result)
         return
     if result.side_effect:
         warn(result.side_effect)
-    stdout_console().print(peek_view(result, body_bytes))
+    stdout_console().print(peek_view(result, body_bytes if body_bytes is not None else TABLE_PREVIEW_BYTES))

@@ -38,10 +38,14 @@ def safe(value: Any, limit: int | None = 200, *, keep_newlines: bool = False) ->
     return escaped + suffix
 
 
-def preview_bytes(body: bytes, limit: int = 500, *, total: int | None = None) -> str:
-    """A safe, one-line preview of a message body: UTF-8 where it decodes, ``\\xNN`` where it does not."""
+TABLE_PREVIEW_BYTES = 500  # a body preview in a CLI table, unless asked otherwise
+
+
+def preview_bytes(body: bytes, limit: int = TABLE_PREVIEW_BYTES, *, total: int | None = None) -> str:
+    """A safe, one-line preview of a message body: UTF-8 where it decodes, ``\\xNN`` where it does not; ``limit``
+    0 shows all of it."""
     total = len(body) if total is None else total
-    shown = body[:limit]
+    shown = body[:limit] if limit else body
     text = shown.decode("utf-8", errors="backslashreplace")
     out = safe(text, None)
     if total > len(shown):

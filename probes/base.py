@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from probes.errors import ConfigError
-from probes.models import BrokerSnapshot, ConsumerInfo, PeekResult
+from probes.models import PEEK_BODY_BYTES, BrokerSnapshot, ConsumerInfo, PeekResult
 from probes.urls import BrokerTarget
 
 # kind -> "module:Class"; importing a backend pulls in its driver, so nothing here imports them eagerly.
@@ -29,8 +29,10 @@ class Probe(Protocol):
 
     async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]: ...
 
-    async def peek(self, queue: str, limit: int, *, force: bool = False) -> PeekResult:
-        """Read up to ``limit`` messages without consuming them; ``force`` accepts a stated side effect."""
+    async def peek(self, queue: str, limit: int, *, force: bool = False,
+                   body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
+        """Read up to ``limit`` messages without consuming them; ``force`` accepts a stated side effect; each body
+        is cut to ``body_bytes`` (None: whole; ``size`` is always the whole size)."""
         ...
 
     async def aclose(self) -> None: ...

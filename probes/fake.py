@@ -5,12 +5,22 @@ State lives in ``FAKE_BROKERS[NAME]``; tests put queues and messages there, or i
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from probes.errors import NotFound, ProbeError
-from probes.models import BrokerOverview, BrokerSnapshot, ConsumerInfo, PeekedMessage, PeekResult, QueueStats
+from probes.models import (
+    PEEK_BODY_BYTES,
+    BrokerOverview,
+    BrokerSnapshot,
+    ConsumerInfo,
+    PeekedMessage,
+    PeekResult,
+    QueueStats,
+    cut_body,
+)
 from probes.urls import BrokerTarget
 
 
@@ -51,11 +61,16 @@ class FakeProbe:
         self._check()
         return [c for c in self.state.consumers if queue is None or c.queue == queue]
 
-    async def peek(self, queue: str, limit: int, *, force: bool = False) -> PeekResult:
+    async def peek(self, queue: str, limit: int, *, force: bool = False,
+                   body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
         self._check()
         if queue not in self.state.messages and all(q.name != queue for q in self.state.queues):
             raise NotFound(f"queue {queue!r} not found")
-        return PeekResult(self.target.label, queue, tuple(self.state.messages.get(queue, [])[:limit]))
+        messages = []
+        for m in self.state.messages.get(queue, [])[:limit]:
+            body, cut = cut_body(m.body, body_bytes)
+            messages.append(dataclasses.replace(m, body=body, body_truncated=m.body_truncated or cut))
+        return PeekResult(self.target.label, queue, tuple(messages))
 
     async def aclose(self) -> None:
         return None

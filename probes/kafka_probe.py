@@ -19,6 +19,7 @@ from probes.errors import NotFound, ProbeError
 from probes.kafka_client import KafkaAdmin, client_config
 from probes.kafka_headers import header_map, header_values, origin_topic
 from probes.models import (
+    PEEK_BODY_BYTES,
     BrokerOverview,
     BrokerSnapshot,
     ConsumerInfo,
@@ -27,12 +28,12 @@ from probes.models import (
     PeekedMessage,
     PeekResult,
     QueueStats,
+    cut_body,
 )
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
 from probes.urls import BrokerTarget
 
 KEY_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy", "min.insync.replicas")
-MAX_PEEK_BODY = 64 * 1024
 ORIGIN_SAMPLE = 5  # records read from the end of each dead-letter partition to learn where they came from
 NO_COMMIT = "no committed offset"
 
@@ -261,17 +262,19 @@ class KafkaProbe:
 
     # ---- peek ---------------------------------------------------------------------------------------------
     async def peek(self, queue: str, limit: int, *, force: bool = False, partition: int | None = None,
-                   offset: int | None = None) -> PeekResult:
+                   offset: int | None = None, body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
         """Up to ``limit`` records from ``partition`` (all, in order, by default) from ``offset`` (the low
         watermark by default; negative: that many before the end). Assigns and seeks: no group, no commit.
         Reads stop at the high watermark: transaction markers and aborted records take offsets that never
         arrive as records (read_committed), so they are gaps, not records to wait for."""
         if limit < 1:
             raise ProbeError("peek needs a message count of at least 1")
-        result: PeekResult = await self._guarded(f"peek {queue}", self._peek(queue, limit, partition, offset))
+        result: PeekResult = await self._guarded(f"peek {queue}",
+                                                 self._peek(queue, limit, partition, offset, body_bytes))
         return result
 
-    async def _peek(self, queue: str, limit: int, partition: int | None, offset: int | None) -> PeekResult:
+    async def _peek(self, queue: str, limit: int, partition: int | None, offset: int | None,
+                    body_bytes: int | None) -> PeekResult:
         md = await self._metadata()
         if queue not in md.topics or md.topics[queue].error is not None:
             raise NotFound(f"topic {queue!r} not found at Kafka {self.client.where}")
@@ -292,7 +295,7 @@ class KafkaProbe:
         except TimeoutError:
             raise self.client.translate(TimeoutError(), f"peek {queue}") from None
         return PeekResult(broker=self.target.label, queue=queue,
-                          messages=tuple(_record(i, r) for i, r in enumerate(records)), side_effect=None)
+                          messages=tuple(_record(i, r, body_bytes) for i, r in enumerate(records)), side_effect=None)
 
     def _consumer(self) -> Consumer:
         conf = client_config(self.target, self.timeout)
@@ -364,8 +367,9 @@ class KafkaProbe:
         return out
 
 
-def _record(position: int, msg: Any) -> PeekedMessage:
+def _record(position: int, msg: Any, body_bytes: int | None) -> PeekedMessage:
     value = msg.value() or b""
+    shown, cut = cut_body(value, body_bytes)
     exact = header_values(msg.headers())
     headers = header_map(exact)
     kind, ms = msg.timestamp()
@@ -379,8 +383,7 @@ def _record(position: int, msg: Any) -> PeekedMessage:
         except UnicodeDecodeError:
             key_text = None
     shown_key = "" if key is None else f" · key {key_text if key_text is not None else 'base64:' + _b64(key)}"
-    return PeekedMessage(position=position, body=value[:MAX_PEEK_BODY], size=len(value),
-                         body_truncated=len(value) > MAX_PEEK_BODY,
+    return PeekedMessage(position=position, body=shown, size=len(value), body_truncated=cut,
                          message_id=f"{msg.partition()}:{msg.offset()}{shown_key}",
                          timestamp=stamp, key=key, partition=msg.partition(), offset=msg.offset(),
                          headers=headers, deaths=(death,) if death else (),

@@ -137,6 +137,18 @@ class HeaderValue:
     decoded: str | None = None
 
 
+PEEK_BODY_BYTES = 64 * 1024
+"""How much of each body a peek returns unless asked otherwise (``body_bytes=None``: the whole body). The CLI, the
+console and every probe use this one figure."""
+
+
+def cut_body(body: bytes, limit: int | None) -> tuple[bytes, bool]:
+    """``body`` cut to ``limit`` bytes (None: whole), and whether it was cut."""
+    if limit is None or len(body) <= limit:
+        return body, False
+    return body[:limit], True
+
+
 @dataclass(frozen=True, slots=True)
 class PeekedMessage:
     position: int  # 0-based position in the peek (or offset / stream id in ``message_id``)

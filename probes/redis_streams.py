@@ -17,6 +17,7 @@ from typing import Any
 from probes.death_fields import death_from_fields
 from probes.errors import NotFound, ProbeError
 from probes.models import (
+    PEEK_BODY_BYTES,
     BrokerOverview,
     BrokerSnapshot,
     ConsumerInfo,
@@ -24,6 +25,7 @@ from probes.models import (
     PeekedMessage,
     PeekResult,
     QueueStats,
+    cut_body,
 )
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
 from probes.redis_client import checked, redis_client
@@ -34,7 +36,6 @@ DEFAULT_LIST_PATTERNS = ("*queue*", "celery", "*dlq*", "*dead*", "*jobs*", "*tas
 PENDING_SAMPLE = 100  # XPENDING range size for oldest idle / highest delivery count
 LAG_COUNT_LIMIT = 10_000  # Redis < 7: lag counted with XRANGE up to this many entries
 BODY_FIELDS = ("payload", "body", "data", "message", "value")
-MAX_PEEK_BODY = 64 * 1024
 
 
 def _s(value: Any) -> str:
@@ -177,16 +178,17 @@ class RedisProbe:
         return found
 
     # ---- peek ---------------------------------------------------------------------------------------------
-    async def peek(self, queue: str, limit: int, *, force: bool = False) -> PeekResult:
+    async def peek(self, queue: str, limit: int, *, force: bool = False,
+                   body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
         if limit < 1:
             raise ProbeError("peek needs a message count of at least 1")
         key_type = await self._call(self.client.type(queue))
         if key_type == b"stream":
             entries = await self._call(self.client.xrange(queue, min="-", max="+", count=limit))
-            messages = tuple(_stream_message(i, eid, fields) for i, (eid, fields) in enumerate(entries))
+            messages = tuple(_stream_message(i, eid, fields, body_bytes) for i, (eid, fields) in enumerate(entries))
         elif key_type == b"list":
             items = await self._call(self.client.lrange(queue, 0, limit - 1))
-            messages = tuple(_body_message(i, item) for i, item in enumerate(items))
+            messages = tuple(_body_message(i, item, body_bytes) for i, item in enumerate(items))
         elif key_type == b"none":
             raise NotFound(f"no stream or list named {queue!r} in Redis db {self.target.path or 0}")
         else:
@@ -194,12 +196,13 @@ class RedisProbe:
         return PeekResult(broker=self.target.label, queue=queue, messages=messages, side_effect=None)
 
 
-def _body_message(position: int, body: bytes, **extra: Any) -> PeekedMessage:
-    return PeekedMessage(position=position, body=body[:MAX_PEEK_BODY], size=len(body),
-                         body_truncated=len(body) > MAX_PEEK_BODY, **extra)
+def _body_message(position: int, body: bytes, body_bytes: int | None, **extra: Any) -> PeekedMessage:
+    shown, cut = cut_body(body, body_bytes)
+    return PeekedMessage(position=position, body=shown, size=len(body), body_truncated=cut, **extra)
 
 
-def _stream_message(position: int, entry_id: bytes, fields: Mapping[bytes, bytes]) -> PeekedMessage:
+def _stream_message(position: int, entry_id: bytes, fields: Mapping[bytes, bytes],
+                    body_bytes: int | None) -> PeekedMessage:
     decoded = {_s(k): v for k, v in fields.items()}
     body_key = next((k for k in BODY_FIELDS if k in decoded), None)
     if body_key is not None:
@@ -212,7 +215,7 @@ def _stream_message(position: int, entry_id: bytes, fields: Mapping[bytes, bytes
     stamp = datetime.fromtimestamp(int(eid.split("-")[0]) / 1000, tz=UTC) if eid.split("-")[0].isdigit() else None
     death = death_from_fields(headers, stamp)
     deaths = (death,) if death else ()
-    return _body_message(position, body, message_id=eid, timestamp=stamp, headers=headers, deaths=deaths,
+    return _body_message(position, body, body_bytes, message_id=eid, timestamp=stamp, headers=headers, deaths=deaths,
                          first_death_reason=deaths[0].reason if deaths else None,
                          first_death_queue=deaths[0].queue if deaths else None)
 

@@ -13,9 +13,9 @@ from textual.widgets import Static
 from console.render import fmt_time
 from console.safe_text import is_binary, safe
 from console.tui.base import BaseScreen
-from probes.models import PeekedMessage
+from probes.models import PEEK_BODY_BYTES, PeekedMessage
 
-BODY_LIMIT = 64 * 1024
+BODY_LIMIT = PEEK_BODY_BYTES
 
 
 def hexdump(data: bytes, width: int = 16) -> str:

@@ -11,7 +11,15 @@ from typing import Any
 
 from probes.death_fields import death_from_fields
 from probes.errors import NotFound, ProbeError, UnsafeOperation, Unsupported
-from probes.models import BrokerOverview, BrokerSnapshot, ConsumerInfo, PeekedMessage, PeekResult, QueueStats
+from probes.models import (
+    PEEK_BODY_BYTES,
+    BrokerOverview,
+    BrokerSnapshot,
+    ConsumerInfo,
+    PeekedMessage,
+    PeekResult,
+    QueueStats,
+)
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
 from probes.rabbitmq.deadletter import (
     DeadLetterConfig,
@@ -33,7 +41,6 @@ QUEUE_COLUMNS = ",".join((
 
 PEEK_SIDE_EFFECT = ("read through the management API's get with requeue: the messages went back to the queue in "
                     "their original order but are now marked redelivered")
-MAX_PEEK_BODY = 64 * 1024
 
 
 class RabbitMQProbe:
@@ -153,7 +160,8 @@ class RabbitMQProbe:
         return sorted(found, key=lambda c: (c.queue, c.tag))
 
     # ---- peek ---------------------------------------------------------------------------------------------
-    async def peek(self, queue: str, limit: int, *, force: bool = False) -> PeekResult:
+    async def peek(self, queue: str, limit: int, *, force: bool = False,
+                   body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
         if limit < 1:
             raise ProbeError("peek needs a message count of at least 1")
         path = f"/queues/{vhost_path(self.vhost)}/{vhost_path(queue)}"
@@ -174,7 +182,9 @@ class RabbitMQProbe:
                     "counts as a delivery, so repeated peeks dead-letter or drop its messages; pass --force to "
                     "peek anyway")
             side_effect += "; on this quorum queue each peek also raised the messages' x-delivery-count by one"
-        body = {"count": limit, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": MAX_PEEK_BODY}
+        body: dict[str, object] = {"count": limit, "ackmode": "ack_requeue_true", "encoding": "auto"}
+        if body_bytes is not None:
+            body["truncate"] = body_bytes
         raw = await self.http.post(f"{path}/get", body, what=f"queue {queue!r} in vhost {self.vhost!r}")
         messages = tuple(_peeked(i, m) for i, m in enumerate(raw))
         return PeekResult(broker=self.target.label, queue=queue, messages=messages,
