@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console.output import emit_json, stdout_console
-from console.runner import cli_errors
+from console.runner import cli_errors, fail
 from console.safe_text import safe
 from probes import ProbeError, Profile, config_path, load_profiles, open_probe, redact_text
 
@@ -18,7 +18,9 @@ async def _check(profile: Profile) -> dict[str, object]:
     probe = open_probe(profile.target)
     try:
         snap = await asyncio.wait_for(probe.snapshot(), 15)
-        return {"status": "up", "version": snap.overview.version, "queues": snap.overview.queues, "error": None}
+        # Kafka's protocol has no call that reports the broker's version: say so rather than print None
+        version = snap.overview.version or "not reported by the broker"
+        return {"status": "up", "version": version, "queues": snap.overview.queues, "error": None}
     except ProbeError as exc:
         return {"status": "down", "error": redact_text(str(exc), profile.target.secrets)}
     except TimeoutError:
@@ -32,7 +34,9 @@ def brokers(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     check: bool = typer.Option(False, "--check", "-c", help="Poll each broker and show whether it answers."),
 ) -> None:
-    """List broker profiles from the profile file (URLs shown with passwords masked)."""
+    """List broker profiles from the profile file (URLs shown with passwords masked).
+
+    With --check, exit 2 when any broker is down (after listing them all)."""
     profiles, default = load_profiles()
     path = config_path()
     checks: list[dict[str, object]] = []
@@ -47,9 +51,16 @@ def brokers(
         if checks:
             row.update(checks[i])
         rows.append(row)
+    down = [str(row["name"]) for row in rows if row.get("status") == "down"]
     if as_json:
         emit_json({"config": str(path), "default": default, "brokers": rows})
-        return
+    else:
+        _print(rows, checks, default, str(path))
+    if down:
+        raise fail(f"{len(down)} of {len(rows)} brokers down: {', '.join(down)}")
+
+
+def _print(rows: list[dict[str, object]], checks: list[dict[str, object]], default: str | None, path: str) -> None:
     out = stdout_console()
     if not rows:
         out.print(Text(f"no profiles in {path}; pass --broker URL, or create the file (see README, 'Profiles')",

@@ -16,9 +16,11 @@ from rich.text import Text
 from console.output import emit_json, is_terminal, stdout_console
 from console.queue_filter import FILTER_HELP, SortField, select_queues
 from console.render import consumers_table, snapshot_view
-from console.runner import backoff, brokers_option, cli_errors, finite_at_most, run_probes, run_with_probes
+from console.runner import backoff, brokers_option, cli_errors, fail, finite_at_most, run_probes, run_with_probes
 from console.safe_text import safe
 from probes import BrokerSnapshot, Probe, ProbeError
+from probes.errors import NotFound
+from probes.models import ConsumerInfo
 
 
 @cli_errors
@@ -117,8 +119,22 @@ def consumers(
     broker: list[str] = brokers_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List consumers (tag, connection, prefetch, ack mode), for one queue or all."""
-    found = [c for batch in run_probes(broker, lambda p: p.consumers(queue)) for c in batch]
+    """List consumers (tag, connection, prefetch, ack mode), for one queue or all.
+
+    A QUEUE that none of the brokers has is an error (exit 2), never "no consumers": a typo must not read as
+    nobody consuming. With several brokers, the queue needs to exist on one of them."""
+
+    async def of(probe: Probe) -> Sequence[ConsumerInfo] | NotFound:
+        try:
+            return await probe.consumers(queue)
+        except NotFound as exc:
+            return exc
+
+    batches = run_probes(broker, of)
+    missing = [b for b in batches if isinstance(b, NotFound)]
+    if missing and len(missing) == len(batches):
+        raise fail(str(missing[0]) if len(missing) == 1 else f"queue {queue!r} not found on any of the brokers")
+    found = [c for batch in batches if not isinstance(batch, NotFound) for c in batch]
     if as_json:
         emit_json({"consumers": list(found)})
     elif not found:

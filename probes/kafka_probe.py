@@ -248,6 +248,10 @@ class KafkaProbe:
 
     # ---- consumers --------------------------------------------------------------------------------------
     async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]:
+        if queue is not None:
+            md = await self._guarded("metadata", self._metadata())
+            if queue not in md.topics or md.topics[queue].error is not None:
+                raise NotFound(f"topic {queue!r} not found at Kafka {self.client.where}")
         described = await self._guarded("consumer groups", self._describe_groups())
         found = []
         for gid in sorted(described):

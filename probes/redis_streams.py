@@ -168,7 +168,10 @@ class RedisProbe:
             streams = sorted({_s(k) for k in keys})
         found = []
         for stream in streams:
-            if await self._call(self.client.type(stream)) != b"stream":
+            key_type = await self._call(self.client.type(stream))
+            if key_type == b"none" and queue:
+                raise NotFound(f"no stream or list named {queue!r} in Redis db {self.target.path or 0}")
+            if key_type != b"stream":  # a list has no consumer registry: nobody to list
                 continue
             for g in await self._call(self.client.xinfo_groups(stream)):
                 for c in await self._call(self.client.xinfo_consumers(stream, g["name"])):

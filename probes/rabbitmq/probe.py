@@ -145,6 +145,9 @@ class RabbitMQProbe:
 
     # ---- consumers --------------------------------------------------------------------------------------
     async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]:
+        if queue is not None:  # a queue that is not there is an error, not "no consumers"
+            await self.http.get(f"/queues/{vhost_path(self.vhost)}/{vhost_path(queue)}",
+                                what=f"queue {queue!r} in vhost {self.vhost!r}")
         raw = await self.http.get(f"/consumers/{vhost_path(self.vhost)}", what=f"vhost {self.vhost!r}")
         found = []
         for c in raw:
