@@ -17,22 +17,14 @@ import time
 from pathlib import Path
 
 from console import embedded_redis
+from console.stop_process import stop_process
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
 
 def _kill_group(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGKILL, wait: float = 10.0) -> None:
     """Signal a child started with ``start_new_session=True`` (its process group is its PID) and reap it."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(wait)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+    stop_process(proc, wait, sig=sig, group=True)
 
 
 def _wait(check, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -108,6 +100,18 @@ class PrivateKafka:
 
     def kill(self) -> None:
         _kill_group(self.proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """A clean shutdown by PID (SIGTERM, SIGKILL after 10 s): the data dir stays, ``start`` brings it back on
+        the same port."""
+        _kill_group(self.proc, signal.SIGTERM)
+        self.proc = None
+
+    def has_topic(self, topic: str) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        md = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0}).list_topics(timeout=5)
+        return topic in md.topics and md.topics[topic].error is None
 
     def close(self) -> None:
         _kill_group(self.proc, signal.SIGTERM)

@@ -5,12 +5,13 @@ Used by the demo, the benchmarks and the tests, which all need a real worker bes
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from console.stop_process import stop_process
 
 
 def spawn_worker(args: Sequence[str], log_path: str | Path, *, env: Mapping[str, str] | None = None,
@@ -35,10 +36,6 @@ def spawn_worker(args: Sequence[str], log_path: str | Path, *, env: Mapping[str,
 
 def stop_worker(proc: subprocess.Popen[bytes], grace: float = 20.0) -> int:
     """SIGTERM (the worker finishes its batches and acks), SIGKILL after ``grace`` seconds; the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
+    code = stop_process(proc, grace)
+    assert code is not None
+    return code

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests import brokers as harness
+
+if TYPE_CHECKING:
+    from bench._private_brokers import PrivateKafka
 
 REQUIRE = os.environ.get("QDECK_REQUIRE_BROKERS", "") not in ("", "0")
 
@@ -66,3 +70,20 @@ def vhost(rabbitmq_url: str) -> Iterator[object]:
 
     with rabbit_vhost(rabbitmq_url) as v:
         yield v
+
+
+@pytest.fixture
+def private_kafka() -> Iterator[PrivateKafka]:
+    """A Kafka-protocol broker of the test's own (its own port and data dir), stopped by PID afterwards: for tests
+    that stop, restart or wedge a broker (the shared one is never touched)."""
+    from bench._private_brokers import PrivateKafka
+
+    try:
+        broker = PrivateKafka()
+    except RuntimeError as exc:  # noida-db is not installed
+        harness.unavailable("kafka", str(exc))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests import brokers as harness
 from tests.loadgen.conftest import _kafka_remaining
 from tests.rabbit import wait_sync
 from tests.workers import WorkerProc, open_client, unique, worker
@@ -36,19 +34,6 @@ def _assigned(w: WorkerProc) -> list[int]:
     return [len(e["partitions"]) for e in w.events("partitions assigned")]
 
 
-@pytest.fixture
-def private_kafka() -> Iterator[str]:
-    """A Kafka-protocol broker of this test's own (fresh data dir), stopped by PID afterwards."""
-    started = harness.Brokers()
-    harness.ensure_kafka(started)
-    try:
-        if "kafka" not in started.urls:
-            pytest.skip(f"kafka unavailable: {started.problems.get('kafka')}")
-        yield started.urls["kafka"]
-    finally:
-        harness.down(started.started)
-
-
 async def test_the_default_group_is_one_per_request_topic(kafka_url: str, tmp_path) -> None:
     topic = unique("qdeck-test-kgroup")
     client = await open_client(kafka_url, topic)
@@ -66,18 +51,19 @@ async def test_the_default_group_is_one_per_request_topic(kafka_url: str, tmp_pa
     assert serving["group"] == f"qdeck-workers.{topic}"
 
 
-async def test_a_dead_worker_on_one_topic_does_not_stall_another_topic(private_kafka: str, tmp_path) -> None:
+async def test_a_dead_worker_on_one_topic_does_not_stall_another_topic(private_kafka, tmp_path) -> None:
     """Worker A (topic X) is killed -9 and stays a member of its group for good (noida-db never expires it; real
     Kafka would after the session timeout). Worker C on topic Y must not wait for it: its own group is empty."""
+    url = private_kafka.url
     x, y = unique("qdeck-test-kx"), unique("qdeck-test-ky")
-    cx = await open_client(private_kafka, x)
-    cy = await open_client(private_kafka, y)
+    cx = await open_client(url, x)
+    cy = await open_client(url, y)
     try:
-        with worker(private_kafka, x, "--model", "echo", "--max-wait-ms", "1", tmp_path=tmp_path) as a:
+        with worker(url, x, "--model", "echo", "--max-wait-ms", "1", tmp_path=tmp_path) as a:
             await cx.send(["x0"])
             assert await cx.wait_for(1, timeout=30), a.log()
             a.kill()
-        with worker(private_kafka, y, "--model", "echo", "--max-wait-ms", "1", tmp_path=tmp_path) as c:
+        with worker(url, y, "--model", "echo", "--max-wait-ms", "1", tmp_path=tmp_path) as c:
             await cy.send(["y0", "y1", "y2"])
             served = await cy.wait_for(3, timeout=20)
             log = c.log()

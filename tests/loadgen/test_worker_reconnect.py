@@ -9,7 +9,6 @@ import time
 import pytest
 
 from console import embedded_redis
-from tests.probes.test_kafka_restart import private_kafka  # noqa: F401  (a fixture: a private broker)
 from tests.rabbit import wait_sync
 from tests.workers import open_client, unique, worker
 
@@ -92,7 +91,7 @@ async def test_a_lone_request_on_redis_waits_max_wait_not_redis_timer_tick(redis
 
 
 @pytest.mark.kafka
-async def test_kafka_worker_says_when_the_link_drops_and_when_it_is_back(private_kafka, tmp_path) -> None:  # noqa: F811
+async def test_kafka_worker_says_when_the_link_drops_and_when_it_is_back(private_kafka, tmp_path) -> None:
     """librdkafka reconnects by itself; the worker used to say nothing. A private broker, stopped and started."""
     url = f"kafka://{private_kafka.bootstrap}"
     queue = unique("qdeck-test-kreconnect")

@@ -5,72 +5,17 @@ restarted on the same port with the same data dir. The shared test broker is nev
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from console import embedded_redis
+from bench._private_brokers import PrivateKafka
 from probes import ProbeError, open_probe, parse_broker_url
 from tests import brokers as harness
 
 pytestmark = pytest.mark.kafka
-
-
-@dataclass
-class PrivateKafka:
-    binary: str
-    port: int
-    data_dir: str
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "start", "--only", "kafka", "--kafka-port", str(self.port), "--data-dir", self.data_dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        harness.wait_for(lambda: harness._kafka_ready(self.bootstrap), 45, "private Kafka-protocol broker",
-                         self.proc)
-
-    def stop(self) -> None:
-        """Stop it by PID: SIGTERM (a clean shutdown keeps the data dir consistent), SIGKILL after 10 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
-
-    def has_topic(self, topic: str) -> bool:
-        md = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0}).list_topics(timeout=5)
-        return topic in md.topics and md.topics[topic].error is None
-
-
-@pytest.fixture
-def private_kafka() -> Iterator[PrivateKafka]:
-    binary = harness.noida_binary()
-    if binary is None:
-        pytest.skip("the noida-db package is not installed")
-    broker = PrivateKafka(binary, embedded_redis.free_port(), tempfile.mkdtemp(prefix="qdeck-kafka-restart-"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
 def _commit(bootstrap: str, group: str, offset: int) -> None:
