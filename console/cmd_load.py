@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,8 @@ def run(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write summary.json, latency.hlog, "
                                                               "end_to_end.hgrm (and hlog/<stage>.hlog) here."),
     junit: Path | None = typer.Option(None, "--junit", help="Write the SLO verdicts as JUnit XML."),
+    csv_file: Path | None = typer.Option(None, "--csv", help="Write every interval's figures per stage as CSV rows "
+                                                             "(written as the run goes)."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of tables."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
     agents: int | None = typer.Option(None, "--agents", min=1,
@@ -111,17 +114,32 @@ def run(
         built = build_plan(opts, read_plan_file(plan) if plan else None, source=str(plan) if plan else None)
     except LoadgenError as exc:
         raise fail(str(exc)) from None
+    if csv_file is not None:
+        if agents is not None:
+            raise fail("--csv is for a run on this machine; with --agents, read the merged interval logs under --out")
+        writable_file(csv_file, "--csv")
     if agents is not None:
         from console.load_cluster import run_distributed
 
         summary = run_distributed(built.broker, built.spec, agents, bind=bind, wait_s=wait_s, out=out, quiet=quiet)
         raise typer.Exit(report(summary, built.slos, out=out, junit=junit, json_out=json_out))
-    code = execute(built.broker, built.spec, built.slos, out=out, junit=junit, json_out=json_out, quiet=quiet)
+    code = execute(built.broker, built.spec, built.slos, out=out, junit=junit, json_out=json_out, quiet=quiet,
+                   csv_file=csv_file)
     raise typer.Exit(code)
 
 
+def writable_file(path: Path, option: str) -> None:
+    """Refuse, in one line, a file that cannot be written (before the run, not after it)."""
+    if path.is_dir():
+        raise fail(f"{option}: {str(path)!r} is a directory")
+    if not path.parent.is_dir():
+        raise fail(f"{option}: no directory {str(path.parent)!r}")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise fail(f"{option}: {str(path)!r} is not writable")
+
+
 def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | None, junit: Path | None,
-            json_out: bool, quiet: bool) -> int:
+            json_out: bool, quiet: bool, csv_file: Path | None = None) -> int:
     """Run ``spec``, print the report, judge ``slos``; returns the exit code (also used by the demo)."""
     from console.load_view import Progress
     from console.output import stderr_console
@@ -143,7 +161,7 @@ def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | N
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     try:
-        result = aio.run(engine.run(str(out) if out is not None else None))
+        result = aio.run(engine.run(str(out) if out is not None else None, csv_path=csv_file))
     except ProbeError as exc:
         raise ProbeError(redact_text(str(exc), target.secrets)) from None
     summary = build_summary(result.record(broker=target.display, broker_kind=target.kind))

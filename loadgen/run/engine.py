@@ -169,17 +169,20 @@ class Engine:
         """Wall-clock ns for a monotonic time of this run (for stamps that cross hosts)."""
         return self._wall0 + (mono_ns - self._mono0)
 
-    async def run(self, out_dir: str | None = None) -> RunResult:
+    async def run(self, out_dir: str | None = None, *, csv_path: Path | None = None) -> RunResult:
+        """Run the spec; ``out_dir``: write the interval logs there; ``csv_path``: the per-interval CSV."""
         with quiet_gc():
-            return await self._run(out_dir)
+            return await self._run(out_dir, csv_path)
 
-    async def _run(self, out_dir: str | None) -> RunResult:
+    async def _run(self, out_dir: str | None, csv_path: Path | None) -> RunResult:
         spec = self.spec
         self._mono0 = time.perf_counter_ns()
         self._wall0 = time.time_ns()
         result = self.result = RunResult(spec=spec, recorder=self.recorder, started_epoch_s=self._wall0 / NS)
         if out_dir is not None:
             self.recorder.open_logs(Path(out_dir), self._wall0 / NS)
+        if csv_path is not None:
+            self.recorder.open_csv(csv_path)
         ticker = reaper = None
         try:
             await self.transport.start(self._on_reply)  # a broker that cannot be reached at all: the error itself

@@ -23,6 +23,7 @@ from hdrh.log import HistogramLogWriter
 
 from loadgen.envelope import Stamps
 from loadgen.results import hdrh_compat
+from loadgen.results.interval_csv import IntervalCsv
 from loadgen.results.stages import REPLY_STAGES, STAGES, TIMEOUT_STAGES, log_path, new_histogram, open_log
 
 SKEW_TOLERANCE_US = 1000  # a negative cross-host stage beyond this is clock skew; within it, measurement noise
@@ -86,6 +87,7 @@ class Recorder:
     late: int = 0
     _at_roll: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)  # the counts at the last roll: an interval's are the difference
     _writers: dict[str, tuple[HistogramLogWriter, IO[str]]] = field(default_factory=dict)
+    _csv: IntervalCsv | None = None
     intervals: list[IntervalStats] = field(default_factory=list)
     fast: bool = True  # the inlined hdrh fast path is in use (hdrh_compat.fast_path_ok)
     _sinks: dict[str, FastSink] = field(default_factory=dict)
@@ -201,6 +203,10 @@ class Recorder:
         for stage in STAGES:
             self._writers[stage] = open_log(log_path(directory, stage), stage, start_epoch_s)
 
+    def open_csv(self, path: Path) -> None:
+        """Per-interval figures of every stage as CSV rows (``loadgen.results.interval_csv``)."""
+        self._csv = IntervalCsv(path)
+
     def roll(self, start_s: float, end_s: float) -> IntervalStats:
         """Close the interval [start_s, end_s) (seconds from the run start): totals, logs, figures."""
         self.flush()
@@ -218,6 +224,8 @@ class Recorder:
                               max_us=e2e.get_max_value() if has else 0,
                               schedule_lag_p99_us=lag.get_value_at_percentile(99) if lag.get_total_count() else 0,
                               warmup_sent=warmup_sent, duplicates=duplicates, late=late)
+        if self._csv is not None:
+            self._csv.write(stats, self.interval)
         for stage in STAGES:
             hist = self.interval[stage]
             if stage in self._writers:
@@ -232,3 +240,6 @@ class Recorder:
         for _writer, fh in self._writers.values():
             fh.close()
         self._writers.clear()
+        if self._csv is not None:
+            self._csv.close()
+            self._csv = None
