@@ -9,6 +9,7 @@ import enum
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from probes import ProbeError, resolve_broker
 from probes.redact import redact_text
 
 if TYPE_CHECKING:
+    from loadgen.results.abort_rule import AbortRule
     from loadgen.results.slo import Slo
     from loadgen.run.spec import RunSpec
 
@@ -75,6 +77,8 @@ def run(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write summary.json, latency.hlog, "
                                                               "end_to_end.hgrm (and hlog/<stage>.hlog) here."),
     junit: Path | None = typer.Option(None, "--junit", help="Write the SLO verdicts as JUnit XML."),
+    abort_on: list[str] = typer.Option([], "--abort-on", help="Stop the run once an SLO has been breached this "
+                                       "long, e.g. 'p99<250ms for 10s' (judged each second; exit 99; repeatable)."),
     csv_file: Path | None = typer.Option(None, "--csv", help="Write every interval's figures per stage as CSV rows "
                                                              "(written as the run goes)."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of tables."),
@@ -114,6 +118,14 @@ def run(
         built = build_plan(opts, read_plan_file(plan) if plan else None, source=str(plan) if plan else None)
     except LoadgenError as exc:
         raise fail(str(exc)) from None
+    from loadgen.results.abort_rule import parse_abort_rule
+
+    try:
+        rules = [parse_abort_rule(text) for text in abort_on]
+    except LoadgenError as exc:
+        raise fail(str(exc)) from None
+    if rules and agents is not None:
+        raise fail("--abort-on is for a run on this machine (each agent judges only its own share)")
     if csv_file is not None:
         if agents is not None:
             raise fail("--csv is for a run on this machine; with --agents, read the merged interval logs under --out")
@@ -124,7 +136,7 @@ def run(
         summary = run_distributed(built.broker, built.spec, agents, bind=bind, wait_s=wait_s, out=out, quiet=quiet)
         raise typer.Exit(report(summary, built.slos, out=out, junit=junit, json_out=json_out))
     code = execute(built.broker, built.spec, built.slos, out=out, junit=junit, json_out=json_out, quiet=quiet,
-                   csv_file=csv_file)
+                   csv_file=csv_file, abort_on=rules)
     raise typer.Exit(code)
 
 
@@ -139,7 +151,8 @@ def writable_file(path: Path, option: str) -> None:
 
 
 def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | None, junit: Path | None,
-            json_out: bool, quiet: bool, csv_file: Path | None = None) -> int:
+            json_out: bool, quiet: bool, csv_file: Path | None = None,
+            abort_on: Sequence[AbortRule] = ()) -> int:
     """Run ``spec``, print the report, judge ``slos``; returns the exit code (also used by the demo)."""
     from console.load_view import Progress
     from console.output import stderr_console
@@ -157,7 +170,8 @@ def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | N
                            f"{spec.run_id}" + (f", warm-up {spec.warmup_s:g} s" if spec.warmup_s else ""), None))
 
     progress = None if quiet else Progress(spec.warmup_s, err, timeout_s=spec.timeout_s)
-    engine = Engine(open_transport(target, spec.queue, spec.run_id), spec, progress=progress, started=started)
+    engine = Engine(open_transport(target, spec.queue, spec.run_id), spec, progress=progress, started=started,
+                    abort_on=abort_on)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     try:
@@ -166,6 +180,11 @@ def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | N
         raise ProbeError(redact_text(str(exc), target.secrets)) from None
     summary = build_summary(result.record(broker=target.display, broker_kind=target.kind))
     code = report(summary, slos, out=out, junit=junit, json_out=json_out)
+    if result.stopped_by_slo:
+        from loadgen.results.slo import EXIT_SLO_FAILED
+
+        print_error(f"run stopped: {result.aborted}", target.secrets)
+        return EXIT_SLO_FAILED
     if result.aborted:
         print_error(f"run aborted: {result.aborted}", target.secrets)
         return EXIT_USAGE

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from hdrh.histogram import HdrHistogram
+
 from loadgen.errors import SloError
 from loadgen.results.latency import at_least, fmt_ms
 from loadgen.results.stages import STAGES
@@ -25,7 +27,7 @@ from loadgen.results.summary import stage_histogram
 from loadgen.units import parse_duration
 
 EXIT_SLO_FAILED = 99
-_OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge, "<": operator.lt,
+OPERATORS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge, "<": operator.lt,
                                                    ">": operator.gt}
 _EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*([a-zµ%]*)\s*$")
 _LATENCY = re.compile(r"^(?:(?P<stage>[a-z_]+)\.)?(?P<stat>p(?P<pct>\d+(?:\.\d+)?)|mean|max|min)$")
@@ -92,21 +94,25 @@ def parse_slos(texts: Iterable[str]) -> list[Slo]:
     return [parse_slo(t) for t in texts]
 
 
-def _latency_us(summary: dict[str, Any], slo: Slo) -> float | None:
-    hist = stage_histogram(summary, slo.stage)
+def stat_us(hist: HdrHistogram, stat: str) -> float | None:
+    """A latency SLO's statistic (``p99``, ``mean``, ``max``, ``min``) of ``hist`` in µs; None when it is empty."""
     if not hist.get_total_count():
         return None
-    if slo.stat == "mean":
+    if stat == "mean":
         return float(hist.get_mean_value())
-    if slo.stat == "max":
+    if stat == "max":
         return float(hist.get_max_value())
-    if slo.stat == "min":
+    if stat == "min":
         return float(hist.get_min_value())
-    return float(hist.get_value_at_percentile(float(slo.stat[1:])))
+    return float(hist.get_value_at_percentile(float(stat[1:])))
+
+
+def _latency_us(summary: dict[str, Any], slo: Slo) -> float | None:
+    return stat_us(stage_histogram(summary, slo.stage), slo.stat)
 
 
 def judge(summary: dict[str, Any], slo: Slo) -> Verdict:
-    cmp = _OPS[slo.op]
+    cmp = OPERATORS[slo.op]
     counts = summary.get("counts", {})
     sent = int(counts.get("sent", 0))
     if slo.metric == "latency":

@@ -22,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hdrh.histogram import HdrHistogram
+
 from loadgen.aio import quiet_gc
 from loadgen.envelope import Malformed, RequestTemplate, decode_reply
+from loadgen.results.abort_rule import AbortRule, AbortWatch
 from loadgen.results.summary import BEHIND_LAG_US, RunRecord
 from loadgen.run.precise_wait import precise_wait
 from loadgen.run.recorder import IntervalStats, Recorder
@@ -67,6 +70,7 @@ class RunResult:
     foreign: int = 0
     malformed_replies: int = 0
     aborted: str | None = None
+    stopped_by_slo: bool = False  # aborted by an --abort-on rule (exit 99), not by the broker (exit 2)
     behind_intervals: int = 0
     in_flight: int = 0  # requests awaiting a reply at the last interval
     gaps: list[Gap] = field(default_factory=list)
@@ -153,9 +157,13 @@ ProgressFn = Callable[[IntervalStats, RunResult], None]
 
 class Engine:
     def __init__(self, transport: Transport, spec: RunSpec, *, progress: ProgressFn | None = None,
-                 started: Callable[[], None] | None = None) -> None:
+                 started: Callable[[], None] | None = None, abort_on: Sequence[AbortRule] = ()) -> None:
         self.transport, self.spec, self.progress, self.started = transport, spec, progress, started
         self.recorder = Recorder()
+        self._watch = AbortWatch(abort_on) if abort_on else None
+        self._stop: str | None = None  # why an --abort-on rule stopped the run
+        if self._watch is not None:
+            self.recorder.on_interval = self._judge_interval
         self.pending: dict[int, _Pending] = {}
         self.timed_out = _SeqBits()
         self._seq = 0
@@ -164,6 +172,19 @@ class Engine:
         self._wall0 = 0
         self._timeout_ns = int(spec.timeout_s * NS)
         self.result: RunResult | None = None
+
+    def _judge_interval(self, stats: IntervalStats, histograms: Mapping[str, HdrHistogram]) -> None:
+        assert self._watch is not None
+        if self._stop is None:
+            self._stop = self._watch.check(stats.start_s, stats.end_s, histograms, stats.sent, stats.errors,
+                                           stats.timeouts)
+
+    def _stopped(self, result: RunResult) -> bool:
+        """An --abort-on rule has been breached long enough: the run ends (what it did not send is unsent)."""
+        if self._stop is None:
+            return False
+        result.aborted, result.stopped_by_slo = self._stop, True
+        return True
 
     def wall(self, mono_ns: int) -> int:
         """Wall-clock ns for a monotonic time of this run (for stamps that cross hosts)."""
@@ -240,8 +261,8 @@ class Engine:
         try:
             while nxt is not None:
                 now = time.perf_counter_ns() - mono0
-                if end_ns is not None and now >= end_ns + END_GRACE_NS:  # out of time: the rest was never sent
-                    self._count_unsent(schedule, result, measured)
+                if (end_ns is not None and now >= end_ns + END_GRACE_NS) or self._stopped(result):
+                    self._count_unsent(schedule, result, measured)  # out of time, or stopped: never sent
                     break
                 # One write: this arrival and those due within the coalescing window after it (or all those already
                 # due, when behind), sent when the last of them is due. Each write and each timer wake-up costs
@@ -380,7 +401,7 @@ class Engine:
         async def user() -> None:
             while True:
                 offset = time.perf_counter_ns() - self._mono0
-                if end_ns is not None and offset >= end_ns:
+                if (end_ns is not None and offset >= end_ns) or self._stopped(result):
                     return
                 warmup = offset < warm_ns
                 if not warmup and budget[0] is not None:

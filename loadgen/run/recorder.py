@@ -14,6 +14,7 @@ vanishing from the figures; ``timeouts_by_stage`` says how many of each stage's 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -88,6 +89,7 @@ class Recorder:
     _at_roll: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)  # the counts at the last roll: an interval's are the difference
     _writers: dict[str, tuple[HistogramLogWriter, IO[str]]] = field(default_factory=dict)
     _csv: IntervalCsv | None = None
+    on_interval: Callable[[IntervalStats, dict[str, HdrHistogram]], None] | None = None  # each interval's figures
     intervals: list[IntervalStats] = field(default_factory=list)
     fast: bool = True  # the inlined hdrh fast path is in use (hdrh_compat.fast_path_ok)
     _sinks: dict[str, FastSink] = field(default_factory=dict)
@@ -226,6 +228,8 @@ class Recorder:
                               warmup_sent=warmup_sent, duplicates=duplicates, late=late)
         if self._csv is not None:
             self._csv.write(stats, self.interval)
+        if self.on_interval is not None:
+            self.on_interval(stats, self.interval)
         for stage in STAGES:
             hist = self.interval[stage]
             if stage in self._writers:
