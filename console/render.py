@@ -43,6 +43,23 @@ def drain_text(row: LagRow) -> str:
     return fmt_duration(row.seconds_to_drain)
 
 
+def fmt_ttl(ms: int | None) -> str:
+    """A message TTL: 500ms, 30s, 10m, 2.0h (the one duration format past a second)."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms}ms"
+    return f"{ms / 1000:.4g}s" if ms < 120_000 else fmt_duration(ms / 1000)
+
+
+def rates_caption(queues: Sequence[QueueStats]) -> str | None:
+    """Where the IN/s and OUT/s figures came from, when a broker said (RabbitMQ: prometheus or message_stats)."""
+    sources = sorted({q.rate_source for q in queues if q.rate_source})
+    if not sources:
+        return None
+    return f"rates from {' and '.join(safe(s) for s in sources)}; OUT/s is deliveries to consumers (gets excluded)"
+
+
 def fmt_net_rate(rate: float | None) -> str:
     if rate is None:
         return "-"
@@ -69,7 +86,9 @@ def overview_line(snapshot: BrokerSnapshot, shown: int) -> Text:
 
 
 def queues_table(queues: Sequence[QueueStats], *, label_broker: bool = False) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    caption = rates_caption(queues)
+    table = Table(box=None, header_style="bold", pad_edge=False, caption=caption, caption_style="dim",
+                  caption_justify="left")
     if label_broker:
         table.add_column("BROKER")
     table.add_column("NAME", overflow="fold")
@@ -83,17 +102,27 @@ def queues_table(queues: Sequence[QueueStats], *, label_broker: bool = False) ->
     table.add_column("IN/s", justify="right")
     table.add_column("OUT/s", justify="right")
     table.add_column("DEAD-LETTERS TO", overflow="fold")
+    show_ttl = any(q.message_ttl_ms is not None for q in queues)
+    if show_ttl:
+        table.add_column("MESSAGE TTL", overflow="fold")
     for q in queues:
         name = Text(safe(q.name), style="bold red" if q.is_dead_letter and q.depth else "")
         if q.is_dead_letter:
             name.append(" [DLQ]", style="red")
         target = safe(q.dead_letter_target) if q.dead_letter_target else "-"
-        if q.dead_letter_target and q.dead_letter_source and q.dead_letter_source != "arguments":
+        if q.dead_letter_target and q.dead_letter_overrides:
+            target += f" (argument, overrides {safe(q.dead_letter_overrides)})"
+        elif q.dead_letter_target and q.dead_letter_source and q.dead_letter_source != "arguments":
             target += f" ({safe(q.dead_letter_source)})"
+        ttl = []
+        if show_ttl:
+            ttl = [Text(fmt_ttl(q.message_ttl_ms) + (f" ({safe(q.message_ttl_source)})"
+                                                     if q.message_ttl_source else ""))]
         lag = ["-" if q.lag is None else f"{q.lag:,}"] if show_lag else []
         broker = [Text(safe(q.broker))] if label_broker else []
         table.add_row(*broker, name, safe(q.queue_type or q.kind), f"{q.depth:,}", f"{q.in_flight:,}",
-                      f"{q.consumers:,}", *lag, fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), Text(target))
+                      f"{q.consumers:,}", *lag, fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), Text(target),
+                      *ttl)
     return table
 
 
@@ -110,7 +139,8 @@ def snapshot_view(snapshot: BrokerSnapshot, queues: Sequence[QueueStats], *,
 def dlq_table(dlqs: Sequence[tuple[str, QueueStats]], feeders: dict[tuple[str, str], list[str]], *,
               label_broker: bool = False) -> Table:
     """``dlqs``: (broker, queue) pairs; ``feeders``: (broker, dead-letter queue) → the queues that feed it."""
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = Table(box=None, header_style="bold", pad_edge=False, caption=rates_caption([q for _l, q in dlqs]),
+                  caption_style="dim", caption_justify="left")
     if label_broker:
         table.add_column("BROKER")
     table.add_column("DEAD-LETTER QUEUE", overflow="fold")
@@ -128,14 +158,19 @@ def dlq_table(dlqs: Sequence[tuple[str, QueueStats]], feeders: dict[tuple[str, s
 
 
 def consumers_table(consumers: Iterable[ConsumerInfo]) -> Table:
+    rows = list(consumers)
+    streams = any(c.pending is not None or c.idle_ms is not None for c in rows)  # Redis: pending and idle
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("QUEUE", "CONSUMER TAG", "CONNECTION", "PREFETCH", "ACK", "ACTIVE"):
-        table.add_column(col, justify="right" if col == "PREFETCH" else "left", overflow="fold")
-    for c in consumers:
+    columns = ("QUEUE", "CONSUMER TAG", "CONNECTION", "PREFETCH", "ACK", "ACTIVE", *(("PENDING", "IDLE") * streams))
+    for col in columns:
+        table.add_column(col, justify="right" if col in ("PREFETCH", "PENDING", "IDLE") else "left", overflow="fold")
+    for c in rows:
+        extra = ["-" if c.pending is None else f"{c.pending:,}",
+                 fmt_duration(None if c.idle_ms is None else c.idle_ms / 1000)] if streams else []
         table.add_row(Text(safe(c.queue)), Text(safe(c.tag)), Text(safe(c.connection or "-")),
                       "-" if c.prefetch is None else str(c.prefetch),
                       {True: "manual", False: "auto", None: "-"}[c.ack_required],
-                      {True: "yes", False: "no", None: "-"}[c.active])
+                      {True: "yes", False: "no", None: "-"}[c.active], *extra)
     return table
 
 
@@ -150,18 +185,28 @@ def message_view(m: PeekedMessage, total: int, body_limit: int) -> RenderableTyp
         flags.append(f"id {safe(m.message_id, 80)}")
     title = Text(f"── message {m.position + 1} of {total} · " + " · ".join(flags), style="cyan")
     if m.deaths or m.first_death_reason:
-        grid.add_row("reason", Text(f"{safe(m.death_reason)} (dead-lettered {m.death_count}×)"))
-        route = f"queue {safe(m.original_queue)}"
+        attempts = [d.attempts for d in m.deaths if d.attempts is not None]
+        times = (f"after {sum(attempts)} deliver{'y' if sum(attempts) == 1 else 'ies'}" if attempts
+                 else f"dead-lettered {m.death_count}×")
+        grid.add_row("reason", Text(f"{safe(m.death_reason or 'unknown')} ({times})"))
+        route = f"queue {safe(m.original_queue or 'unknown')}"
         if m.original_exchange is not None:
             route += f" · exchange {safe(m.original_exchange) or '(default)'}"
         if m.original_routing_keys:
             route += f" · routing key {', '.join(safe(k) for k in m.original_routing_keys)}"
+        last = m.deaths[-1] if m.deaths else None
+        for label, value in (("id", last and last.original_id), ("group", last and last.group),
+                             ("consumer", last and last.consumer)):
+            if value:
+                route += f" · {label} {safe(value)}"
         grid.add_row("original", Text(route))
-        grid.add_row("first death", Text(f"{fmt_time(m.first_death_time)} ({safe(m.first_death_reason)} in "
-                                         f"{safe(m.first_death_queue)})"))
+        first_where = f" in {safe(m.first_death_queue)}" if m.first_death_queue else ""
+        grid.add_row("first death", Text(f"{fmt_time(m.first_death_time)} ({safe(m.first_death_reason or 'unknown')}"
+                                         f"{first_where})"))
         grid.add_row("last death", Text(fmt_time(m.last_death_time)))
         for d in m.deaths:
-            grid.add_row("", Text(f"{safe(d.reason)} ×{d.count} in {safe(d.queue)} at {fmt_time(d.time)}",
+            where = f" in {safe(d.queue)}" if d.queue else ""
+            grid.add_row("", Text(f"{safe(d.reason or 'unknown')} ×{d.count}{where} at {fmt_time(d.time)}",
                                   style="dim"))
     else:
         grid.add_row("reason", Text("(no dead-letter record on this message)", style="dim"))
@@ -173,7 +218,7 @@ def message_view(m: PeekedMessage, total: int, body_limit: int) -> RenderableTyp
     if ctype:
         grid.add_row("content type", Text(safe(ctype)))
     body = preview_bytes(m.body, body_limit, total=m.size)
-    grid.add_row("body", Text(body or "(empty)"))
+    grid.add_row("body", Text(body or ("(none: the fields above are the message)" if m.headers else "(empty)")))
     return Group(title, grid)
 
 

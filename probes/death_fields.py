@@ -1,6 +1,9 @@
 """Dead-letter records carried as plain fields or headers (Redis stream fields, Kafka headers).
 
-qdeck's worker writes ``reason``, ``source``, ``attempts`` and ``failed_at``; Spring Kafka's DLT headers
+qdeck's worker writes ``reason``, ``source``, ``attempts`` and ``failed_at``. The fields most Redis stream
+dead-letter handlers write are read too: ``original_stream``, ``original_id``, ``group``, ``consumer``,
+``deliveries`` and ``error`` (and ``dead_lettered_at``). A record needs a reason, or an origin field that only a
+dead-letter writer uses (not the generic ``source``). Spring Kafka's DLT headers
 (``kafka_dlt-original-topic``, ``kafka_dlt-exception-message``, else ``kafka_dlt-exception-fqcn``) and Kafka
 Connect's (``__connect.errors.topic``, ``__connect.errors.exception.message``, else ``...exception.class.name``)
 are read too (decoded to text by ``probes.kafka_headers``).
@@ -10,23 +13,40 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from probes.models import DeathRecord
 
+REASON_FIELDS = ("reason", "kafka_dlt-exception-message", "error", "kafka_dlt-exception-fqcn",
+                 "__connect.errors.exception.message", "__connect.errors.exception.class.name")
+ORIGIN_FIELDS = ("source", "original_stream", "original_queue", "kafka_dlt-original-topic", "__connect.errors.topic")
+ATTEMPT_FIELDS = ("attempts", "deliveries", "delivery_count", "times_delivered")
+TIME_FIELDS = ("failed_at", "dead_lettered_at")
+
+
+def _first(fields: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    return next((fields[n] for n in names if fields.get(n)), None)
+
+
+def _when(text: str) -> datetime | None:
+    """ISO 8601, or epoch seconds / milliseconds."""
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(text)
+    with contextlib.suppress(ValueError, OverflowError, OSError):
+        number = float(text)
+        return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, tz=UTC)
+    return None
+
 
 def death_from_fields(fields: Mapping[str, str], fallback_time: datetime | None = None) -> DeathRecord | None:
-    reason = (fields.get("reason") or fields.get("kafka_dlt-exception-message") or fields.get("error")
-              or fields.get("kafka_dlt-exception-fqcn") or fields.get("__connect.errors.exception.message")
-              or fields.get("__connect.errors.exception.class.name"))
-    if reason is None:
+    reason = _first(fields, REASON_FIELDS)
+    origin = _first(fields, ORIGIN_FIELDS)
+    if reason is None and not _first(fields, ORIGIN_FIELDS[1:]):
         return None
-    source = (fields.get("source") or fields.get("kafka_dlt-original-topic")
-              or fields.get("__connect.errors.topic"))
-    attempts = fields.get("attempts", "1")
-    when = fallback_time
-    stamp = fields.get("failed_at")
-    if stamp:
-        with contextlib.suppress(ValueError):
-            when = datetime.fromisoformat(stamp)
-    return DeathRecord(queue=source, reason=reason, count=int(attempts) if attempts.isdigit() else 1, time=when)
+    attempts_text = _first(fields, ATTEMPT_FIELDS)
+    attempts = int(attempts_text) if attempts_text and attempts_text.isdigit() else None
+    stamp = _first(fields, TIME_FIELDS)
+    when = (_when(stamp) if stamp else None) or fallback_time
+    return DeathRecord(queue=origin, reason=reason, count=attempts if attempts else 1, time=when,
+                       original_id=fields.get("original_id") or None, group=fields.get("group") or None,
+                       consumer=fields.get("consumer") or None, attempts=attempts)

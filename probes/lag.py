@@ -2,14 +2,20 @@
 
 - **lag** (backlog): messages not yet consumed (a group's lag; a queue's ready + unacked).
 - **consume rate**: messages consumed per second, from a consumed-so-far counter in two snapshots (Kafka committed
-  offsets, Redis ``entries-read``) or the broker's own deliver rate (RabbitMQ).
+  offsets, Redis ``entries-read``) or the broker's own rate of deliveries to consumers (RabbitMQ: its Prometheus
+  plugin's counters over the interval, else the management API's message_stats; ``basic.get``, qdeck's peeks
+  included, is not consumption). A queue with no consumer consumes nothing, whatever the rate says (a consumer that
+  left during the interval).
 - **produce rate**: messages arriving per second (the end offset / stream length moving, or the broker's publish
   rate).
 - **net rate** = consume rate − produce rate: how fast the backlog shrinks (negative: it grows). Without separate
   rates it is the backlog's own change between two snapshots.
 - **time to drain** = backlog / net rate, only while the net rate is positive; None otherwise.
 - **trend**: ``idle`` (no backlog), ``draining`` (net rate > 0), ``growing`` (net rate < 0), ``stalled`` (a backlog
-  that does not move, or nobody consuming it); None until a rate is known (one snapshot without broker rates).
+  that does not move, or nobody consuming it); None until a rate is known.
+
+One snapshot gives no rates at all (``lag --interval 0``, a console's first poll), not even a broker's own: every
+rate is a figure over an interval the user chose or can see. ``rate_basis`` names where each row's rates came from.
 
 The CLI table, ``--json`` and the console all classify with ``classify`` here.
 """
@@ -35,7 +41,8 @@ class LagRow:
     consumers: int
     pending: int | None = None
     consume_rate: float | None = None  # msg/s
-    rate_basis: str | None = None  # "committed offsets" | "entries read" | "broker rate" | "net drain"
+    rate_basis: str | None = None  # "committed offsets" | "entries read" | "prometheus" |
+    # "management message_stats" (RabbitMQ's own rates) | "net drain" (the backlog's change)
     seconds_to_drain: float | None = None  # backlog / net rate, while the net rate is positive
     produce_rate: float | None = None  # msg/s arriving
     net_rate: float | None = None  # consume − produce: how fast the backlog shrinks (negative: grows)
@@ -63,13 +70,14 @@ def lag_rows(curr: BrokerSnapshot, prev: BrokerSnapshot | None = None) -> list[L
             continue  # their lag is per consumer group, above
         backlog = q.depth + q.in_flight
         old = before_queues.get(q.name)
-        rates: Rates
-        if q.deliver_rate is not None and q.publish_rate is not None:
-            rates = (q.deliver_rate, q.publish_rate, q.deliver_rate - q.publish_rate, "broker rate")
+        rates: Rates = (None, None, None, None)  # one snapshot: no rate estimate
+        consume: float | None
+        if prev is not None and q.deliver_rate is not None and q.publish_rate is not None:
+            consume = 0.0 if q.consumers == 0 else q.deliver_rate  # nobody consuming now: it does not drain
+            rates = (consume, q.publish_rate, consume - q.publish_rate, q.rate_source or "broker rate")
         elif old is not None and dt > 0:
-            rates = (q.deliver_rate, q.publish_rate, ((old.depth + old.in_flight) - backlog) / dt, "net drain")
-        else:
-            rates = (q.deliver_rate, q.publish_rate, None, "broker rate" if q.deliver_rate is not None else None)
+            consume = 0.0 if q.consumers == 0 and q.deliver_rate is not None else q.deliver_rate
+            rates = (consume, q.publish_rate, ((old.depth + old.in_flight) - backlog) / dt, "net drain")
         rows.append(_row(curr.broker, q.name, None, backlog, True, q.consumers, rates, pending=q.in_flight))
     return sorted(rows, key=lambda r: (-r.backlog, r.source, r.group or ""))
 

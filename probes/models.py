@@ -34,6 +34,10 @@ class QueueStats:
     partitions: int | None = None  # Kafka topics
     config: Mapping[str, str] = field(default_factory=dict)  # key settings (retention, cleanup policy, ...)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    rate_source: str | None = None  # where publish/deliver rates came from ("prometheus", "management message_stats")
+    dead_letter_overrides: str | None = None  # "policy NAME" whose dead-letter exchange the queue arguments override
+    message_ttl_ms: int | None = None  # the message TTL that applies (RabbitMQ: the lower of argument and policy)
+    message_ttl_source: str | None = None  # "argument", "policy NAME", ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,8 @@ class BrokerOverview:
     deliver_rate: float | None
     scope: str | None = None  # what the queue list covers, e.g. "vhost /"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    rate_source: str | None = None  # where the queues' rates came from ("prometheus", "management message_stats")
+    rate_note: str | None = None  # why the preferred rate source was not used, when it was not
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +117,8 @@ class ConsumerInfo:
     ack_required: bool | None
     active: bool | None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    pending: int | None = None  # Redis streams: delivered to this consumer, not yet acknowledged
+    idle_ms: int | None = None  # Redis streams: since this consumer's last attempted interaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +131,10 @@ class DeathRecord:
     exchange: str | None = None
     routing_keys: tuple[str, ...] = ()
     time: datetime | None = None
+    original_id: str | None = None  # the message's id where it failed (Redis stream entry id, RQ job id)
+    group: str | None = None  # the consumer group that gave up on it (Redis streams)
+    consumer: str | None = None  # the consumer (or worker) that last had it
+    attempts: int | None = None  # deliveries before it was dead-lettered, where the record says (then ``count``)
 
 
 @dataclass(frozen=True, slots=True)

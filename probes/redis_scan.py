@@ -19,15 +19,17 @@ class ScanBudget:
         return self.calls >= self.max_calls or time.perf_counter() - self.started > self.max_seconds
 
 
-async def scan_type(client: Any, key_type: str, budget: ScanBudget, limit_calls: int) -> tuple[list[bytes], bool]:
-    """Keys of ``key_type``; returns (keys, complete). Uses at most ``limit_calls`` of the shared budget."""
+async def scan_type(client: Any, key_type: str, budget: ScanBudget, limit_calls: int,
+                    match: str | None = None) -> tuple[list[bytes], bool]:
+    """Keys of ``key_type`` (and matching ``match``); returns (keys, complete). Uses at most ``limit_calls`` of the
+    shared budget."""
     keys: list[bytes] = []
     cursor: int | str = 0
     calls = 0
     while True:
         if budget.spent() or calls >= limit_calls:
             return keys, False
-        cursor, batch = await client.scan(cursor=cursor, count=budget.count, _type=key_type)
+        cursor, batch = await client.scan(cursor=cursor, match=match, count=budget.count, _type=key_type)
         budget.calls += 1
         calls += 1
         keys.extend(batch)

@@ -1,14 +1,15 @@
 """``RedisProbe``: streams (groups, pending, lag) and list queues, found by a budgeted SCAN; peeks never consume.
 
-Dead-letter entries written by qdeck's worker carry the fields ``reason``, ``source``, ``attempts`` and
-``failed_at``; the peek turns them into death records.
+Job frameworks' layouts are recognised: RQ (``probes.redis_rq``) and Celery's Redis transport
+(``probes.redis_celery``). Dead-letter entries carry provenance fields (qdeck's worker: ``reason``, ``source``,
+``attempts``, ``failed_at``; others: ``original_stream``, ``original_id``, ``group``, ``consumer``, ``deliveries``,
+``error``); the peek turns them into death records (``probes.death_fields``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -28,7 +29,9 @@ from probes.models import (
     cut_body,
 )
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
+from probes.redis_celery import BINDING_PREFIX, celery_queues
 from probes.redis_client import checked, redis_client
+from probes.redis_rq import RqLayout
 from probes.redis_scan import ScanBudget, scan_type
 from probes.urls import BrokerTarget
 
@@ -51,6 +54,7 @@ class RedisProbe:
         from_url = target.param("list_patterns")
         self.list_patterns = tuple(from_url.split(",")) if from_url else tuple(list_patterns)
         self.scan = (scan_calls, scan_count, scan_seconds)
+        self.rq = RqLayout(target.param("rq_prefix") or "rq")
         self.client = redis_client(target, timeout=timeout, read_timeout=timeout)
         self._version: tuple[int, ...] | None = None
         self._version_text: str | None = None
@@ -75,21 +79,30 @@ class RedisProbe:
         version = await self.version()
         calls, count, seconds = self.scan
         budget = ScanBudget(max_calls=calls, count=count, max_seconds=seconds)
-        streams, streams_done = await self._call(scan_type(self.client, "stream", budget, calls // 2))
-        lists, lists_done = await self._call(scan_type(self.client, "list", budget, calls - budget.calls))
+        streams, streams_done = await self._call(scan_type(self.client, "stream", budget, calls * 2 // 5))
+        lists, lists_done = await self._call(scan_type(self.client, "list", budget, calls * 4 // 5 - budget.calls))
+        bindings, bindings_done = await self._call(scan_type(self.client, "set", budget, calls - budget.calls,
+                                                             match=BINDING_PREFIX + "*"))
         notes = []
-        if not (streams_done and lists_done):
+        if not (streams_done and lists_done and bindings_done):
             dbsize = await self._call(self.client.dbsize())
             notes.append(f"partial: the key scan stopped at its budget ({budget.calls} SCAN calls of COUNT "
                          f"{budget.count}, {budget.max_seconds:g} s) in a keyspace of {dbsize:,} keys; "
-                         "some streams or lists may be missing")
-        stream_names = sorted({_s(k) for k in streams})
-        list_names = sorted({_s(k) for k in lists if any(fnmatch.fnmatchcase(_s(k), p) for p in self.list_patterns)
-                             or matches_dlq_name(_s(k), self.dlq_patterns)})
+                         "some streams, lists or Celery queues may be missing")
+        list_keys = {_s(k) for k in lists}
+        layouts = await self.rq.rows(self.client, self._call, self.target.label, list_keys)
+        celery = await celery_queues(self.client, self._call, self.target.label, bindings,
+                                     lambda name: matches_dlq_name(name, self.dlq_patterns))
+        notes += celery.notes
+        claimed = {q.name for q in layouts} | celery.keys
+        stream_names = sorted({n for n in (_s(k) for k in streams) if not self.rq.is_internal_stream(n)})
+        list_names = sorted(k for k in list_keys - claimed if any(fnmatch.fnmatchcase(k, p) for p in self.list_patterns)
+                            or matches_dlq_name(k, self.dlq_patterns))
         per_stream = await asyncio.gather(*(self._stream(name, version) for name in stream_names))
         queues = [q for q, _ in per_stream if q is not None]
         groups = [g for _, gs in per_stream for g in gs]
         queues += await self._lists(list_names)
+        queues += layouts + celery.rows
         queues.sort(key=lambda q: q.name)
         overview = BrokerOverview(
             broker=self.target.label, kind="redis", version=self._version_text, node=f"{self.target.host}:"
@@ -165,10 +178,12 @@ class RedisProbe:
             calls, count, seconds = self.scan
             keys, _complete = await self._call(scan_type(self.client, "stream",
                                                          ScanBudget(calls, count, seconds), calls))
-            streams = sorted({_s(k) for k in keys})
-        found = []
+            streams = sorted({n for n in (_s(k) for k in keys) if not self.rq.is_internal_stream(n)})
+        found: list[ConsumerInfo] = []
         for stream in streams:
             key_type = await self._call(self.client.type(stream))
+            if key_type == b"list" and queue:
+                return await self.rq.workers(self.client, self._call, stream) or []
             if key_type == b"none" and queue:
                 raise NotFound(f"no stream or list named {queue!r} in Redis db {self.target.path or 0}")
             if key_type != b"stream":  # a list has no consumer registry: nobody to list
@@ -177,7 +192,8 @@ class RedisProbe:
                 for c in await self._call(self.client.xinfo_consumers(stream, g["name"])):
                     found.append(ConsumerInfo(queue=stream, tag=f"{_s(g['name'])}/{_s(c['name'])}", connection=None,
                                               channel=None, prefetch=None, ack_required=True, active=None,
-                                              raw={"pending": c.get("pending"), "idle_ms": c.get("idle")}))
+                                              pending=_int(c.get("pending")), idle_ms=_int(c.get("idle")),
+                                              raw=dict(c)))
         return found
 
     # ---- peek ---------------------------------------------------------------------------------------------
@@ -186,17 +202,26 @@ class RedisProbe:
         if limit < 1:
             raise ProbeError("peek needs a message count of at least 1")
         key_type = await self._call(self.client.type(queue))
-        if key_type == b"stream":
+        jobs = await self.rq.peek(self.client, self._call, queue, key_type, limit, body_bytes)
+        if jobs is not None:
+            messages = jobs
+        elif key_type == b"stream":
             entries = await self._call(self.client.xrange(queue, min="-", max="+", count=limit))
             messages = tuple(_stream_message(i, eid, fields, body_bytes) for i, (eid, fields) in enumerate(entries))
         elif key_type == b"list":
             items = await self._call(self.client.lrange(queue, 0, limit - 1))
             messages = tuple(_body_message(i, item, body_bytes) for i, item in enumerate(items))
         elif key_type == b"none":
-            raise NotFound(f"no stream or list named {queue!r} in Redis db {self.target.path or 0}")
+            hint = await self.rq.hint(self.client, self._call, queue)
+            raise NotFound(f"no stream or list named {queue!r} in Redis db {self.target.path or 0}"
+                           + (f" ({hint})" if hint else ""))
         else:
             raise NotFound(f"{queue!r} is a Redis {_s(key_type)}, not a stream or list")
         return PeekResult(broker=self.target.label, queue=queue, messages=messages, side_effect=None)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | str | bytes) and str(_s(value)).isdigit() else None
 
 
 def _body_message(position: int, body: bytes, body_bytes: int | None, **extra: Any) -> PeekedMessage:
@@ -208,11 +233,7 @@ def _stream_message(position: int, entry_id: bytes, fields: Mapping[bytes, bytes
                     body_bytes: int | None) -> PeekedMessage:
     decoded = {_s(k): v for k, v in fields.items()}
     body_key = next((k for k in BODY_FIELDS if k in decoded), None)
-    if body_key is not None:
-        body = decoded.pop(body_key)
-    else:
-        body = json.dumps({k: _s(v) for k, v in decoded.items()}).encode()
-        decoded = {}
+    body = decoded.pop(body_key) if body_key is not None else b""  # no body field: the fields are the message
     headers = {k: _s(v) for k, v in decoded.items()}
     eid = _s(entry_id)
     stamp = datetime.fromtimestamp(int(eid.split("-")[0]) / 1000, tz=UTC) if eid.split("-")[0].isdigit() else None

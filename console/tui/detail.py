@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline, Static
 
-from console.render import fmt_rate, fmt_time
+from console.render import fmt_rate, fmt_time, fmt_ttl
 from console.safe_text import preview_bytes, safe
 from console.tui.base import BaseScreen
 from console.tui.confirm import ConfirmPeek
@@ -100,13 +100,18 @@ class QueueDetailScreen(BaseScreen):
             info.append(f"{q.kind}{' · ' + q.queue_type if q.queue_type else ''}"
                         f"{' · ' + q.state if q.state else ''} · depth {q.depth:,} · in flight {q.in_flight:,} · "
                         f"consumers {q.consumers} · in {fmt_rate(q.publish_rate)}/s · out "
-                        f"{fmt_rate(q.deliver_rate)}/s" + (f" · lag {q.lag:,}" if q.lag is not None else ""))
+                        f"{fmt_rate(q.deliver_rate)}/s" + (f" · lag {q.lag:,}" if q.lag is not None else "")
+                        + (f" (rates from {safe(q.rate_source, 40)})" if q.rate_source else ""))
             if q.is_dead_letter:
                 info.append("\nthis is a dead-letter queue", style="bold red" if q.depth else "red")
             if q.dead_letter_target:
                 routes = f" → {', '.join(safe(x, 60) for x in q.dead_letter_queues)}" if q.dead_letter_queues else ""
                 source = f" ({safe(q.dead_letter_source, 40)})" if q.dead_letter_source else ""
+                if q.dead_letter_overrides:
+                    source = f" (argument, overrides {safe(q.dead_letter_overrides, 40)})"
                 info.append(f"\ndead letters go to {safe(q.dead_letter_target, 80)}{routes}{source}")
+            if q.message_ttl_ms is not None:
+                info.append(f"\nmessage TTL {fmt_ttl(q.message_ttl_ms)} ({safe(q.message_ttl_source or '?', 80)})")
             if q.delivery_limit is not None:
                 info.append(f"\ndelivery limit {q.delivery_limit}: each RabbitMQ peek counts as a delivery",
                             style="yellow")

@@ -12,7 +12,8 @@ COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("source", "queue 
            Column("pending", "pending", 8, right=True), Column("consumers", "consumers", 9, right=True),
            Column("produce", "in/s", 8, right=True), Column("rate", "out/s", 8, right=True),
            Column("net", "net/s", 9, right=True), Column("eta", "to drain", 16, right=True),
-           Column("trend", "trend", 8), Column("state", "state", 0, max_width=14)]
+           Column("trend", "trend", 8), Column("state", "state", 0, max_width=14),
+           Column("basis", "rates from", 0, max_width=26)]
 
 
 class LagScreen(TableScreen):
@@ -35,7 +36,7 @@ class LagScreen(TableScreen):
                              f"{r.backlog:,}" + ("" if r.exact else "+"),
                              f"{r.pending:,}" if r.pending is not None else "-", f"{r.consumers:,}",
                              fmt_rate(r.produce_rate), fmt_rate(r.consume_rate), fmt_net_rate(r.net_rate),
-                             drain_text(r), r.trend or "?", safe(r.state or "", 20)))
+                             drain_text(r), r.trend or "?", safe(r.state or "", 20), safe(r.rate_basis or "", 30)))
         self.query_one(VirtualTable).set_rows(keys, rows, alerts)
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:

@@ -17,6 +17,7 @@ class DeadLetterConfig:
     exchange: str
     routing_key: str | None
     source: str  # "arguments" | "policy NAME" | "operator policy NAME"
+    overrides: str | None = None  # "policy NAME" whose dead-letter-exchange the queue arguments override
 
     @property
     def target(self) -> str:
@@ -24,32 +25,80 @@ class DeadLetterConfig:
         return f"{exchange} → {self.routing_key}" if self.routing_key else exchange
 
 
+def _policy_name(queue: Mapping[str, Any]) -> str:
+    if queue.get("policy"):
+        return f"policy {queue['policy']}"
+    return f"operator policy {queue['operator_policy']}" if queue.get("operator_policy") else "policy ?"
+
+
+def _effective(queue: Mapping[str, Any]) -> Mapping[str, Any]:
+    effective = queue.get("effective_policy_definition") or {}
+    return effective if isinstance(effective, Mapping) else {}
+
+
 def dead_letter_config(queue: Mapping[str, Any]) -> DeadLetterConfig | None:
     args = queue.get("arguments") or {}
+    effective = _effective(queue)
     if "x-dead-letter-exchange" in args:
         key = args.get("x-dead-letter-routing-key")
-        return DeadLetterConfig(str(args["x-dead-letter-exchange"]), None if key is None else str(key), "arguments")
-    effective = queue.get("effective_policy_definition") or {}
-    if isinstance(effective, Mapping) and "dead-letter-exchange" in effective:
+        overrides = _policy_name(queue) if "dead-letter-exchange" in effective else None
+        return DeadLetterConfig(str(args["x-dead-letter-exchange"]), None if key is None else str(key), "arguments",
+                                overrides)
+    if "dead-letter-exchange" in effective:
         key = effective.get("dead-letter-routing-key")
-        policy = queue.get("policy") or queue.get("operator_policy") or "?"
         return DeadLetterConfig(str(effective["dead-letter-exchange"]), None if key is None else str(key),
-                                f"policy {policy}")
+                                _policy_name(queue))
     return None
 
 
+def message_ttl(queue: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """The message TTL in ms that applies and where it comes from. With both a queue argument and a policy,
+    RabbitMQ applies the lower of the two (unlike the dead-letter exchange, where the argument wins)."""
+    arg = (queue.get("arguments") or {}).get("x-message-ttl")
+    pol = _effective(queue).get("message-ttl")
+    arg = arg if isinstance(arg, int) and not isinstance(arg, bool) and arg >= 0 else None
+    pol = pol if isinstance(pol, int) and not isinstance(pol, bool) and pol >= 0 else None
+    if arg is not None and pol is not None:
+        if arg == pol:
+            return arg, f"argument and {_policy_name(queue)}"
+        if arg < pol:
+            return arg, f"argument, lower than {_policy_name(queue)}'s {pol} ms"
+        return pol, f"{_policy_name(queue)}, lower than the argument's {arg} ms"
+    if arg is not None:
+        return arg, "argument"
+    if pol is not None:
+        return pol, _policy_name(queue)
+    return None, None
+
+
+DEFAULT_DELIVERY_LIMIT_4 = 20
+
+
 def delivery_limit(queue: Mapping[str, Any], broker_version: str | None) -> int | None:
-    """A quorum queue's delivery limit (peeks count as deliveries). RabbitMQ ≥ 4.0 defaults it to 20."""
+    """A quorum queue's delivery limit (peeks count as deliveries); None: no limit.
+
+    RabbitMQ ≥ 4.0 (rabbit_quorum_queue ``resolve_delivery_limit``): argument and policy together give the lower,
+    unless one is negative, then the higher; the result negative means *no limit*; neither set means the default, 20.
+    RabbitMQ 3.x takes the lower of the two and has no default; a negative limit there is not "unlimited": a
+    3.10 quorum queue with ``x-delivery-limit: -1`` drops (or dead-letters) a message at its first requeue, so it is
+    returned as is and a peek is refused (measured, tests/probes/test_rabbitmq_issue16.py)."""
     if queue.get("type") != "quorum":
         return None
-    args = queue.get("arguments") or {}
-    effective = queue.get("effective_policy_definition") or {}
-    policy_limit = effective.get("delivery-limit") if isinstance(effective, Mapping) else None
-    for value in (args.get("x-delivery-limit"), policy_limit):
-        if isinstance(value, int) and value >= 0:
-            return value
+    reported = queue.get("delivery_limit")  # RabbitMQ 4.x reports the limit in force ("unlimited" or a number)
+    if reported == "unlimited":
+        return None
+    if isinstance(reported, int) and not isinstance(reported, bool):
+        return reported if reported >= 0 else None
+    arg = (queue.get("arguments") or {}).get("x-delivery-limit")
+    pol = _effective(queue).get("delivery-limit")
+    values = [v for v in (arg, pol) if isinstance(v, int) and not isinstance(v, bool)]
     major = _major(broker_version)
-    return 20 if major is not None and major >= 4 else None
+    if major is not None and major >= 4:
+        if not values:
+            return DEFAULT_DELIVERY_LIMIT_4
+        resolved = max(values) if any(v < 0 for v in values) else min(values)
+        return None if resolved < 0 else resolved
+    return min(values) if values else None
 
 
 def _major(version: str | None) -> int | None:

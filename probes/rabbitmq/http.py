@@ -49,6 +49,11 @@ class ManagementClient:
                                          verify=verify, transport=transport,
                                          headers={"user-agent": "qdeck"})
 
+    @property
+    def shown_base(self) -> str:
+        """The management API's base URL, redacted, for messages."""
+        return self._shown_base
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

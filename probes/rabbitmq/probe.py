@@ -25,10 +25,13 @@ from probes.rabbitmq.deadletter import (
     DeadLetterConfig,
     dead_letter_config,
     delivery_limit,
+    message_ttl,
     parse_deaths,
     routed_queues,
 )
 from probes.rabbitmq.http import ManagementClient, vhost_path
+from probes.rabbitmq.node_check import check_same_cluster, cluster_nodes, server_properties
+from probes.rabbitmq.prometheus import MESSAGE_STATS, PROMETHEUS, PrometheusRates, RateReading
 from probes.urls import BrokerTarget
 
 # Only what the snapshot reads: smaller pages to encode, send and parse.
@@ -36,8 +39,12 @@ QUEUE_COLUMNS = ",".join((
     "name", "vhost", "type", "state", "durable", "auto_delete", "exclusive", "node", "policy", "operator_policy",
     "arguments", "effective_policy_definition", "messages", "messages_ready", "messages_unacknowledged",
     "consumers", "consumer_utilisation", "idle_since", "memory",
-    "message_stats.publish_details.rate", "message_stats.deliver_get_details.rate",
+    "message_stats.publish_details.rate", "message_stats.deliver_details.rate",
+    "message_stats.deliver_no_ack_details.rate",
 ))
+# Consumption is deliveries to consumers (with and without acks): never basic.get, which qdeck's own peeks use and
+# which deliver_get (what the management UI shows) includes.
+CONSUMED = ("deliver_details", "deliver_no_ack_details")
 
 PEEK_SIDE_EFFECT = ("read through the management API's get with requeue: the messages went back to the queue in "
                     "their original order but are now marked redelivered")
@@ -50,25 +57,57 @@ class RabbitMQProbe:
         self.vhost = target.path or "/"
         self.dlq_patterns = tuple(dlq_patterns)
         self.http = client or ManagementClient(target, timeout=timeout)
+        self.prometheus = PrometheusRates(target, timeout=timeout)
         self._version: str | None = None
+        self._node_checked = False  # the AMQP port was found to be the management API's cluster (checked once)
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        await asyncio.gather(self.http.aclose(), self.prometheus.aclose())
+
+    # ---- the AMQP port is the management API's cluster ------------------------------------------------
+    async def _amqp_properties(self) -> dict[str, Any] | ProbeError | None:
+        """The AMQP server's properties (or the error, returned so that a management API error is said first);
+        None once the check has passed."""
+        if self._node_checked:
+            return None
+        try:
+            return await server_properties(self.target)
+        except ProbeError as exc:
+            return exc
+
+    def _check_node(self, props: dict[str, Any] | ProbeError | None, overview: Mapping[str, Any]) -> None:
+        if props is None:
+            return
+        if isinstance(props, ProbeError):
+            raise props
+        check_same_cluster(self.target, props, overview, self.http.shown_base)
+        self._node_checked = True
+
+    async def _checked_overview(self) -> Mapping[str, Any]:
+        overview, props = await asyncio.gather(self.http.get("/overview", what="overview"), self._amqp_properties())
+        self._check_node(props, overview)
+        self._version = overview.get("rabbitmq_version") or overview.get("management_version")
+        return dict(overview)
 
     # ---- snapshot -------------------------------------------------------------------------------------
     async def snapshot(self) -> BrokerSnapshot:
         started, t0 = time.time(), time.perf_counter()
-        overview_raw, queues_raw = await asyncio.gather(
+        overview_raw, queues_raw, props, reading = await asyncio.gather(
             self.http.get("/overview", what="overview"),
             self.http.paged(f"/queues/{vhost_path(self.vhost)}", {"columns": QUEUE_COLUMNS},
                             what=f"vhost {self.vhost!r}"),
+            self._amqp_properties(),
+            self.prometheus.read(self.vhost),
         )
+        self._check_node(props, overview_raw)
         self._version = overview_raw.get("rabbitmq_version") or overview_raw.get("management_version")
+        reading = self._usable(reading, overview_raw)
         configs = {q["name"]: dead_letter_config(q) for q in queues_raw}
         routes, notes = await self._resolve_dead_letter_routes(c for c in configs.values() if c is not None)
         dead_letter_queues = {name for targets in routes.values() for name in targets}
-        queues = tuple(self._queue_stats(q, configs[q["name"]], routes, dead_letter_queues) for q in queues_raw)
-        overview = self._overview(overview_raw, queues)
+        queues = tuple(self._queue_stats(q, configs[q["name"]], routes, dead_letter_queues, reading)
+                       for q in queues_raw)
+        overview = self._overview(overview_raw, queues, reading)
         return BrokerSnapshot(broker=self.target.label, kind="rabbitmq", taken_at=started,
                               duration_s=time.perf_counter() - t0, overview=overview,
                               queues=tuple(sorted(queues, key=lambda q: q.name)), notes=tuple(notes))
@@ -100,6 +139,20 @@ class RabbitMQProbe:
                              "dead-lettered messages are dropped")
         return routes, notes
 
+    def _usable(self, reading: RateReading, overview: Mapping[str, Any]) -> RateReading:
+        """Prometheus rates only when they cover the whole cluster the management API answers for."""
+        if reading.rates is None:
+            return reading
+        nodes = cluster_nodes(overview)
+        if nodes > 1:
+            return RateReading(None, f"a cluster of {nodes} nodes: the Prometheus plugin at {self.prometheus.shown} "
+                                     "counts its own node only")
+        cluster = overview.get("cluster_name")
+        if reading.cluster is not None and cluster is not None and reading.cluster != cluster:
+            return RateReading(None, f"the Prometheus plugin at {self.prometheus.shown} is cluster "
+                                     f"{reading.cluster!r}, not {cluster!r}")
+        return reading
+
     async def _exchange_routes(self, exchange: str) -> tuple[str, list[dict[str, Any]]] | None:
         base = f"/exchanges/{vhost_path(self.vhost)}/{vhost_path(exchange)}"
         try:
@@ -110,18 +163,30 @@ class RabbitMQProbe:
         return str(info.get("type", "direct")), list(bindings)
 
     def _queue_stats(self, q: Mapping[str, Any], config: DeadLetterConfig | None,
-                     routes: Mapping[tuple[str, str | None], tuple[str, ...]], dlqs: set[str]) -> QueueStats:
+                     routes: Mapping[tuple[str, str | None], tuple[str, ...]], dlqs: set[str],
+                     reading: RateReading) -> QueueStats:
         stats = q.get("message_stats") or {}
         name = str(q["name"])
         queue_type = str(q.get("type") or "classic")
         ready = q.get("messages_ready")
+        publish_rate: float | None
+        deliver_rate: float | None
+        if reading.rates is not None:
+            publish_rate, deliver_rate = reading.rates.get(name, (0.0, 0.0))
+            source: str | None = PROMETHEUS
+        else:
+            publish_rate, deliver_rate = _rate(stats, "publish_details"), _consumed(stats)
+            source = MESSAGE_STATS if publish_rate is not None or deliver_rate is not None else None
+        ttl, ttl_source = message_ttl(q)
         return QueueStats(
             broker=self.target.label, name=name, kind="stream" if queue_type == "stream" else "queue",
             depth=int(ready if ready is not None else q.get("messages") or 0),
             in_flight=int(q.get("messages_unacknowledged") or 0),
             consumers=int(q.get("consumers") or 0),
-            publish_rate=_rate(stats, "publish_details"), deliver_rate=_rate(stats, "deliver_get_details"),
+            publish_rate=publish_rate, deliver_rate=deliver_rate, rate_source=source,
             dead_letter_target=config.target if config else None,
+            dead_letter_overrides=config.overrides if config else None,
+            message_ttl_ms=ttl, message_ttl_source=ttl_source,
             dead_letter_source=config.source if config else None,
             dead_letter_queues=routes.get((config.exchange, config.routing_key), ()) if config else (),
             is_dead_letter=name in dlqs or matches_dlq_name(name, self.dlq_patterns),
@@ -129,7 +194,7 @@ class RabbitMQProbe:
             delivery_limit=delivery_limit(q, self._version), raw=q,
         )
 
-    def _overview(self, raw: Mapping[str, Any], queues: Sequence[QueueStats]) -> BrokerOverview:
+    def _overview(self, raw: Mapping[str, Any], queues: Sequence[QueueStats], reading: RateReading) -> BrokerOverview:
         stats = raw.get("message_stats") or {}
         totals = raw.get("object_totals") or {}
         return BrokerOverview(
@@ -139,12 +204,15 @@ class RabbitMQProbe:
             queues=len(queues), messages=sum(q.depth + q.in_flight for q in queues),
             ready=sum(q.depth for q in queues), unacked=sum(q.in_flight for q in queues),
             consumers=sum(q.consumers for q in queues), connections=totals.get("connections"),
-            publish_rate=_rate(stats, "publish_details"), deliver_rate=_rate(stats, "deliver_get_details"),
+            publish_rate=_rate(stats, "publish_details"), deliver_rate=_consumed(stats),
             scope=f"vhost {self.vhost}", raw=raw,
+            rate_source=PROMETHEUS if reading.rates is not None else MESSAGE_STATS, rate_note=reading.note,
         )
 
     # ---- consumers --------------------------------------------------------------------------------------
     async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]:
+        if not self._node_checked:
+            await self._checked_overview()
         if queue is not None:  # a queue that is not there is an error, not "no consumers"
             await self.http.get(f"/queues/{vhost_path(self.vhost)}/{vhost_path(queue)}",
                                 what=f"queue {queue!r} in vhost {self.vhost!r}")
@@ -168,22 +236,23 @@ class RabbitMQProbe:
         if limit < 1:
             raise ProbeError("peek needs a message count of at least 1")
         path = f"/queues/{vhost_path(self.vhost)}/{vhost_path(queue)}"
+        if self._version is None or not self._node_checked:
+            await self._checked_overview()
         info = await self.http.get(path, what=f"queue {queue!r} in vhost {self.vhost!r}")
         queue_type = info.get("type", "classic")
         if queue_type == "stream":
             raise Unsupported(f"queue {queue!r} is a stream: the management API cannot peek streams "
                               "(read it with a stream consumer from an offset)")
-        if self._version is None:
-            overview = await self.http.get("/overview", what="overview")
-            self._version = overview.get("rabbitmq_version") or overview.get("management_version")
         side_effect = PEEK_SIDE_EFFECT
         if queue_type == "quorum":
             limit_n = delivery_limit(info, self._version)
             if limit_n is not None and not force:
+                how = ("on RabbitMQ 3.x a negative limit drops or dead-letters every message the first time it is "
+                       "requeued, so a single peek loses what it reads" if limit_n < 0 else
+                       "every peek counts as a delivery, so repeated peeks dead-letter or drop its messages")
                 raise UnsafeOperation(
-                    f"refusing to peek quorum queue {queue!r}: it has a delivery limit of {limit_n} and every peek "
-                    "counts as a delivery, so repeated peeks dead-letter or drop its messages; pass --force to "
-                    "peek anyway")
+                    f"refusing to peek quorum queue {queue!r}: it has a delivery limit of {limit_n} and {how}; "
+                    "pass --force to peek anyway")
             side_effect += "; on this quorum queue each peek also raised the messages' x-delivery-count by one"
         body: dict[str, object] = {"count": limit, "ackmode": "ack_requeue_true", "encoding": "auto"}
         if body_bytes is not None:
@@ -199,6 +268,15 @@ def _rate(stats: Mapping[str, Any], key: str) -> float | None:
     if isinstance(details, Mapping) and isinstance(details.get("rate"), int | float):
         return float(details["rate"])
     return None
+
+
+def _consumed(stats: Mapping[str, Any]) -> float | None:
+    """Deliveries to consumers per second (basic.get excluded); None when the broker gives no message_stats."""
+    rates = [_rate(stats, key) for key in CONSUMED]
+    known = [r for r in rates if r is not None]
+    if known:
+        return sum(known)
+    return 0.0 if any(str(k).endswith("_details") for k in stats) else None
 
 
 def _peeked(position: int, m: Mapping[str, Any]) -> PeekedMessage:

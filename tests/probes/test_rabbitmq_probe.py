@@ -177,7 +177,8 @@ async def test_consumers_are_listed_per_queue(vhost: RabbitVhost) -> None:
         found = await wait_async(lambda: probe.consumers("inference"), lambda c: len(c) == 1,
                                  what="the consumer to show up")
         assert found[0].tag == "worker-1" and found[0].prefetch == 16 and found[0].ack_required is True
-        assert await probe.consumers("elsewhere") == []
+        with pytest.raises(NotFound, match="elsewhere"):  # a missing queue is an error, never "no consumers"
+            await probe.consumers("elsewhere")
         snap = await wait_async(probe.snapshot, lambda s: _consumers(s, "inference") == 1,
                                 what="consumer count in stats")
         assert snap.overview.consumers == 1
