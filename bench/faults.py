@@ -137,9 +137,11 @@ def start_worker(url: str, queue: str, model: str, log: Path) -> subprocess.Pope
 
 
 def start_load(url: str, queue: str, args: argparse.Namespace, out: Path) -> subprocess.Popen[str]:
+    # --confirm: RabbitMQ's publisher confirms, so that requests lost in a dropped connection are told apart
     proc = subprocess.Popen([sys.executable, "-m", "console.cli", "load", "run", "-b", url, "-q", queue, "--rate",
                              f"{args.rate:g}", "--duration", f"{args.duration:g}s", "--timeout", f"{args.timeout:g}s",
-                             "--out", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             "--out", str(out), "--quiet", "--confirm"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV, stdin=subprocess.DEVNULL)
     PROCS.add(proc)
     return proc

@@ -8,6 +8,7 @@ warmup = "5s"
 timeout = "10s"
 coalesce = "0.5ms"                      # requests due this close share a write (0 = each alone)
 max_outage = "60s"                      # a broker unreachable this long aborts the run
+confirm = false                         # RabbitMQ: publisher confirms on the request channel (--confirm)
 workload = "embed"
 seed = 1
 
@@ -80,10 +81,11 @@ _DURATION: _Rule = (lambda v: isinstance(v, str) or _is_number(v), 'a duration s
 _STEPS: _Rule = (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
                  'a list such as ["100:10s", "200:10s"]')
 _TABLE: _Rule = (lambda v: isinstance(v, dict), "a table")
+_BOOL: _Rule = (lambda v: isinstance(v, bool), "true or false")
 TOP_KEYS: dict[str, _Rule] = {
     "broker": _STR, "queue": _STR, "rate": _NUMBER, "duration": _DURATION, "requests": _INT, "warmup": _DURATION,
     "timeout": _DURATION, "coalesce": _DURATION, "max_outage": _DURATION, "workload": _STR, "seed": _INT,
-    "schedule": _TABLE, "payload": _TABLE, "slo": _TABLE}
+    "confirm": _BOOL, "schedule": _TABLE, "payload": _TABLE, "slo": _TABLE}
 SCHEDULE_KEYS: dict[str, _Rule] = {
     "kind": _STR, "rate": _NUMBER, "from": _NUMBER, "to": _NUMBER, "over": _DURATION, "steps": _STEPS,
     "file": _STR, "concurrency": _INT}
@@ -114,6 +116,7 @@ class PlanInput:
     payload_text: str | None = None
     workload: str | None = None
     seed: int | None = None
+    confirm: bool | None = None
     slos: list[str] = field(default_factory=list)
     agents: int | None = None  # a distributed run: the schedule's peak rate is dealt over this many generators
 
@@ -229,6 +232,7 @@ def build_plan(opts: PlanInput, doc: dict[str, Any] | None = None, *, source: st
         payload_size=int(pick(opts.payload_size, "--payload-size", "size", "[payload] ", 64)[0]),
         payload=pick(opts.payload_text, "--payload", "text", "[payload] ")[0],
         seed=int(pick(opts.seed, "--seed", "seed", "", 1)[0]),
+        confirm=bool(pick(opts.confirm, "--confirm", "confirm", "", False)[0]),
         **defaults,
     )
     slos = [parse_slo(s) for s in opts.slos]

@@ -49,6 +49,7 @@ class RunSpec:
     coalesce_s: float = COALESCE_S
     seed: int = 1
     max_outage_s: float = 60.0  # a broker away longer than this aborts the run
+    confirm: bool = False  # RabbitMQ: the request channel in publisher-confirm mode (counted, never waited for)
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self) -> None:
@@ -96,5 +97,6 @@ class RunSpec:
             "warmup_s": self.warmup_s,
             "timeout_s": self.timeout_s,
             "coalesce_s": self.coalesce_s,
+            "confirm": self.confirm,
             "closed_loop": self.closed_loop,
         }

@@ -40,10 +40,15 @@ TRANSPORTS = {
 }
 
 
-def open_transport(target: BrokerTarget, queue: str, run_id: str) -> Transport:
+def open_transport(target: BrokerTarget, queue: str, run_id: str, *, confirm: bool = False) -> Transport:
+    """The transport for ``target``'s kind. ``confirm``: RabbitMQ's request channel in publisher-confirm mode (the
+    other brokers confirm every write anyway: Redis answers each XADD, Kafka's producer reports each delivery)."""
     spec = TRANSPORTS.get(target.kind)
     if spec is None:
         raise ConfigError(f"no load-generator transport for {target.kind}:// brokers")
     module, _, cls = spec.partition(":")
     factory: Callable[[BrokerTarget, str, str], Transport] = getattr(importlib.import_module(module), cls)
-    return factory(target, queue, run_id)
+    transport = factory(target, queue, run_id)
+    if confirm and hasattr(transport, "confirm"):
+        transport.confirm = True
+    return transport

@@ -1,10 +1,13 @@
 """RabbitMQ transport on pika's asyncio adapter: publish to the request queue, consume an exclusive reply queue.
 
 pika was measured against aio-pika on this request/reply path (``bench/rabbitmq_clients.py``, figures in
-``bench/RESULTS.md``) and kept. Nothing waits on a publisher confirm (a channel that waits on each is ~50× slower),
-but the request channel is in confirm mode and the confirms are counted: when the connection drops, the requests
-written last that the broker never confirmed are known, and the engine ends them at once as not confirmed instead
-of letting them time out. A message the broker refuses shows up as a timeout, never as a silent loss.
+``bench/RESULTS.md``) and kept. Nothing waits on a publisher confirm (a channel that waits on each is ~50× slower).
+With ``confirm`` (``qdeck load run --confirm``) the request channel is in confirm mode and the confirms are
+counted: when the connection drops, the requests written last that the broker never confirmed are known, and the
+engine ends them at once as not confirmed instead of letting them time out. It is off by default because it is
+load on the system under test that real clients rarely add: the broker's confirm work, and a confirm frame back per
+few requests, cost ~20 % of the highest rate this machine sustains (``bench/RESULTS.md``). Without it, a request
+lost in a dropped connection is a timeout; never a silent loss either way.
 
 A dropped connection (a broker restart, an admin closing it) is re-made in the background: sends meanwhile raise
 ``ConnectionLost`` (the engine counts those requests unsent and reports the outage), and the request and reply
@@ -47,6 +50,7 @@ class RabbitMQTransport:
         self._confirmed = 0  # every tag up to this one confirmed (acked or nacked: the broker decided)
         self._early: set[int] = set()  # tags confirmed singly, above _confirmed
         self._unconfirmed = 0
+        self.confirm = False  # publisher-confirm mode on the request channel (open_transport sets it)
 
     async def start(self, on_reply: ReplyHandler) -> None:
         self._handler = on_reply
@@ -64,8 +68,9 @@ class RabbitMQTransport:
             # parses them off the socket; pika's callback is there for when it cannot.
             self._published = self._confirmed = 0
             self._early.clear()
-            await link.call(link.channel.confirm_delivery, self._on_pika_confirm, what="confirm.select")
-            reader.confirms(link.channel, self._on_confirm)
+            if self.confirm:
+                await link.call(link.channel.confirm_delivery, self._on_pika_confirm, what="confirm.select")
+                reader.confirms(link.channel, self._on_confirm)
         except BaseException:
             await link.aclose()
             raise
@@ -77,7 +82,8 @@ class RabbitMQTransport:
         if self._closing or link is not self.link or self._lost is not None:
             return
         if connection_dropped(reason):
-            self._unconfirmed += max(self._published - self._confirmed - len(self._early), 0)
+            if self.confirm:
+                self._unconfirmed += max(self._published - self._confirmed - len(self._early), 0)
             self._published = self._confirmed = 0
             self._early.clear()
             self._lost = ConnectionLost(f"RabbitMQ at {self.target.host}:{self.target.port}: {describe_close(reason)}"

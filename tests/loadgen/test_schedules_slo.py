@@ -57,6 +57,12 @@ def test_plan_file_and_options_merge(tmp_path) -> None:
     assert plan.spec.coalesce_s == 0.0005  # the default window
     assert build_plan(PlanInput(), dict(doc, coalesce="250us")).spec.coalesce_s == pytest.approx(0.00025)
     assert build_plan(PlanInput(coalesce="0"), dict(doc, coalesce="2ms")).spec.coalesce_s == 0
+    # RabbitMQ publisher confirms: off unless asked (the option wins over the plan); recorded in the run's facts
+    assert plan.spec.confirm is False and plan.spec.facts()["confirm"] is False
+    assert build_plan(PlanInput(), dict(doc, confirm=True)).spec.confirm is True
+    assert build_plan(PlanInput(confirm=False), dict(doc, confirm=True)).spec.confirm is False
+    with pytest.raises(PlanError, match="confirm.*true or false"):
+        build_plan(PlanInput(), dict(doc, confirm="yes"))
     closed = build_plan(PlanInput(queue="q", schedule="closed", concurrency=4, requests=100))
     assert closed.spec.schedule == ClosedLoop(4) and closed.spec.requests == 100
     for opts, message in ((PlanInput(rate=10, duration="1s"), "no queue"),
