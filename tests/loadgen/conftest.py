@@ -84,3 +84,14 @@ def case(request: pytest.FixtureRequest) -> Iterator[Case]:
     else:
         url = request.getfixturevalue("kafka_url")
         yield Case(kind, url, queue, _kafka_remaining(url, queue), f"{queue}.dlq")
+
+
+@pytest.fixture
+def redis_queue(redis_url: str) -> Iterator[str]:
+    """A request stream of the test's own on the shared Redis, removed afterwards with its dead-letter stream."""
+    import redis
+
+    name = unique("qdeck-test-lg")
+    yield name
+    with redis.Redis.from_url(redis_url) as client:
+        client.delete(name, f"{name}:dlq")

@@ -5,7 +5,6 @@ breaches it; bad rules are one line and exit 2."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from loadgen.errors import SloError
 from loadgen.results.abort_rule import AbortWatch, parse_abort_rule
 from loadgen.results.stages import STAGES, new_histogram
 from tests.cli import qdeck
-from tests.workers import unique, worker
+from tests.workers import worker
 
 
 def _hists(e2e_ms: float | None) -> dict[str, object]:
@@ -58,25 +57,15 @@ def test_bad_rules(rule: str, why: str) -> None:
     assert run.code == 2 and run.out == "" and run.err.count("\n") == 1 and why in run.err, run.all
 
 
-@pytest.fixture
-def queue(redis_url: str) -> Iterator[str]:
-    import redis
-
-    name = unique("qdeck-test-abort")
-    yield name
-    with redis.Redis.from_url(redis_url) as client:
-        client.delete(name, f"{name}:dlq")
-
-
 @pytest.mark.redis
-def test_a_worker_too_slow_for_the_rate_stops_the_run(redis_url: str, queue: str, tmp_path: Path) -> None:
+def test_a_worker_too_slow_for_the_rate_stops_the_run(redis_url: str, redis_queue: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     # 20 ms a request, one at a time: 50/s at most, asked for 150/s: the queue and its wait grow every second
-    with worker(redis_url, queue, "--model", "synthetic:base_ms=20", "--max-batch", "1", tmp_path=tmp_path):
-        run = qdeck("load", "run", "-b", redis_url, "-q", queue, "-r", "150", "-d", "30", "--timeout", "3s",
+    with worker(redis_url, redis_queue, "--model", "synthetic:base_ms=20", "--max-batch", "1", tmp_path=tmp_path):
+        run = qdeck("load", "run", "-b", redis_url, "-q", redis_queue, "-r", "150", "-d", "30", "--timeout", "3s",
                     "--abort-on", "p99<100ms for 2s", "--abort-on", "errors<50% for 20s", "--out", str(out),
                     "--quiet", timeout=120)
-        held = qdeck("load", "run", "-b", redis_url, "-q", queue, "-r", "20", "-d", "2", "--abort-on",
+        held = qdeck("load", "run", "-b", redis_url, "-q", redis_queue, "-r", "20", "-d", "2", "--abort-on",
                      "p99<2s for 1s", "--quiet", timeout=120)
     summary = json.loads((out / "summary.json").read_text())
     import redis

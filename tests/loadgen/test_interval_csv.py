@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,9 @@ import pytest
 from loadgen.results.interval_csv import COLUMNS
 from loadgen.results.stages import STAGES
 from tests.cli import qdeck
-from tests.workers import unique, worker
+from tests.workers import worker
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def queue(redis_url: str) -> Iterator[str]:
-    """A request stream of the test's own, removed afterwards (the shared Redis is left as found)."""
-    import redis
-
-    name = unique("qdeck-test-csv")
-    yield name
-    with redis.Redis.from_url(redis_url) as client:
-        client.delete(name, f"{name}:dlq")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -37,10 +25,10 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def test_csv_rows_add_up_to_the_summary(redis_url: str, queue: str, tmp_path: Path) -> None:
+def test_csv_rows_add_up_to_the_summary(redis_url: str, redis_queue: str, tmp_path: Path) -> None:
     out, table = tmp_path / "run", tmp_path / "intervals.csv"
-    with worker(redis_url, queue, "--model", "synthetic:base_ms=1", "--max-wait-ms", "1", tmp_path=tmp_path):
-        run = qdeck("load", "run", "-b", redis_url, "-q", queue, "--rate", "200", "--duration", "3", "--warmup",
+    with worker(redis_url, redis_queue, "--model", "synthetic:base_ms=1", "--max-wait-ms", "1", tmp_path=tmp_path):
+        run = qdeck("load", "run", "-b", redis_url, "-q", redis_queue, "--rate", "200", "--duration", "3", "--warmup",
                     "0.5", "--out", str(out), "--csv", str(table), "--quiet", timeout=120)
     assert run.code == 0, run.all
     summary = json.loads((out / "summary.json").read_text())
@@ -64,9 +52,10 @@ def test_csv_rows_add_up_to_the_summary(redis_url: str, queue: str, tmp_path: Pa
     assert service and min(service) >= 1.0  # the synthetic model's 1 ms
 
 
-def test_timeouts_are_in_end_to_end_at_no_less_than_the_timeout(redis_url: str, queue: str, tmp_path: Path) -> None:
+def test_timeouts_are_in_end_to_end_at_no_less_than_the_timeout(redis_url: str, redis_queue: str,
+                                                                 tmp_path: Path) -> None:
     table = tmp_path / "intervals.csv"  # nobody serves the queue: every request times out
-    run = qdeck("load", "run", "-b", redis_url, "-q", queue, "--rate", "50", "--duration",
+    run = qdeck("load", "run", "-b", redis_url, "-q", redis_queue, "--rate", "50", "--duration",
                 "1", "--timeout", "1s", "--csv", str(table), "--quiet", timeout=120)
     assert run.code == 0, run.all
     rows = [r for r in _rows(table) if r["stage"] == "end_to_end" and int(r["count"])]

@@ -61,7 +61,7 @@ def test_plan_file_and_options_merge(tmp_path) -> None:
     assert plan.spec.confirm is False and plan.spec.facts()["confirm"] is False
     assert build_plan(PlanInput(), dict(doc, confirm=True)).spec.confirm is True
     assert build_plan(PlanInput(confirm=False), dict(doc, confirm=True)).spec.confirm is False
-    with pytest.raises(PlanError, match="confirm.*true or false"):
+    with pytest.raises(PlanError, match=r"confirm.*true or false"):
         build_plan(PlanInput(), dict(doc, confirm="yes"))
     closed = build_plan(PlanInput(queue="q", schedule="closed", concurrency=4, requests=100))
     assert closed.spec.schedule == ClosedLoop(4) and closed.spec.requests == 100
