@@ -118,11 +118,26 @@ class QdeckApp(App[None]):
 
         self.push_screen(HelpScreen())
 
+    def go_back(self) -> None:
+        """Esc: one view back; on the top view it does nothing (only ``q`` there, or ``:`` quit, leaves)."""
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+
     def action_back_or_quit(self) -> None:
         if len(self.screen_stack) > 2:
             self.pop_screen()
         else:
             self.exit()
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """The palette's Screenshot: in a terminal, saved to a directory that exists and notified with its path."""
+        if self.is_web:
+            return super().deliver_screenshot(filename, path, time_format)
+        from console.tui.screenshot import save_screenshot
+
+        save_screenshot(self, filename, path, time_format)
+        return None
 
     def open_queue(self, broker: str, queue: str) -> None:
         from console.tui.detail import QueueDetailScreen

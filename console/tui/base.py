@@ -34,7 +34,7 @@ class BaseScreen(Screen[None]):
         yield Footer()
 
     def action_escape(self) -> None:
-        self.qapp.action_back_or_quit()
+        self.qapp.go_back()
 
     def refresh_data(self) -> None:
         """Redraw from ``self.qapp.states``; screens override."""

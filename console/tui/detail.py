@@ -1,8 +1,9 @@
 """Queue detail: settings and dead-letter target, depth and rate history, consumers, and messages peeked on demand.
 
 A peek runs only when asked (``p``). On RabbitMQ it first says what it does — messages are requeued and come back
-marked redelivered — and waits for ``y``. A DLQ's messages show their reason, original queue, death count and
-first/last death times; Enter opens the body viewer.
+marked redelivered — and waits for ``y`` (``P`` on a quorum queue with a delivery limit, where each peek counts as a
+delivery); a RabbitMQ stream cannot be peeked, and it says so without asking. A DLQ's messages show their reason,
+original queue, death count and first/last death times; Enter opens the body viewer.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from probes.models import PeekedMessage, QueueStats
 from probes.redact import redact_text
 
 PEEK_LIMIT = 20
-MESSAGE_COLUMNS = [Column("pos", "#", 8), Column("reason", "reason", 0, max_width=28),
+ID_WIDTH = 41  # a Redis entry id (two 20-digit numbers and a dash), a UUID message id, a Kafka partition:offset
+MESSAGE_COLUMNS = [Column("pos", "#", 0, max_width=ID_WIDTH, min_width=8), Column("reason", "reason", 0, max_width=28),
                    Column("origin", "original queue", 0, max_width=30), Column("count", "deaths", 6, right=True),
                    Column("first", "first death", 23), Column("last", "last death", 23),
                    Column("size", "bytes", 9, right=True), Column("body", "body", 0, max_width=80)]
@@ -35,10 +37,18 @@ CONSUMER_COLUMNS = [Column("tag", "consumer", 0, max_width=40), Column("conn", "
                     Column("active", "active", 6)]
 
 
+def message_ref(m: PeekedMessage) -> str:
+    """What tells a peeked message apart: Kafka's partition:offset (an offset alone repeats across partitions),
+    else the broker's id (a Redis entry id, a message id), else its position in the peek."""
+    if m.partition is not None and m.offset is not None:
+        return f"{m.partition}:{m.offset}"
+    if m.message_id:
+        return safe(m.message_id, ID_WIDTH)
+    return str(m.offset if m.offset is not None else m.position)
+
+
 def message_row(m: PeekedMessage) -> tuple[str, ...]:
-    pos = safe(m.message_id, 24) if m.message_id and m.offset is None else str(m.offset if m.offset is not None
-                                                                            else m.position)
-    return (pos, safe(m.death_reason or "-", 60), safe(m.original_queue or "-", 60),
+    return (message_ref(m), safe(m.death_reason or "-", 60), safe(m.original_queue or "-", 60),
             str(m.death_count) if m.deaths else "-", fmt_time(m.first_death_time), fmt_time(m.last_death_time),
             f"{m.size:,}", preview_bytes(m.body, 80, total=m.size))
 
@@ -148,13 +158,20 @@ class QueueDetailScreen(BaseScreen):
     # -- peek ----------------------------------------------------------------------------------------------------
 
     def action_peek(self, force: bool = False) -> None:
-        kind = self.qapp.states[self.broker].kind
-        if kind == "rabbitmq":
-            q = self.stats
-            self.app.push_screen(ConfirmPeek(self.queue, q.delivery_limit if q else None, force),
-                                 lambda ok: self._start_peek(force) if ok else None)
-        else:
+        """Say what a peek does before asking: a RabbitMQ stream cannot be peeked at all (no dialog); any other
+        RabbitMQ queue asks, and one with a delivery limit asks for the forced peek, the only one it accepts."""
+        if self.qapp.states[self.broker].kind != "rabbitmq":
             self._start_peek(force)
+            return
+        q = self.stats
+        if q is not None and q.queue_type == "stream":
+            self.query_one("#messages-title", Label).update(Text(
+                "messages: a RabbitMQ stream cannot be peeked (the management API reads queues only; read a "
+                "stream with a stream consumer from an offset)", style="yellow"))
+            return
+        limit = q.delivery_limit if q else None
+        self.app.push_screen(ConfirmPeek(self.queue, limit, PEEK_LIMIT),
+                             lambda ok: self._start_peek(force or limit is not None) if ok else None)
 
     def _start_peek(self, force: bool) -> None:
         self.query_one("#messages-title", Label).update("messages: peeking…")

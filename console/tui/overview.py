@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Sparkline
 
-from console.queue_filter import select_entries
+from console.queue_filter import NUMERIC, select_entries
 from console.render import fmt_rate
 from console.safe_text import safe
 from console.tui.base import BaseScreen
@@ -109,11 +109,17 @@ class OverviewScreen(BaseScreen):
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
         table = self.query_one(VirtualTable)
-        table.sort_column, table.sort_reverse = self.sort_column, self.sort_reverse
+        table.sort_column, table.sort_descending = self.sort_column, self.descending
         table.focus()
         self.refresh_data()
 
     # -- data ----------------------------------------------------------------------------------------------------
+
+    @property
+    def descending(self) -> bool:
+        """Whether the rows run biggest first: ``select_entries`` puts numbers largest first and names A→Z unless
+        reversed."""
+        return (self.sort_column in NUMERIC) != self.sort_reverse
 
     def entries(self) -> list[tuple[str, QueueStats]]:
         return select_entries(((label, q) for label, st in self.qapp.states.items() for q in st.queues()),
@@ -127,7 +133,7 @@ class OverviewScreen(BaseScreen):
                   "name": max((len(q.name) for _l, q in entries), default=0),
                   "dlq": max((len(q.dead_letter_target or "") + 2 for _l, q in entries), default=3)}
         table = self.query_one(VirtualTable)
-        table.sort_column, table.sort_reverse = self.sort_column, self.sort_reverse
+        table.sort_column, table.sort_descending = self.sort_column, self.descending
         table.set_rows(EntryKeys(entries), QueueRows(entries), alerts, widest)
         self.last_update_ms = (time.perf_counter() - t0) * 1000
         self._spark(table.current_key)

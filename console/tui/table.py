@@ -7,6 +7,7 @@ the mouse selects a row (a second click opens it) and a click on a column title 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +30,7 @@ class Column:
     width: int  # 0: as wide as the widest cell, up to ``max_width``
     right: bool = False
     max_width: int = 60
+    min_width: int = 0  # an auto-width column is at least this wide
 
 
 Row = tuple[str, ...]
@@ -74,35 +76,40 @@ class VirtualTable(ScrollView, can_focus=True):
         self.rows: Sequence[Row] = []
         self.keys: Sequence[Any] = []
         self.alerts: set[int] = set()  # row indexes drawn in red (dead letters waiting, brokers down)
-        self.widths = [max(c.width, len(c.title)) for c in self.columns]
+        self.chosen = False  # the user moved the cursor: from then on it follows its row; until then, the top row
         self.sort_column: str | None = None
-        self.sort_reverse = False
+        self.sort_descending = False  # the marker: ▼ biggest (or Z) first, ▲ smallest (or A) first
+        self.widths = [max(c.width, c.min_width, len(self.title(c))) for c in self.columns]
 
     # -- data ----------------------------------------------------------------------------------------------------
 
     def set_rows(self, keys: Sequence[Any], rows: Sequence[Row], alerts: set[int] | None = None,
                  widest: dict[str, int] | None = None) -> None:
-        """Replace the rows; the cursor stays on the same key when it is still there.
+        """Replace the rows; the cursor stays on the same key when it is still there, once the user has moved it
+        (before that it stays on the first row, however the rows of several brokers arrive and sort).
 
         ``rows`` may be lazy (a Sequence that formats row i when asked): only visible rows are ever read, except
         to size auto-width columns, which ``widest`` (column key → widest cell) spares.
         """
-        current = self.keys[self.cursor] if 0 <= self.cursor < len(self.keys) else None
+        current = self.keys[self.cursor] if self.chosen and 0 <= self.cursor < len(self.keys) else None
         self.keys, self.rows, self.alerts = keys, rows, alerts or set()
         for i, col in enumerate(self.columns):
+            title = len(self.title(col))  # the sort marker included: a title is never cut
             if col.width == 0:
                 if widest is not None and col.key in widest:
                     cell = widest[col.key]
                 else:
                     cell = max((len(r[i]) for r in self.rows), default=0)
-                self.widths[i] = min(max(cell, len(col.title)), col.max_width)
+                self.widths[i] = max(min(max(cell, col.min_width), col.max_width), title)
+            else:
+                self.widths[i] = max(col.width, title)
         total = sum(self.widths) + len(self.widths)
         self.virtual_size = Size(total, len(self.rows) + 1)
+        cursor = min(self.cursor, max(len(self.rows) - 1, 0)) if self.chosen else 0
         if current is not None:
-            try:
-                self.set_reactive(VirtualTable.cursor, self.keys.index(current))
-            except ValueError:
-                self.set_reactive(VirtualTable.cursor, min(self.cursor, max(len(self.rows) - 1, 0)))
+            with contextlib.suppress(ValueError):
+                cursor = self.keys.index(current)
+        self.set_reactive(VirtualTable.cursor, cursor)
         self.refresh()
         self._announce()
 
@@ -111,6 +118,11 @@ class VirtualTable(ScrollView, can_focus=True):
         return self.keys[self.cursor] if 0 <= self.cursor < len(self.keys) else None
 
     # -- rendering -----------------------------------------------------------------------------------------------
+
+    def title(self, col: Column) -> str:
+        if col.key != self.sort_column:
+            return col.title
+        return col.title + (" ▼" if self.sort_descending else " ▲")
 
     def _cells(self, values: Sequence[str]) -> str:
         out = []
@@ -123,13 +135,7 @@ class VirtualTable(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
         if y == 0:  # the header stays put
-            titles = []
-            for col in self.columns:
-                mark = ""
-                if col.key == self.sort_column:
-                    mark = " ▼" if self.sort_reverse else " ▲"
-                titles.append(col.title + mark)
-            line = self._cells(titles)
+            line = self._cells([self.title(col) for col in self.columns])
             return Strip([Segment(line, HEADER)]).crop(scroll_x, scroll_x + width).extend_cell_length(width, HEADER)
         index = y - 1 + scroll_y
         if index >= len(self.rows):
@@ -160,6 +166,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def action_move(self, delta: int) -> None:
         if self.rows:
+            self.chosen = True
             self.cursor = max(0, min(len(self.rows) - 1, self.cursor + delta))
 
     def action_page(self, direction: int) -> None:
@@ -167,6 +174,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def action_jump(self, where: int) -> None:
         if self.rows:
+            self.chosen = True
             self.cursor = 0 if where == 0 else len(self.rows) - 1
 
     def action_open(self) -> None:
@@ -187,6 +195,7 @@ class VirtualTable(ScrollView, can_focus=True):
         if 0 <= index < len(self.rows):
             if index == self.cursor and event.chain >= 2:
                 self.action_open()
+            self.chosen = True
             self.cursor = index
 
     def watch_scroll_y(self, old: float, new: float) -> None:

@@ -13,11 +13,13 @@ import redis
 from console import embedded_redis
 from console.tui.app import QdeckApp
 from console.tui.body import BodyScreen
+from console.tui.confirm import ConfirmPeek
 from console.tui.detail import QueueDetailScreen
 from console.tui.health import HealthBar
 from console.tui.overview import OverviewScreen
 from console.tui.table import VirtualTable
 from probes import parse_broker_url
+from tests.console.tui_fixtures import screen_text
 from tests.probes.test_rabbitmq_probe import _dead_letter_topology
 from tests.rabbit import RabbitVhost
 
@@ -139,3 +141,98 @@ async def test_hostile_payload_renders_as_visible_escapes(redis_url: str) -> Non
         r.delete(stream)
         r.close()
         await asyncio.sleep(0)
+
+
+async def test_rabbitmq_peek_dialogs_say_the_truth_first(vhost: RabbitVhost) -> None:
+    """A stream: no dialog, it cannot be peeked. A quorum queue with a delivery limit: the dialog says each peek is
+    a delivery and offers only P, which peeks (forced); never a y that the probe then refuses (issue 17 item 7)."""
+    ch = vhost.channel()
+    ch.queue_declare("work.quorum", durable=True, arguments={"x-queue-type": "quorum", "x-delivery-limit": 5})
+    ch.queue_declare("events.stream", durable=True, arguments={"x-queue-type": "stream"})
+    for i in range(2):
+        ch.basic_publish("", "work.quorum", f"q{i}".encode())
+    ch.close()
+    app = QdeckApp([parse_broker_url(vhost.url)], interval=0.5)
+    label = next(iter(app.targets))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: {"work.quorum", "events.stream"} <= set(overview_rows(app)), timeout=30,
+                    what="both queues in the overview")
+        snap = app.states[label].snapshot
+        assert snap is not None
+        await until(pilot, lambda: (app.states[label].snapshot.queue("work.quorum") or snap.queues[0]).delivery_limit
+                    == 5, what="the delivery limit in the snapshot")
+        app.open_queue(label, "events.stream")
+        await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the stream's detail")
+        await pilot.press("p")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, QueueDetailScreen)  # no dialog
+        assert "cannot be peeked" in str(app.screen.query_one("#messages-title").render())
+        await pilot.press("escape")
+        app.open_queue(label, "work.quorum")
+        await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen) and app.screen.queue == "work.quorum",
+                    what="the quorum queue's detail")
+        detail = app.screen
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmPeek), what="the peek dialog")
+        shown = " ".join(screen_text(app).split())
+        assert "P: peek anyway" in shown and "counts as a delivery" in shown and "y: peek" not in shown
+        await pilot.press("y")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ConfirmPeek)
+        await pilot.press("P")
+        assert isinstance(detail, QueueDetailScreen)
+        await until(pilot, lambda: len(detail.messages) == 2, what="the forced peek")
+        assert "refused" not in str(detail.query_one("#messages-title").render())
+
+
+async def test_redis_stream_peek_shows_whole_entry_ids(redis_url: str) -> None:
+    stream = f"qdeck-test-tui-ids-{time.time_ns()}"
+    r = redis.Redis.from_url(redis_url)
+    ids = [r.xadd(stream, {"body": f"job {i}".encode()}).decode() for i in range(3)]
+    r.close()
+    app = QdeckApp([parse_broker_url(redis_url)], interval=1.0)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            await until(pilot, lambda: stream in overview_rows(app), what="the stream in the overview")
+            app.open_queue(redis_url, stream)
+            await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the detail")
+            await pilot.press("p")
+            detail = app.screen
+            assert isinstance(detail, QueueDetailScreen)
+            await until(pilot, lambda: len(detail.messages) == 3, what="the peek")
+            table = detail.query_one("#messages", VirtualTable)
+            shown = ["".join(seg.text for seg in table.render_line(y)).split()[0] for y in (1, 2, 3)]
+            assert shown == ids
+    finally:
+        r = redis.Redis.from_url(redis_url)
+        r.delete(stream)
+        r.close()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.kafka
+async def test_kafka_peek_rows_show_partition_and_offset(kafka_url: str) -> None:
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    bs = kafka_url.removeprefix("kafka://")
+    topic = f"qdeck-test-tui-{time.time_ns()}"
+    admin = AdminClient({"bootstrap.servers": bs})  # kept alive until the topic exists
+    for fut in admin.create_topics([NewTopic(topic, 2, 1)]).values():
+        fut.result(15)
+    producer = Producer({"bootstrap.servers": bs})
+    for partition in (0, 1):
+        producer.produce(topic, value=f"p{partition}".encode(), partition=partition)
+    assert producer.flush(15) == 0
+    app = QdeckApp([parse_broker_url(kafka_url)], interval=1.0)
+    label = next(iter(app.targets))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: topic in overview_rows(app), what="the topic in the overview")
+        app.open_queue(label, topic)
+        await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the detail")
+        await pilot.press("p")
+        detail = app.screen
+        assert isinstance(detail, QueueDetailScreen)
+        await until(pilot, lambda: len(detail.messages) == 2, what="the peek")
+        table = detail.query_one("#messages", VirtualTable)
+        assert sorted(row[0] for row in table.rows) == ["0:0", "1:0"]

@@ -89,8 +89,9 @@ def test_body_viewer_formats() -> None:
 
 
 @pytest.mark.parametrize("keys", [[], ["d"], ["l"], ["enter"], ["d", "enter"], ["d", "enter", "enter"],
-                                  ["question_mark"]],
-                         ids=["overview", "dead-letters", "lag", "queue-detail", "dlq-messages", "body", "help"])
+                                  ["question_mark"], ["s"]],
+                         ids=["overview", "dead-letters", "lag", "queue-detail", "dlq-messages", "body", "help",
+                              "sorted-in-flight"])
 def test_snapshots(snap_compare, keys: list[str]) -> None:
     app, _broker = demo_app(f"snap-{'-'.join(keys) or 'overview'}")
 

@@ -56,3 +56,9 @@ def demo_app(name: str = "snap", interval: float = 3600.0) -> tuple[QdeckApp, Fa
     app = QdeckApp([target], interval=interval, clock=lambda: FROZEN + 3,
                    probes={target.label: FrozenProbe(target, broker=broker)})
     return app, broker
+
+
+def screen_text(app: QdeckApp) -> str:
+    """What the terminal shows now, as plain text lines (the modal on top included)."""
+    update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    return "\n".join("".join(seg.text for seg in strip) for strip in update.strips)  # type: ignore[attr-defined]
