@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from console import embedded_redis
-from console.stop_process import stop_process
+from loadgen.stop_process import stop_process
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 

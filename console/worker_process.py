@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from console.stop_process import stop_process
+from loadgen.stop_process import stop_process
 
 
 def spawn_worker(args: Sequence[str], log_path: str | Path, *, env: Mapping[str, str] | None = None,

@@ -8,9 +8,10 @@ import os
 import signal
 import subprocess
 import time
+from typing import Any
 
 
-def stop_process(proc: subprocess.Popen[bytes] | int | None, grace: float = 5.0, *, sig: int = signal.SIGTERM,
+def stop_process(proc: subprocess.Popen[Any] | int | None, grace: float = 5.0, *, sig: int = signal.SIGTERM,
                  group: bool = False) -> int | None:
     """Send ``sig`` to ``proc`` (a child, or the PID of a process that may not be ours), wait up to ``grace``
     seconds for it to end, then SIGKILL it. ``group``: signal its whole process group (a child started with
@@ -23,15 +24,26 @@ def stop_process(proc: subprocess.Popen[bytes] | int | None, grace: float = 5.0,
         return None
     if proc.poll() is not None:
         return proc.returncode
+    deadline = time.monotonic() + grace
     _signal(proc.pid, sig, group)
     try:
         code = proc.wait(grace)
     except subprocess.TimeoutExpired:
         _signal(proc.pid, signal.SIGKILL, group)
         return proc.wait()
-    if group:  # the leader is gone; what is left of its group ignored the signal
+    if group:  # the leader is gone: the rest of its group gets what is left of the grace, then SIGKILL
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         _signal(proc.pid, signal.SIGKILL, group)
     return code
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _signal(pid: int, sig: int, group: bool) -> None:

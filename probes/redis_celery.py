@@ -89,4 +89,14 @@ async def celery_queues(client: Any, call: Call, broker: str, binding_keys: list
     return found
 
 
-__all__ = ["BINDING_PREFIX", "CeleryQueues", "celery_queues"]
+async def celery_bound(client: Any, call: Call, queue: str, scan: Callable[[], Awaitable[list[bytes]]]) -> bool:
+    """Whether kombu's binding tables name ``queue`` (a Celery queue exists while its list is empty); ``scan``
+    finds the binding keys."""
+    for key in await scan():
+        for member in await call(client.smembers(key)):
+            if _s(member).rpartition(SEP)[2] == queue:
+                return True
+    return False
+
+
+__all__ = ["BINDING_PREFIX", "CeleryQueues", "celery_bound", "celery_queues"]

@@ -134,6 +134,10 @@ class RqLayout:
                                       raw={"state": state, "current_job": fields.get("current_job")}))
         return found
 
+    async def registered(self, client: Any, call: Call, key: str) -> bool:
+        """Whether ``key`` is an RQ queue RQ knows (in ``rq:queues``), even while it is empty (no list key)."""
+        return self.queue_name(key) is not None and bool(await call(client.sismember(f"{self.prefix}:queues", key)))
+
     async def hint(self, client: Any, call: Call, name: str) -> str | None:
         """Where an RQ queue called ``name`` keeps its jobs, when there is one."""
         if await call(client.sismember(f"{self.prefix}:queues", self.queue_prefix + name)):

@@ -29,7 +29,7 @@ from probes.models import (
     cut_body,
 )
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
-from probes.redis_celery import BINDING_PREFIX, celery_queues
+from probes.redis_celery import BINDING_PREFIX, celery_bound, celery_queues
 from probes.redis_client import checked, redis_client
 from probes.redis_rq import RqLayout
 from probes.redis_scan import ScanBudget, scan_type
@@ -185,6 +185,11 @@ class RedisProbe:
             if key_type == b"list" and queue:
                 return await self.rq.workers(self.client, self._call, stream) or []
             if key_type == b"none" and queue:
+                # RQ and kombu delete a queue's list when it empties: an idle queue is not a typo
+                if await self.rq.registered(self.client, self._call, queue):
+                    return await self.rq.workers(self.client, self._call, queue) or []
+                if await celery_bound(self.client, self._call, queue, self._binding_keys):
+                    return []
                 raise NotFound(f"no stream or list named {queue!r} in Redis db {self.target.path or 0}")
             if key_type != b"stream":  # a list has no consumer registry: nobody to list
                 continue
@@ -195,6 +200,12 @@ class RedisProbe:
                                               pending=_int(c.get("pending")), idle_ms=_int(c.get("idle")),
                                               raw=dict(c)))
         return found
+
+    async def _binding_keys(self) -> list[bytes]:
+        calls, count, seconds = self.scan
+        keys, _complete = await self._call(scan_type(self.client, "set", ScanBudget(calls, count, seconds), calls,
+                                                     match=BINDING_PREFIX + "*"))
+        return list(keys)
 
     # ---- peek ---------------------------------------------------------------------------------------------
     async def peek(self, queue: str, limit: int, *, force: bool = False,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from console import embedded_redis
-from console.stop_process import stop_process
+from loadgen.stop_process import stop_process
 from probes import ProbeError, redact_text
 
 ROOT = Path(__file__).resolve().parent.parent

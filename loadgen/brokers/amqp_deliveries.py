@@ -28,10 +28,10 @@ from pika.channel import Channel
 from loadgen.brokers import pika_compat
 
 OnDelivery = Callable[[bytes, int, Any], None]
-OnConfirm = Callable[[int, bool], None]
-"""``(delivery_tag, multiple)``: a publisher confirm (an ack or a nack: either way the broker has decided)."""
 """``(body, delivery_tag, properties)``; properties is a ``pika.BasicProperties`` (shared and empty when the
 message has none: read it, never change it)."""
+OnConfirm = Callable[[int, bool], None]
+"""``(delivery_tag, multiple)``: a publisher confirm (an ack or a nack: either way the broker has decided)."""
 
 _HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
 _DELIVER = b"\x00\x3c\x00\x3c"  # Basic (60) . Deliver (60)
@@ -205,7 +205,7 @@ class DeliveryReader:
     def confirms(self, channel: Channel, on_confirm: OnConfirm) -> bool:
         """Publisher confirms of ``channel`` (already in confirm mode) reach ``on_confirm(delivery_tag, multiple)``,
         parsed here instead of by pika (its frame objects and callback dispatch for each ack cost the load
-        generator ~15 % of its CPU at 20,000 requests/s). False when the direct path is not there: the caller keeps
+        generator ~8 % of its CPU at 12,000 requests/s). False when the direct path is not there: the caller keeps
         pika's callback."""
         if not self.direct:
             return False

@@ -35,6 +35,7 @@ from loadgen.distributed.shares import run_deadline_s, share, spec_from_dict, sp
 from loadgen.errors import NodeError, ShareError
 from loadgen.results.merge import log_texts, merge_logs, merge_summaries
 from loadgen.results.summary import stage_histogram, write_hgrm, write_summary
+from loadgen.stop_process import stop_process
 from probes.redact import redact_text
 
 DEFAULT_PORT = 5557
@@ -213,9 +214,7 @@ class Agent:
         self.child = child
 
     def stop_child(self) -> None:
-        if self.child is not None and self.child.poll() is None:
-            self.child.terminate()
-            self.child.wait(timeout=10)
+        stop_process(self.child, 10)
 
 
 def run_agent(args: argparse.Namespace) -> int:

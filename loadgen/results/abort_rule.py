@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import SloError
-from loadgen.results.slo import OPERATORS, Slo, parse_slo, stat_us
+from loadgen.results.slo import OPERATORS, Slo, count_holds, parse_slo, stat_us
 from loadgen.units import parse_duration
 
 _RULE = re.compile(r"^\s*(?P<slo>.*?\S)\s+for\s+(?P<for>\S+)\s*$")
@@ -56,12 +56,7 @@ def interval_holds(slo: Slo, histograms: Mapping[str, HdrHistogram], sent: int, 
         if us is None:
             return None
         return cmp(us / 1e6, slo.threshold), f"{us / 1000:,.1f} ms"
-    n = timeouts + (errors if slo.metric == "errors" else 0)
-    if slo.percent:
-        if not sent:
-            return None
-        return cmp(n / sent, slo.threshold), f"{n / sent * 100:.3g}% ({n} of {sent})"
-    return cmp(n, slo.threshold), str(n)
+    return count_holds(slo, sent, errors, timeouts)
 
 
 class AbortWatch:

@@ -107,6 +107,18 @@ def stat_us(hist: HdrHistogram, stat: str) -> float | None:
     return float(hist.get_value_at_percentile(float(stat[1:])))
 
 
+def count_holds(slo: Slo, sent: int, errors: int, timeouts: int) -> tuple[bool, str] | None:
+    """An ``errors`` / ``timeouts`` SLO on these counts (errors = worker errors, timeouts counted apart): whether it
+    holds and the figure; None when a share is asked of no requests."""
+    n = timeouts + (errors if slo.metric == "errors" else 0)
+    if slo.percent:
+        if not sent:
+            return None
+        share = n / sent
+        return OPERATORS[slo.op](share, slo.threshold), f"{share * 100:.3g}% ({n} of {sent})"
+    return OPERATORS[slo.op](n, slo.threshold), str(n)
+
+
 def _latency_us(summary: dict[str, Any], slo: Slo) -> float | None:
     return stat_us(stage_histogram(summary, slo.stage), slo.stat)
 
@@ -127,13 +139,8 @@ def judge(summary: dict[str, Any], slo: Slo) -> Verdict:
                            f"lands on the {timeouts:,} timed-out requests")
         return Verdict(slo, cmp(us / 1e6, slo.threshold), fmt_ms(us, digits=3))
     if slo.metric in ("errors", "timeouts"):
-        n = int(counts.get("timeouts", 0)) + (int(counts.get("errors", 0)) if slo.metric == "errors" else 0)
-        if slo.percent:
-            if not sent:
-                return Verdict(slo, False, "no requests sent")
-            share = n / sent
-            return Verdict(slo, cmp(share, slo.threshold), f"{share * 100:.3g}% ({n} of {sent})")
-        return Verdict(slo, cmp(n, slo.threshold), str(n))
+        held = count_holds(slo, sent, int(counts.get("errors", 0)), int(counts.get("timeouts", 0)))
+        return Verdict(slo, False, "no requests sent") if held is None else Verdict(slo, *held)
     rates = summary.get("rates", {})
     if slo.percent:
         ratio = rates.get("achieved_ratio")

@@ -68,7 +68,8 @@ async def server_properties(target: BrokerTarget, *, timeout: float = 5.0,
     except (TimeoutError, asyncio.IncompleteReadError):
         raise WrongBroker(f"{where} does not speak AMQP: no Connection.Start in answer to the AMQP protocol header "
                           f"within {answer_timeout:g} s") from None
-    except InvalidFrameError:
+    except (InvalidFrameError, struct.error, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError):
+        # pika's decoder meets a short or garbled frame with whatever its struct calls raise
         raise WrongBroker(f"{where} does not speak AMQP 0-9-1: its answer is not an AMQP frame") from None
     except OSError as exc:
         raise WrongBroker(f"{where} does not speak AMQP: the connection failed after the protocol header "

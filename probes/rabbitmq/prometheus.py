@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from probes.errors import ConfigError
 from probes.redact import redact_url
 from probes.urls import BrokerTarget
 
@@ -43,7 +44,15 @@ def prometheus_base_url(target: BrokerTarget) -> str | None:
     amqps)."""
     explicit = target.param("prometheus_url")
     if explicit is not None:
-        return None if explicit.strip().lower() in ("", "off", "none", "false") else explicit.rstrip("/")
+        if explicit.strip().lower() in ("", "off", "none", "false"):
+            return None
+        try:
+            url = httpx.URL(explicit)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError("?prometheus_url= is not an http:// or https:// URL with a host (or 'off')")
+        return explicit.rstrip("/")
     scheme, port = ("https", 15691) if target.tls else ("http", 15692)
     host = f"[{target.host}]" if ":" in target.host else target.host
     return f"{scheme}://{host}:{port}"
@@ -152,7 +161,7 @@ class PrometheusRates:
         try:
             response = await self._client.get(self.base_url + "/metrics/detailed",
                                               params=[("vhost", vhost), *(("family", f) for f in FAMILIES)])
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.InvalidURL):
             self._retry_at = now + RETRY_AFTER_S
             return RateReading(None, f"Prometheus plugin not answering at {self.shown} "
                                      "(rabbitmq-plugins enable rabbitmq_prometheus)")

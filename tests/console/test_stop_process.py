@@ -1,5 +1,5 @@
 """One rule, one place (issue 16 item 17): SIGTERM, a grace period, then SIGKILL, written once in
-``console.stop_process`` and used by the worker child, the embedded Redis, the test harness and the benches'
+``loadgen.stop_process`` and used by the worker child, the embedded Redis, the test harness and the benches'
 private brokers (three copies before, already different: one left a killed child unreaped)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from console.stop_process import stop_process
+from loadgen.stop_process import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
@@ -92,7 +92,7 @@ def _kills_after_a_grace(fn: ast.FunctionDef) -> bool:
 
 
 def test_no_other_copy_of_the_rule() -> None:
-    """No module but console/stop_process.py sends SIGTERM, waits, and kills when the wait times out."""
+    """No module but loadgen/stop_process.py sends SIGTERM, waits, and kills when the wait times out."""
     copies = []
     for path in [*ROOT.glob("console/**/*.py"), *ROOT.glob("probes/**/*.py"), *ROOT.glob("loadgen/**/*.py"),
                  *ROOT.glob("bench/*.py"), ROOT / "tests" / "brokers.py"]:

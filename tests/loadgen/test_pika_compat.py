@@ -125,6 +125,8 @@ async def test_the_request_channel_is_in_confirm_mode_only_when_asked(rabbitmq_u
                     await asyncio.sleep(0.01)
             await asyncio.sleep(0.2)
             assert (reader.confirms_parsed > 0) is confirm
+            # off: no confirm came back at all, through the reader or through pika's callback (no confirm.select)
+            assert (transport._confirmed == 50) is confirm  # type: ignore[attr-defined]
         finally:
             link = transport.link  # type: ignore[attr-defined]
             await link.call(link.channel.queue_delete, queue, what="queue.delete")

@@ -181,6 +181,38 @@ async def test_probe_refuses_every_read_on_a_port_that_is_not_amqp(rabbitmq_url:
         await probe.aclose()
 
 
+def test_a_garbled_first_frame_is_refused_in_one_line(rabbitmq_url: str) -> None:
+    """A server that answers the protocol header with a short method frame (pika's decoder meets it with a
+    struct.error): one line, exit 2, not an internal error. Also a ?prometheus_url= that is not an http(s) URL."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        for _ in range(2):  # the CLI may connect more than once
+            try:
+                conn, _addr = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(8)
+                conn.sendall(bytes.fromhex("01 0000 00000002 000a ce".replace(" ", "")))
+
+    threading.Thread(target=answer, daemon=True).start()
+    base = parse_broker_url(rabbitmq_url)
+    try:
+        url = f"amqp://{base.username}:{base.password}@127.0.0.1:{port}/?management_url=http://{base.host}:15672"
+        _one_line_exit_2(qdeck("queues", "-b", url), "does not speak AMQP 0-9-1")
+    finally:
+        server.close()
+    bad = f"amqp://{base.username}:{base.password}@{base.host}:{base.port}/?prometheus_url=http://[::1"
+    _one_line_exit_2(qdeck("queues", "-b", bad), "?prometheus_url= is not an http:// or https:// URL")
+
+
 def test_closed_amqp_port_with_a_live_management_api_is_unreachable(rabbitmq_url: str) -> None:
     base = parse_broker_url(rabbitmq_url)
     url = f"amqp://{base.username}:{base.password}@{base.host}:{free_port()}/?management_url=http://{base.host}:15672"

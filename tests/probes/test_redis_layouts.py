@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+import rq  # a dev dependency: missing, these tests fail rather than skip
 
 from probes import open_probe, parse_broker_url
 from probes.models import BrokerSnapshot, PeekResult
@@ -19,7 +20,6 @@ from tests.cli import qdeck
 
 pytestmark = pytest.mark.redis
 
-rq = pytest.importorskip("rq")
 
 
 @dataclass
@@ -256,3 +256,22 @@ def test_celery_queue_found_without_list_pattern_match(redis_url: str) -> None:
     finally:
         r.delete(f"_kombu.binding.{exchange}", name)
         r.close()
+
+
+def test_consumers_of_an_idle_rq_or_celery_queue_is_not_an_error(rq_state: RqState) -> None:
+    """RQ and kombu delete a queue's list when it empties: ``consumers`` on such a queue lists its consumers (none
+    here) with exit 0, as ``queues`` lists the queue; only a name no layout knows is "not found" (exit 2)."""
+    idle = qdeck("consumers", f"rq:queue:{rq_state.idle}", "-b", rq_state.url, "--json")
+    assert idle.code == 0 and idle.json() == {"consumers": []}, idle.all
+    tag = uuid.uuid4().hex[:8]
+    name, exchange = f"qdeck-emb-{tag}", f"qdeck-x-{tag}"
+    r = redis.Redis.from_url(rq_state.url)
+    try:
+        r.sadd(f"_kombu.binding.{exchange}", f"{name}\x06\x16\x06\x16{name}")  # bound, its list empty (absent)
+        empty = qdeck("consumers", name, "-b", rq_state.url)
+        assert empty.code == 0 and f"no consumers on {name}" in empty.out, empty.all
+    finally:
+        r.delete(f"_kombu.binding.{exchange}")
+        r.close()
+    typo = qdeck("consumers", f"rq:queue:{rq_state.idle}-typo", "-b", rq_state.url)
+    assert typo.code == 2 and typo.err.count("\n") == 1, typo.all
