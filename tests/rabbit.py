@@ -58,6 +58,16 @@ class RabbitVhost:
         finally:
             ch.close()
 
+    def fill(self, queue: str, bodies: list[bytes], *, durable: bool = False,
+             arguments: dict[str, Any] | None = None) -> None:
+        """Declare ``queue``, publish ``bodies`` to it and wait until the broker holds them all."""
+        ch = self.channel()
+        ch.queue_declare(queue, durable=durable, arguments=arguments)
+        for body in bodies:
+            ch.basic_publish("", queue, body)
+        ch.close()
+        wait_sync(lambda: self.exact_depth(queue) == len(bodies), what=f"{len(bodies)} messages in {queue}")
+
     def put_policy(self, name: str, pattern: str, definition: dict[str, Any], apply_to: str = "queues") -> None:
         self.api.put(f"/policies/{self.path}/{name}",
                      json={"pattern": pattern, "definition": definition, "apply-to": apply_to}).raise_for_status()

@@ -1,5 +1,6 @@
 """One message in full: properties, headers, deaths, and the body — JSON pretty-printed, text shown safely,
-binary as a hex dump. Everything from the broker is escaped and cut to BODY_LIMIT bytes."""
+binary as a hex dump. Everything from the broker is escaped and cut to PEEK_BODY_BYTES (the one peek body
+limit)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from console.safe_text import is_binary, safe
 from console.tui.base import BaseScreen
 from probes.models import PEEK_BODY_BYTES, PeekedMessage
 
-BODY_LIMIT = PEEK_BODY_BYTES
-
 
 def hexdump(data: bytes, width: int = 16) -> str:
     lines = []
@@ -30,7 +29,7 @@ def hexdump(data: bytes, width: int = 16) -> str:
 
 def body_text(body: bytes, size: int) -> tuple[str, str]:
     """(how it is shown, the text): JSON, text or hex; never raw."""
-    shown = body[:BODY_LIMIT]
+    shown = body[:PEEK_BODY_BYTES]
     more = max(size, len(body)) - len(shown)
     tail = f"\n… {more:,} more bytes not shown" if more > 0 else ""
     if is_binary(shown):

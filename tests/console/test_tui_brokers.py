@@ -34,6 +34,18 @@ async def until(pilot, check: Callable[[], bool], timeout: float = 20.0, what: s
         await pilot.pause(0.05)
 
 
+async def peek_stream(pilot, app: QdeckApp, url: str, stream: str, count: int) -> QueueDetailScreen:
+    """Wait for ``stream`` in the overview, open its detail, press ``p`` and wait for ``count`` messages."""
+    await until(pilot, lambda: stream in overview_rows(app), what="the stream in the overview")
+    app.open_queue(url, stream)
+    await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the detail")
+    await pilot.press("p")
+    detail = app.screen
+    assert isinstance(detail, QueueDetailScreen)
+    await until(pilot, lambda: len(detail.messages) == count, what="the peek")
+    return detail
+
+
 def overview_rows(app: QdeckApp) -> dict[str, tuple[str, ...]]:
     table = app.screen.query_one(VirtualTable)
     return {row[1]: row for row in table.rows}
@@ -120,13 +132,7 @@ async def test_hostile_payload_renders_as_visible_escapes(redis_url: str) -> Non
     app = QdeckApp([parse_broker_url(redis_url)], interval=1.0)
     try:
         async with app.run_test(size=(160, 40)) as pilot:
-            await until(pilot, lambda: stream in overview_rows(app), what="the stream in the overview")
-            app.open_queue(redis_url, stream)
-            await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the detail")
-            await pilot.press("p")
-            detail = app.screen
-            assert isinstance(detail, QueueDetailScreen)
-            await until(pilot, lambda: len(detail.messages) == 1, what="the peek")
+            detail = await peek_stream(pilot, app, redis_url, stream, 1)
             row = detail.query_one("#messages", VirtualTable).rows[0]
             assert row[1] == "bad \\x1b[31mred"
             assert "\x1b" not in "".join(row)
@@ -193,13 +199,7 @@ async def test_redis_stream_peek_shows_whole_entry_ids(redis_url: str) -> None:
     app = QdeckApp([parse_broker_url(redis_url)], interval=1.0)
     try:
         async with app.run_test(size=(160, 40)) as pilot:
-            await until(pilot, lambda: stream in overview_rows(app), what="the stream in the overview")
-            app.open_queue(redis_url, stream)
-            await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the detail")
-            await pilot.press("p")
-            detail = app.screen
-            assert isinstance(detail, QueueDetailScreen)
-            await until(pilot, lambda: len(detail.messages) == 3, what="the peek")
+            detail = await peek_stream(pilot, app, redis_url, stream, 3)
             table = detail.query_one("#messages", VirtualTable)
             shown = ["".join(seg.text for seg in table.render_line(y)).split()[0] for y in (1, 2, 3)]
             assert shown == ids

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from console.tui.app import QdeckApp
 from console.tui.confirm import ConfirmPeek
 from console.tui.detail import QueueDetailScreen, message_row
+from console.tui.messages import PeekDone
 from console.tui.overview import OverviewScreen
 from console.tui.table import VirtualTable
 from probes.fake import FakeBroker
@@ -107,14 +109,19 @@ def rabbit_like_app(name: str) -> tuple[QdeckApp, RecordingProbe]:
     return app, probe
 
 
+async def peek_key(pilot: Any, app: QdeckApp, queue: str) -> None:
+    """Open ``queue``'s detail on the app's one broker and press ``p``, as a user does."""
+    await pilot.pause(0.2)
+    app.open_queue(next(iter(app.states)), queue)
+    await pilot.pause(0.1)
+    await pilot.press("p")
+    await pilot.pause(0.1)
+
+
 async def test_stream_says_at_once_it_cannot_be_peeked() -> None:
     app, probe = rabbit_like_app("peek-stream")
     async with app.run_test(size=(160, 32)) as pilot:
-        await pilot.pause(0.2)
-        app.open_queue("memory://peek-stream", "events.stream")
-        await pilot.pause(0.1)
-        await pilot.press("p")
-        await pilot.pause(0.1)
+        await peek_key(pilot, app, "events.stream")
         assert isinstance(app.screen, QueueDetailScreen), type(app.screen).__name__  # no dialog
         title = str(app.screen.query_one("#messages-title").render())
         assert "stream" in title and "cannot be peeked" in title
@@ -124,11 +131,7 @@ async def test_stream_says_at_once_it_cannot_be_peeked() -> None:
 async def test_quorum_queue_with_a_delivery_limit_offers_the_forced_peek_only() -> None:
     app, probe = rabbit_like_app("peek-quorum")
     async with app.run_test(size=(160, 32)) as pilot:
-        await pilot.pause(0.2)
-        app.open_queue("memory://peek-quorum", "work.quorum")
-        await pilot.pause(0.1)
-        await pilot.press("p")
-        await pilot.pause(0.1)
+        await peek_key(pilot, app, "work.quorum")
         assert isinstance(app.screen, ConfirmPeek)
         shown = screen_text(app)
         assert "P: peek anyway" in shown and "counts as a delivery" in shown
@@ -146,11 +149,7 @@ async def test_quorum_queue_with_a_delivery_limit_offers_the_forced_peek_only() 
 async def test_classic_queue_asks_for_y() -> None:
     app, probe = rabbit_like_app("peek-classic")
     async with app.run_test(size=(160, 32)) as pilot:
-        await pilot.pause(0.2)
-        app.open_queue("memory://peek-classic", "work.classic")
-        await pilot.pause(0.1)
-        await pilot.press("p")
-        await pilot.pause(0.1)
+        await peek_key(pilot, app, "work.classic")
         assert isinstance(app.screen, ConfirmPeek)
         assert "y: peek" in screen_text(app)
         await pilot.press("y")
@@ -167,8 +166,7 @@ async def test_a_long_peek_message_wraps() -> None:
         error = ("refusing to peek quorum queue 'work.classic': it has a delivery limit of 2 and every peek counts "
                  "as a delivery, so repeated peeks dead-letter or drop its messages; the end of this sentence is "
                  "here")
-        app.screen.post_message(__import__("console.tui.messages", fromlist=["PeekDone"]).PeekDone(
-            "memory://peek-wrap", "work.classic", None, error))
+        app.screen.post_message(PeekDone("memory://peek-wrap", "work.classic", None, error))
         await pilot.pause(0.1)
         assert "the end of this sentence is here" in " ".join(screen_text(app).split())
 

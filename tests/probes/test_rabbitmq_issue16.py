@@ -37,12 +37,7 @@ def _one_line_exit_2(r, expected: str) -> None:  # type: ignore[no-untyped-def]
 async def test_peeked_queue_without_consumers_never_drains(vhost: RabbitVhost) -> None:
     """A dead-letter queue nobody consumes, peeked by qdeck: the management API's deliver_get rate counts those
     requeued gets, and the old rule read them as consumption ("drains in 2 s"). It is stalled."""
-    ch = vhost.channel()
-    ch.queue_declare("parked")
-    for i in range(5):
-        ch.basic_publish("", "parked", f"m{i}".encode())
-    ch.close()
-    wait_sync(lambda: vhost.exact_depth("parked") == 5, what="5 messages parked")
+    vhost.fill("parked", [f"m{i}".encode() for i in range(5)])
     probe = _probe(vhost)
     try:
         def get_rate() -> float:
@@ -299,12 +294,8 @@ async def test_negative_delivery_limit_on_3_10_is_refused_not_taken_as_none(vhos
     """Measured on the real 3.10 node: a quorum queue with ``x-delivery-limit: -1`` drops a message the first time
     it is requeued, so a requeueing peek loses everything it reads. The probe used to skip the negative value and
     peek (no limit before 4.0)."""
-    ch = vhost.channel()
-    ch.queue_declare("qq-neg", durable=True, arguments={"x-queue-type": "quorum", "x-delivery-limit": -1})
-    for i in range(2):
-        ch.basic_publish("", "qq-neg", f"m{i}".encode())
-    ch.close()
-    wait_sync(lambda: vhost.exact_depth("qq-neg") == 2, what="2 messages in qq-neg")
+    vhost.fill("qq-neg", [f"m{i}".encode() for i in range(2)], durable=True,
+               arguments={"x-queue-type": "quorum", "x-delivery-limit": -1})
     probe = _probe(vhost)
     try:
         snap = await wait_async(probe.snapshot, lambda s: s.queue("qq-neg") is not None, what="qq-neg listed")

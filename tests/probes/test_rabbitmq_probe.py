@@ -131,12 +131,8 @@ async def test_default_exchange_target_and_missing_exchange(vhost: RabbitVhost) 
 
 
 async def test_quorum_queue_with_delivery_limit_refuses_peek_unless_forced(vhost: RabbitVhost) -> None:
-    ch = vhost.channel()
-    ch.queue_declare("qq", durable=True, arguments={"x-queue-type": "quorum", "x-delivery-limit": 2})
-    for i in range(3):
-        ch.basic_publish("", "qq", f"m{i}".encode())
-    ch.close()
-    wait_sync(lambda: vhost.exact_depth("qq") == 3, what="3 messages in qq")
+    vhost.fill("qq", [f"m{i}".encode() for i in range(3)], durable=True,
+               arguments={"x-queue-type": "quorum", "x-delivery-limit": 2})
     probe = _probe(vhost)
     try:
         with pytest.raises(UnsafeOperation, match=r"delivery limit of 2.*--force"):
