@@ -8,7 +8,8 @@ RabbitMQ node (``qdeckfaults@localhost``, its own ports, mnesia and log dirs, no
 protocol), each on its own port and tmp dir, stopped and killed by PID at the end (and on Ctrl-C). The shared
 brokers on 5672/6379 are never touched.
 
-For each broker, four scenarios, each on a fresh queue: ``qdeck load run`` at RATE requests/s for DURATION s with a
+For each broker, four scenarios, each on a fresh queue: ``qdeck load run --confirm --persistent`` (both RabbitMQ's:
+publisher confirms counted, and requests that survive its restart) at RATE requests/s for DURATION s with a
 TIMEOUT s reply timeout against a ``qdeck worker`` (``--model echo --max-wait-ms 2`` by default), and at
 FAULT-AT × DURATION into the run:
 
@@ -137,10 +138,11 @@ def start_worker(url: str, queue: str, model: str, log: Path) -> subprocess.Pope
 
 
 def start_load(url: str, queue: str, args: argparse.Namespace, out: Path) -> subprocess.Popen[str]:
-    # --confirm: RabbitMQ's publisher confirms, so that requests lost in a dropped connection are told apart
+    # --confirm: RabbitMQ's publisher confirms, so that requests lost in a dropped connection are told apart;
+    # --persistent: RabbitMQ keeps only persistent messages across its restart (requests, and replies mirror them)
     proc = subprocess.Popen([sys.executable, "-m", "console.cli", "load", "run", "-b", url, "-q", queue, "--rate",
                              f"{args.rate:g}", "--duration", f"{args.duration:g}s", "--timeout", f"{args.timeout:g}s",
-                             "--out", str(out), "--quiet", "--confirm"],
+                             "--out", str(out), "--quiet", "--confirm", "--persistent"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV, stdin=subprocess.DEVNULL)
     PROCS.add(proc)

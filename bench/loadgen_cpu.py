@@ -12,7 +12,7 @@ same run at the other windows: the figures compare windows, not machines.
 Target (README, "How precise the sending is": a wider window saves CPU, and the default keeps the generator
 precise): at each rate, the total CPU per request at every wider window is at most 1.1 × that at the narrowest
 window measured (medians over the rounds; 10 % is this machine's run-to-run spread), and at the default window
-(``COALESCE_S``, 0.5 ms, when measured) schedule-lag p99 stays under 2 ms. Exits 1 when any is missed.
+(``COALESCE_S``, 1 ms, when measured) schedule-lag p99 stays under 2 ms. Exits 1 when any is missed.
 """
 
 from __future__ import annotations

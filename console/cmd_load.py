@@ -64,7 +64,7 @@ def run(
     timeout: str | None = typer.Option(None, "--timeout", help="No reply after this long = timeout (10s)."),
     coalesce: str | None = typer.Option(None, "--coalesce",
                                         help="Requests due within this window share one write, sent when the last "
-                                             "is due; the wait counts as schedule lag (0.5ms; 0 = each on its own)."),
+                                             "is due; the wait counts as schedule lag (1ms; 0 = each on its own)."),
     max_outage: str | None = typer.Option(None, "--max-outage",
                                           help="Abort the run when the broker stays unreachable this long (60s)."),
     payload_size: int | None = typer.Option(None, "--payload-size", min=0, help="Payload characters (64)."),
@@ -76,6 +76,11 @@ def run(
                                              "waited for, so that requests the broker never took when a connection "
                                              "drops end at once as not_confirmed (off: they time out). Costs the "
                                              "broker work real clients rarely add. Redis and Kafka confirm anyway."),
+    persistent: bool | None = typer.Option(None, "--persistent/--no-persistent",
+                                           help="RabbitMQ: publish requests persistent (delivery mode 2, a disk "
+                                                "write each, as Celery does); the worker's replies mirror it. With "
+                                                "it, requests and replies queued when the broker restarts survive "
+                                                "the restart (off: RabbitMQ drops them, and they time out)."),
     plan: Path | None = typer.Option(None, "--plan", "-p", help="A TOML plan; options given here win."),
     slo: list[str] = typer.Option([], "--slo", help="e.g. 'p99<250ms', 'errors<0.1%', 'achieved_rate>=99%', "
                                                     "'queue_wait.p99<50ms' (repeatable)."),
@@ -118,7 +123,8 @@ def run(
                      schedule=schedule.value if schedule else None,
                      ramp_from=ramp_from, ramp_to=ramp_to, ramp_over=ramp_over, steps=steps,
                      trace=str(trace) if trace else None, concurrency=concurrency, payload_size=payload_size,
-                     payload_text=payload, workload=workload, seed=seed, confirm=confirm, slos=list(slo),
+                     payload_text=payload, workload=workload, seed=seed, confirm=confirm, persistent=persistent,
+                     slos=list(slo),
                      agents=agents)
     try:
         built = build_plan(opts, read_plan_file(plan) if plan else None, source=str(plan) if plan else None)
@@ -176,7 +182,8 @@ def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | N
                            f"{spec.run_id}" + (f", warm-up {spec.warmup_s:g} s" if spec.warmup_s else ""), None))
 
     progress = None if quiet else Progress(spec.warmup_s, err, timeout_s=spec.timeout_s)
-    transport = open_transport(target, spec.queue, spec.run_id, confirm=spec.confirm)
+    transport = open_transport(target, spec.queue, spec.run_id, confirm=spec.confirm,
+                               persistent=spec.persistent)
     engine = Engine(transport, spec, progress=progress, started=started, abort_on=abort_on)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -109,10 +109,11 @@ class AmqpLink:
         raise amqp_error(self.target, self.closed.result(), what)
 
     async def declare(self, queue: str, *, durable: bool = True, exclusive: bool = False,
-                      auto_delete: bool = False) -> int:
+                      auto_delete: bool = False, arguments: dict[str, Any] | None = None) -> int:
         """Declare ``queue`` if missing (an existing queue is used as it is); returns its depth."""
         frame = await self.call(self.channel.queue_declare, queue, passive=False, durable=durable,
-                                exclusive=exclusive, auto_delete=auto_delete, what=f"declare queue {queue!r}")
+                                exclusive=exclusive, auto_delete=auto_delete, arguments=arguments,
+                                what=f"declare queue {queue!r}")
         return int(frame.method.message_count)
 
     async def ensure_queue(self, queue: str) -> None:
@@ -140,6 +141,7 @@ _FRAME_HEAD = struct.Struct(">BHI")
 _ACK = struct.Struct(">BHIIQB")
 _FRAME_END = bytes((spec.FRAME_END,))
 _CACHE_MAX = 1024
+_PERSISTENT = spec.BasicProperties(delivery_mode=spec.PERSISTENT_DELIVERY_MODE)
 
 
 class ChannelWriter:
@@ -150,7 +152,8 @@ class ChannelWriter:
     into one buffer (the Basic.Publish frame once per routing key, the content header once per body size; bodies
     split at the connection's frame size as pika splits them) and written through the same pika connection, so the
     connection's state, framing limits and counters stay pika's. Frames are byte-for-byte pika's (tests compare).
-    Properties are the defaults (none); a message that needs headers goes through ``basic_publish``.
+    Properties are the defaults (none), or delivery mode 2 alone for a ``persistent`` batch; a message that needs
+    headers goes through ``basic_publish``.
 
     The pika internals this needs are reached through ``pika_compat`` only; ``direct`` says whether they are there
     (without them every message goes through pika's API), ``socket_bytes`` counts the bytes that went straight to
@@ -162,7 +165,8 @@ class ChannelWriter:
         self.direct = pika_compat.can_write_frames(self.connection)
         self.socket_bytes = 0
         self._methods: dict[str, bytes] = {}
-        self._headers: dict[int, bytes] = {}
+        self._headers: dict[int, bytes] = {}  # content header by body size: transient
+        self._persistent_headers: dict[int, bytes] = {}  # and delivery mode 2
 
     def _check_open(self) -> None:
         if not self.channel.is_open:
@@ -171,17 +175,21 @@ class ChannelWriter:
     def _emit(self, parts: list[bytes]) -> None:
         self.socket_bytes += pika_compat.write_frames(self.connection, b"".join(parts), len(parts))
 
-    def publish(self, messages: Iterable[tuple[str, bytes]], acks: Iterable[tuple[int, bool]] = ()) -> None:
-        """Publish ``(queue, body)`` pairs through the default exchange, in order, then ack ``(delivery_tag,
-        multiple)`` pairs: all in one write."""
+    def publish(self, messages: Iterable[tuple[str, bytes]], acks: Iterable[tuple[int, bool]] = (), *,
+                persistent: Iterable[tuple[str, bytes]] = ()) -> None:
+        """Publish ``persistent`` (delivery mode 2), then ``messages`` (transient): ``(queue, body)`` pairs through
+        the default exchange, in order; then ack ``(delivery_tag, multiple)`` pairs: all in one write."""
         self._check_open()
         if not self.direct:
+            for key, body in persistent:
+                self.channel.basic_publish("", key, body, _PERSISTENT)
             for key, body in messages:
                 self.channel.basic_publish("", key, body)
             for tag, multiple in acks:
                 self.channel.basic_ack(tag, multiple=multiple)
             return
-        parts = self._publish_parts(messages)
+        parts = self._publish_parts(persistent, persistent=True) if persistent else []
+        parts += self._publish_parts(messages)
         self._ack_parts(acks, parts)
         if parts:
             self._emit(parts)
@@ -210,10 +218,12 @@ class ChannelWriter:
         self._methods[key] = method
         return None
 
-    def _publish_parts(self, messages: Iterable[tuple[str, bytes]]) -> list[bytes]:
+    def _publish_parts(self, messages: Iterable[tuple[str, bytes]], *, persistent: bool = False) -> list[bytes]:
         number = self.channel.channel_number
         max_len = pika_compat.body_max_length(self.connection)
-        methods, headers = self._methods, self._headers
+        methods = self._methods
+        headers = self._persistent_headers if persistent else self._headers
+        properties = _PERSISTENT if persistent else spec.BasicProperties()
         parts: list[bytes] = []
         for key, body in messages:
             method = methods.get(key)
@@ -227,7 +237,7 @@ class ChannelWriter:
             if header is None:
                 if len(headers) >= _CACHE_MAX:
                     headers.clear()
-                header = headers[size] = pframe.Header(number, size, spec.BasicProperties()).marshal()
+                header = headers[size] = pframe.Header(number, size, properties).marshal()
             parts.append(method)
             parts.append(header)
             for start in range(0, size, max_len):

@@ -43,7 +43,8 @@ def main(argv: list[str]) -> int:
         target = resolve_broker(doc.get("broker"))
         secrets = target.secrets
         out.mkdir(parents=True, exist_ok=True)
-        transport = open_transport(target, spec.queue, spec.run_id, confirm=spec.confirm)
+        transport = open_transport(target, spec.queue, spec.run_id, confirm=spec.confirm,
+                                   persistent=spec.persistent)
         result = aio.run(Engine(transport, spec, progress=_emit).run(str(out)))
     except (ProbeError, ShareError, ValueError, KeyError) as exc:
         print(f"qdeck: {redact_text(str(exc), secrets)}", file=sys.stderr)

@@ -85,6 +85,8 @@ def _facts(summary: dict[str, Any]) -> dict[str, Any]:
         "payload": summary.get("payload"),
         "workload": summary.get("workload"),
         "timeout": summary.get("timeout_s"),
+        "persistent requests": bool(summary.get("persistent")),
+        "publisher confirms": bool(summary.get("confirm")),
         "worker devices": sorted(summary.get("devices") or {}),
         "worker model and batching": sorted(summary.get("workers") or {}) or _batching(summary),
         "qdeck version": summary.get("qdeck_version"),

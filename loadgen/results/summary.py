@@ -5,7 +5,7 @@ never the engine. summary.json, schema_version 2::
 
     schema_version, qdeck_version, run_id, started_at (ISO 8601 UTC), broker (redacted), broker_kind, queue,
     workload, schedule {kind, description, params}, payload {size | text_chars}, duration_s, warmup_s, timeout_s,
-    coalesce_s, closed_loop,
+    coalesce_s, confirm (RabbitMQ publisher confirms), persistent (RabbitMQ delivery mode 2), closed_loop,
     counts {intended, sent, replied, errors, timeouts, unsent, late, duplicates, foreign, malformed_replies,
             warmup_sent},
     errors_by_kind {kind: n}, rates {target, achieved, achieved_ratio},
@@ -179,6 +179,8 @@ def build_summary(rec: RunRecord) -> dict[str, Any]:
         "warmup_s": facts["warmup_s"],
         "timeout_s": timeout_s,
         "coalesce_s": facts["coalesce_s"],
+        "confirm": bool(facts.get("confirm")),
+        "persistent": bool(facts.get("persistent")),
         "closed_loop": bool(facts.get("closed_loop")),
         "counts": counts,
         "errors_by_kind": dict(rec.errors_by_kind),

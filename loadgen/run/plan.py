@@ -6,9 +6,10 @@ queue = "inference"
 duration = "30s"                        # or requests = 5000
 warmup = "5s"
 timeout = "10s"
-coalesce = "0.5ms"                      # requests due this close share a write (0 = each alone)
+coalesce = "1ms"                        # requests due this close share a write (0 = each alone)
 max_outage = "60s"                      # a broker unreachable this long aborts the run
 confirm = false                         # RabbitMQ: publisher confirms on the request channel (--confirm)
+persistent = false                      # RabbitMQ: persistent requests and replies (--persistent)
 workload = "embed"
 seed = 1
 
@@ -85,7 +86,7 @@ _BOOL: _Rule = (lambda v: isinstance(v, bool), "true or false")
 TOP_KEYS: dict[str, _Rule] = {
     "broker": _STR, "queue": _STR, "rate": _NUMBER, "duration": _DURATION, "requests": _INT, "warmup": _DURATION,
     "timeout": _DURATION, "coalesce": _DURATION, "max_outage": _DURATION, "workload": _STR, "seed": _INT,
-    "confirm": _BOOL, "schedule": _TABLE, "payload": _TABLE, "slo": _TABLE}
+    "confirm": _BOOL, "persistent": _BOOL, "schedule": _TABLE, "payload": _TABLE, "slo": _TABLE}
 SCHEDULE_KEYS: dict[str, _Rule] = {
     "kind": _STR, "rate": _NUMBER, "from": _NUMBER, "to": _NUMBER, "over": _DURATION, "steps": _STEPS,
     "file": _STR, "concurrency": _INT}
@@ -117,6 +118,7 @@ class PlanInput:
     workload: str | None = None
     seed: int | None = None
     confirm: bool | None = None
+    persistent: bool | None = None
     slos: list[str] = field(default_factory=list)
     agents: int | None = None  # a distributed run: the schedule's peak rate is dealt over this many generators
 
@@ -233,6 +235,7 @@ def build_plan(opts: PlanInput, doc: dict[str, Any] | None = None, *, source: st
         payload=pick(opts.payload_text, "--payload", "text", "[payload] ")[0],
         seed=int(pick(opts.seed, "--seed", "seed", "", 1)[0]),
         confirm=bool(pick(opts.confirm, "--confirm", "confirm", "", False)[0]),
+        persistent=bool(pick(opts.persistent, "--persistent", "persistent", "", False)[0]),
         **defaults,
     )
     slos = [parse_slo(s) for s in opts.slos]

@@ -11,7 +11,7 @@ from typing import Any
 from loadgen.errors import PlanError
 from loadgen.run.schedules import AnySchedule, ClosedLoop, params
 
-COALESCE_S = 0.0005  # default: arrivals due within this of the oldest unwritten one share its write
+COALESCE_S = 0.001  # default: arrivals due within this of the oldest unwritten one share its write
 MAX_COALESCE_S = 0.1
 MAX_DURATION_S = 7 * 24 * 3600.0  # a week: longer runs are typos (1e400s), and the schedule's ns offsets stay exact
 MAX_TIMEOUT_S = 3600.0  # the histograms hold 1 µs to 1 h
@@ -50,6 +50,7 @@ class RunSpec:
     seed: int = 1
     max_outage_s: float = 60.0  # a broker away longer than this aborts the run
     confirm: bool = False  # RabbitMQ: the request channel in publisher-confirm mode (counted, never waited for)
+    persistent: bool = False  # RabbitMQ: requests published persistent (delivery mode 2); replies mirror it
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self) -> None:
@@ -98,5 +99,6 @@ class RunSpec:
             "timeout_s": self.timeout_s,
             "coalesce_s": self.coalesce_s,
             "confirm": self.confirm,
+            "persistent": self.persistent,
             "closed_loop": self.closed_loop,
         }

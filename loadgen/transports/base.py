@@ -40,9 +40,12 @@ TRANSPORTS = {
 }
 
 
-def open_transport(target: BrokerTarget, queue: str, run_id: str, *, confirm: bool = False) -> Transport:
+def open_transport(target: BrokerTarget, queue: str, run_id: str, *, confirm: bool = False,
+                   persistent: bool = False) -> Transport:
     """The transport for ``target``'s kind. ``confirm``: RabbitMQ's request channel in publisher-confirm mode (the
-    other brokers confirm every write anyway: Redis answers each XADD, Kafka's producer reports each delivery)."""
+    other brokers confirm every write anyway: Redis answers each XADD, Kafka's producer reports each delivery).
+    ``persistent``: RabbitMQ's requests published persistent (Redis and Kafka keep what they were given as their
+    own configuration says)."""
     spec = TRANSPORTS.get(target.kind)
     if spec is None:
         raise ConfigError(f"no load-generator transport for {target.kind}:// brokers")
@@ -51,4 +54,6 @@ def open_transport(target: BrokerTarget, queue: str, run_id: str, *, confirm: bo
     transport = factory(target, queue, run_id)
     if confirm and hasattr(transport, "confirm"):
         transport.confirm = True
+    if persistent and hasattr(transport, "persistent"):
+        transport.persistent = True
     return transport

@@ -1,4 +1,4 @@
-"""RabbitMQ transport on pika's asyncio adapter: publish to the request queue, consume an exclusive reply queue.
+"""RabbitMQ transport on pika's asyncio adapter: publish to the request queue, consume the run's reply queue.
 
 pika was measured against aio-pika on this request/reply path (``bench/rabbitmq_clients.py``, figures in
 ``bench/RESULTS.md``) and kept. Nothing waits on a publisher confirm (a channel that waits on each is ~50× slower).
@@ -12,6 +12,13 @@ Without it, a request lost in a dropped connection is a timeout; never a silent 
 A dropped connection (a broker restart, an admin closing it) is re-made in the background: sends meanwhile raise
 ``ConnectionLost`` (the engine counts those requests unsent and reports the outage), and the request and reply
 queues are declared again.
+
+The reply queue outlives a dropped connection, so that replies the workers publish meanwhile wait for the run: it
+is durable, neither exclusive nor auto-delete, and expires ``REPLY_EXPIRES_MS`` after its last use (a run killed
+with SIGKILL leaves it that long); the run deletes it when it ends. Across a broker restart RabbitMQ keeps only
+persistent messages: with ``persistent`` (``qdeck load run --persistent``) requests are published with delivery
+mode 2 and the worker's replies mirror it, so a graceful restart loses none; without it the requests and replies
+queued at the restart are dropped by the broker and end as timeouts.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from probes.errors import ConnectionLost, ProbeError
 from probes.urls import BrokerTarget
 
 SLICE = 32  # replies handled between two yields to the loop
+REPLY_EXPIRES_MS = 300_000  # an unused reply queue (its run is gone) is removed by the broker after 5 minutes
 
 
 class RabbitMQTransport:
@@ -51,6 +59,7 @@ class RabbitMQTransport:
         self._early: set[int] = set()  # tags confirmed singly, above _confirmed
         self._unconfirmed = 0
         self.confirm = False  # publisher-confirm mode on the request channel (open_transport sets it)
+        self.persistent = False  # requests published with delivery mode 2 (open_transport sets it)
 
     async def start(self, on_reply: ReplyHandler) -> None:
         self._handler = on_reply
@@ -60,7 +69,7 @@ class RabbitMQTransport:
         link = await AmqpLink.open(self.target)
         try:
             await link.ensure_queue(self.queue)
-            await link.declare(self.reply_to, durable=False, exclusive=True, auto_delete=True)
+            await link.declare(self.reply_to, arguments={"x-expires": REPLY_EXPIRES_MS})  # durable, outlives us
             reader = DeliveryReader.of(link.connection)
             reader.consume(link.channel, self.reply_to, self._on_reply, auto_ack=True)
             # Confirms, not waited for: they only tell, when the connection drops, how many of the requests written
@@ -95,7 +104,7 @@ class RabbitMQTransport:
 
     async def _reconnect(self) -> None:
         """Open a new connection, re-declare the request queue and the reply queue, consume again; back off ×2 from
-        50 ms to 1 s between tries. Replies sent to the old reply queue while it was gone are lost: timeouts."""
+        50 ms to 1 s between tries. Replies the workers published meanwhile waited in the reply queue."""
         old = self.link
         if old is not None:
             await old.aclose()
@@ -158,7 +167,10 @@ class RabbitMQTransport:
         if self._lost is not None:
             raise self._lost
         queue = self.queue
-        writer.publish([(queue, body) for body in bodies])  # one write for the batch
+        if self.persistent:
+            writer.publish((), persistent=[(queue, body) for body in bodies])  # one write for the batch
+        else:
+            writer.publish([(queue, body) for body in bodies])
         self._published += len(bodies)
 
     def failure(self) -> ProbeError | None:
@@ -170,5 +182,10 @@ class RabbitMQTransport:
             self._reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnecting
-        if self.link is not None:
-            await self.link.aclose()  # the exclusive reply queue goes with the connection
+        link = self.link
+        if link is None:
+            return
+        if not link.closed.done():
+            with contextlib.suppress(ProbeError):  # replies still on the way are not wanted any more
+                await link.call(link.channel.queue_delete, self.reply_to, what=f"delete queue {self.reply_to!r}")
+        await link.aclose()

@@ -1,7 +1,8 @@
 """RabbitMQ source (pika): manual acks only after the reply is published; prefetch sized to the batch.
 
-Replies go through the default exchange to the request's ``reply_to`` queue, without confirms (a confirm channel is
-50× slower); a destination no routing key can name (over 255 bytes, not UTF-8) is a dead letter instead. Dead
+Replies go through the default exchange to the request's ``reply_to`` queue, persistent when the request was (so a
+restart of the broker keeps what it would have kept of the request), without confirms (a confirm channel is 50×
+slower); a destination no routing key can name (over 255 bytes, not UTF-8) is a dead letter instead. Dead
 letters are published to ``<queue>.dlq`` (declared durable) with ``reason``/``source``/``attempts``/``failed_at``
 headers, mandatory, on a second channel in confirm mode, and the original is acked only once the broker confirmed
 its dead letter; a returned one (someone deleted the queue) has its queue declared again and is sent once more, and
@@ -19,6 +20,7 @@ import time
 from typing import Any
 
 import pika
+from pika.spec import PERSISTENT_DELIVERY_MODE
 
 from loadgen.brokers.amqp import AckPlan, AmqpLink, ChannelWriter, ConfirmedPublisher, amqp_error
 from loadgen.brokers.amqp_close import connection_dropped, describe_close
@@ -104,23 +106,26 @@ class RabbitMQSource:
         assert writer is not None
         out = Settlement()
         sendable: list[tuple[str, bytes]] = []
+        persistent: list[tuple[str, bytes]] = []  # replies to persistent requests are persistent too
         refused: list[DeadLetter] = []
         for r in replies:
             problem = writer.route_problem(r.destination)
-            if problem is None:
-                sendable.append((r.destination, r.body))
-            else:
+            if problem is not None:
                 refused.append(reply_failed(r, problem))
-        out.replied, out.reply_failures = len(sendable), len(refused)
+            elif getattr(r.delivery.handle[1], "delivery_mode", None) == PERSISTENT_DELIVERY_MODE:
+                persistent.append((r.destination, r.body))
+            else:
+                sendable.append((r.destination, r.body))
+        out.replied, out.reply_failures = len(sendable) + len(persistent), len(refused)
         if refused:
             out.problems.append(summarise(f"{len(refused)} replies could not be published, dead-lettering them "
                                           "instead", [f.reason for f in refused]))
             dead = merge_reply_failures(dead, refused)
         tags = [delivery.handle[0] for delivery in done]
         if not dead:
-            writer.publish(sendable, self._acks.acks(tags))  # one write: the batch's replies, then its acks
+            writer.publish(sendable, self._acks.acks(tags), persistent=persistent)  # one write: replies, then acks
             return out
-        writer.publish(sendable)
+        writer.publish(sendable, persistent=persistent)
         try:
             failures = await self._dead_letter(dead)
         except ProbeError as exc:  # the queue could not be declared again: none of them is safe

@@ -164,3 +164,25 @@ def test_a_write_goes_to_the_socket_at_once_and_what_it_does_not_take_goes_throu
         assert len(sent) == (len(whole) if to_socket == "all" else to_socket)
         assert len(conn.written) == (0 if to_pika == 0 else 1)
         assert conn.bytes_sent == len(whole)
+
+
+def test_persistent_messages_carry_delivery_mode_2_as_pikas_basic_publish_would() -> None:
+    """``--persistent``: the content header is pika's for ``BasicProperties(delivery_mode=2)``; persistent messages go
+    first, then transient ones, then acks, still in one write."""
+    conn = _Conn(10)
+    writer = ChannelWriter(_Channel(conn))  # type: ignore[arg-type]
+    persistent = [("requests", b'{"seq":1}'), ("requests", b"x" * 25)]
+    transient = [("requests", b'{"seq":2}')]
+    writer.publish(transient, [(7, True)], persistent=persistent)
+    assert len(conn.written) == 1
+
+    def pika_persistent(key: str, body: bytes) -> bytes:
+        props = spec.BasicProperties(delivery_mode=2)
+        out = [frame.Method(3, spec.Basic.Publish(exchange="", routing_key=key)).marshal(),
+               frame.Header(3, len(body), props).marshal()]
+        out += [frame.Body(3, body[i:i + 10]).marshal() for i in range(0, len(body), 10)]
+        return b"".join(out)
+
+    assert conn.written[0] == (b"".join(pika_persistent(k, b) for k, b in persistent)
+                               + _pika_publish(3, 10, *transient[0])
+                               + frame.Method(3, spec.Basic.Ack(delivery_tag=7, multiple=True)).marshal())

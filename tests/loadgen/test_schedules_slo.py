@@ -54,7 +54,7 @@ def test_plan_file_and_options_merge(tmp_path) -> None:
     assert plan.spec.queue == "inference" and plan.spec.duration_s == 5 and plan.spec.warmup_s == 2
     assert isinstance(plan.spec.schedule, Ramp) and plan.spec.schedule.end == 50
     assert [s.text for s in plan.slos] == ["errors<1%", "p99<250ms", "queue_wait.p99< 50ms"]
-    assert plan.spec.coalesce_s == 0.0005  # the default window
+    assert plan.spec.coalesce_s == 0.001  # the default window
     assert build_plan(PlanInput(), dict(doc, coalesce="250us")).spec.coalesce_s == pytest.approx(0.00025)
     assert build_plan(PlanInput(coalesce="0"), dict(doc, coalesce="2ms")).spec.coalesce_s == 0
     # RabbitMQ publisher confirms: off unless asked (the option wins over the plan); recorded in the run's facts
