@@ -20,6 +20,7 @@ from console.runner import backoff, brokers_option, cli_errors, fail, finite_at_
 from console.safe_text import safe
 from probes import BrokerSnapshot, Probe, ProbeError
 from probes.errors import NotFound
+from probes.lag import with_snapshot_rates
 from probes.models import ConsumerInfo
 
 
@@ -94,7 +95,7 @@ async def _poll_forever(probes: list[Probe], interval: float, view: _View) -> No
                 elif isinstance(result, BaseException):
                     raise result
                 else:
-                    last[i] = result
+                    last[i] = with_snapshot_rates(result, last[i])  # Kafka and Redis: rates from two snapshots
             failures = failures + 1 if errors else 0
             delay = backoff(interval, failures)
             shown = [s for s in last if s is not None]

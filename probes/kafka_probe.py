@@ -117,6 +117,7 @@ class KafkaProbe:
                 dead_letter_source="name pattern" if dlq else ("record headers" if targets else None),
                 dead_letter_queues=targets,
                 lag=max((r.lag for r in lags), default=None), partitions=len(parts),
+                appended=sum(high[(topic, p)] for p in parts),
                 config=configs.get(topic, {})))
         controller = md.controller_id
         overview = BrokerOverview(

@@ -18,14 +18,18 @@ One snapshot gives no rates at all (``lag --interval 0``, a console's first poll
 rate is a figure over an interval the user chose or can see. ``rate_basis`` names where each row's rates came from.
 
 The CLI table, ``--json`` and the console all classify with ``classify`` here.
+
+Kafka and Redis give no rates of their own: ``with_snapshot_rates`` fills a topic's or stream's in/s and out/s from
+the counters of two snapshots (the same counters as the lag rates), for ``qdeck queues --watch`` and the console.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from probes.models import BrokerSnapshot, GroupLag, PartitionLag
+from probes.models import BrokerSnapshot, GroupLag, PartitionLag, QueueStats
 
 Trend = Literal["draining", "growing", "stalled", "idle"]
 Rates = tuple[float | None, float | None, float | None, str | None]  # consume, produce, net, basis
@@ -80,6 +84,48 @@ def lag_rows(curr: BrokerSnapshot, prev: BrokerSnapshot | None = None) -> list[L
             rates = (consume, q.publish_rate, ((old.depth + old.in_flight) - backlog) / dt, "net drain")
         rows.append(_row(curr.broker, q.name, None, backlog, True, q.consumers, rates, pending=q.in_flight))
     return sorted(rows, key=lambda r: (-r.backlog, r.source, r.group or ""))
+
+
+SNAPSHOT_RATES = {"kafka": "snapshots of end and committed offsets",  # in/s, out/s
+                  "redis": "snapshots of entries-added, entries-read"}
+
+
+def with_snapshot_rates(curr: BrokerSnapshot, prev: BrokerSnapshot | None) -> BrokerSnapshot:
+    """``curr`` with in/s and out/s filled in for the topics and streams the broker gives no rates for, from the
+    counters of ``prev`` and ``curr``: in/s from ``appended`` (Kafka's end offsets, Redis's entries-added), out/s
+    the sum of the consume rates of the source's consumer groups (committed offsets, entries read), as RabbitMQ's
+    deliver rate counts deliveries to every consumer; 0 with no group at all. A figure whose counters are missing
+    (a first snapshot, a group or stream new since, Redis before 7) stays None: unknown, never a guess."""
+    dt = curr.taken_at - prev.taken_at if prev is not None else 0.0
+    if prev is None or dt <= 0:
+        return curr
+    before = {q.name: q for q in prev.queues}
+    old_groups = {(g.source, g.group): g for g in prev.groups}
+    consumed: dict[str, float] = {}
+    unknown: set[str] = set()
+    for g in curr.groups:
+        consume = _group_rates(g, old_groups.get((g.source, g.group)), dt, curr.kind)[0]
+        if consume is None:
+            unknown.add(g.source)
+        else:
+            consumed[g.source] = consumed.get(g.source, 0.0) + consume
+    queues: list[QueueStats] = []
+    changed = False
+    for q in curr.queues:
+        old = before.get(q.name)
+        if old is None or q.kind not in ("topic", "stream") or q.publish_rate is not None or q.deliver_rate is not None:
+            queues.append(q)
+            continue
+        publish = (max(0.0, (q.appended - old.appended) / dt)
+                   if q.appended is not None and old.appended is not None else None)
+        deliver = None if q.name in unknown else consumed.get(q.name, 0.0)
+        if publish is None and deliver is None:
+            queues.append(q)
+            continue
+        queues.append(dataclasses.replace(q, publish_rate=publish, deliver_rate=deliver,
+                                          rate_source=SNAPSHOT_RATES.get(curr.kind, "snapshots")))
+        changed = True
+    return dataclasses.replace(curr, queues=tuple(queues)) if changed else curr
 
 
 def _group_rates(g: GroupLag, old: GroupLag | None, dt: float, kind: str) -> Rates:

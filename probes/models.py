@@ -38,6 +38,7 @@ class QueueStats:
     dead_letter_overrides: str | None = None  # "policy NAME" whose dead-letter exchange the queue arguments override
     message_ttl_ms: int | None = None  # the message TTL that applies (RabbitMQ: the lower of argument and policy)
     message_ttl_source: str | None = None  # "argument", "policy NAME", ...
+    appended: int | None = None  # messages ever appended (Kafka: end offsets summed; Redis: entries-added): a counter
 
 
 @dataclass(frozen=True, slots=True)

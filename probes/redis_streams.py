@@ -129,7 +129,8 @@ class RedisProbe:
             in_flight=sum(int(g.get("pending", 0)) for g in raw_groups), consumers=consumers,
             publish_rate=None, deliver_rate=None, dead_letter_target=None, is_dead_letter=dlq, queue_type="stream",
             dead_letter_source="name pattern" if dlq else None, lag=max((g.lag for g in groups), default=None),
-            raw={"length": length, "groups": len(raw_groups)})
+            raw={"length": length, "groups": len(raw_groups)},
+            appended=int(info["entries-added"]) if info.get("entries-added") is not None else None)  # Redis ≥ 7
         return stats, groups
 
     async def _group(self, stream: str, g: Mapping[str, Any], version: tuple[int, ...]) -> GroupLag:

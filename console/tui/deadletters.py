@@ -23,15 +23,21 @@ class DeadLettersScreen(TableScreen):
         keys: list[object] = []
         rows: list[tuple[str, ...]] = []
         alerts: set[int] = set()
+        stale: set[int] = set()
+        now = self.qapp.clock()
+        states = self.qapp.states
         dlqs, feeders = dead_letter_queues((label, q) for label, st in self.qapp.states.items()
                                            for q in st.queues())
         for label, q in dlqs:
             if q.depth + q.in_flight:
                 alerts.add(len(rows))
+            if states[label].stale_s(now) is not None:
+                stale.add(len(rows))
             keys.append((label, q.name))
-            rows.append((safe(label, 40), safe(q.name, 120), q.kind, f"{q.depth + q.in_flight:,}",
+            rows.append((safe(states[label].shown_label(now), 60), safe(q.name, 120), q.kind,
+                         f"{q.depth + q.in_flight:,}",
                          ", ".join(safe(f, 40) for f in feeders.get((label, q.name), [])) or "-"))
-        self.query_one(VirtualTable).set_rows(keys, rows, alerts)
+        self.query_one(VirtualTable).set_rows(keys, rows, alerts, stale=stale)
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
         if message.key is not None:

@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline, Static
 
-from console.render import fmt_rate, fmt_time, fmt_ttl
+from console.render import fmt_duration, fmt_rate, fmt_time, fmt_ttl
 from console.safe_text import preview_bytes, safe
 from console.tui.base import BaseScreen
 from console.tui.confirm import ConfirmPeek
@@ -107,11 +107,19 @@ class QueueDetailScreen(BaseScreen):
             info.append("not in the latest snapshot (deleted, filtered by the broker, or not polled yet)",
                         style="yellow")
         else:
-            info.append(f"{q.kind}{' · ' + q.queue_type if q.queue_type else ''}"
+            st = self.qapp.states.get(self.broker)
+            age = st.stale_s(self.qapp.clock()) if st is not None else None
+            if st is not None and age is not None:
+                info.append(f"stale: the figures below are from the last good poll, {fmt_duration(age)} ago — "
+                            f"{safe(st.health.last_error or 'the broker does not answer', 160)}\n",
+                            style="bold yellow")
+            kind_type = q.kind + (f" · {q.queue_type}" if q.queue_type and q.queue_type != q.kind else "")
+            info.append(f"{kind_type}"
                         f"{' · ' + q.state if q.state else ''} · depth {q.depth:,} · in flight {q.in_flight:,} · "
                         f"consumers {q.consumers} · in {fmt_rate(q.publish_rate)}/s · out "
                         f"{fmt_rate(q.deliver_rate)}/s" + (f" · lag {q.lag:,}" if q.lag is not None else "")
-                        + (f" (rates from {safe(q.rate_source, 40)})" if q.rate_source else ""))
+                        + (f" (rates from {safe(q.rate_source, 40)})" if q.rate_source else ""),
+                        style="dim italic" if age is not None else "")
             if q.is_dead_letter:
                 info.append("\nthis is a dead-letter queue", style="bold red" if q.depth else "red")
             if q.dead_letter_target:

@@ -27,17 +27,22 @@ class LagScreen(TableScreen):
         keys: list[object] = []
         rows: list[tuple[str, ...]] = []
         alerts: set[int] = set()
+        stale: set[int] = set()
+        now = self.qapp.clock()
         for label, st in self.qapp.states.items():
+            shown, old = st.shown_label(now), st.stale_s(now) is not None
             for r in st.lag():
                 if r.backlog and r.consumers == 0:
                     alerts.add(len(rows))
+                if old:
+                    stale.add(len(rows))
                 keys.append((label, r.source, r.group))
-                rows.append((safe(label, 40), safe(r.source, 120), safe(r.group or "-", 60),
+                rows.append((safe(shown, 60), safe(r.source, 120), safe(r.group or "-", 60),
                              f"{r.backlog:,}" + ("" if r.exact else "+"),
                              f"{r.pending:,}" if r.pending is not None else "-", f"{r.consumers:,}",
                              fmt_rate(r.produce_rate), fmt_rate(r.consume_rate), fmt_net_rate(r.net_rate),
                              drain_text(r), r.trend or "?", safe(r.state or "", 20), safe(r.rate_basis or "", 30)))
-        self.query_one(VirtualTable).set_rows(keys, rows, alerts)
+        self.query_one(VirtualTable).set_rows(keys, rows, alerts, stale=stale)
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
         if message.key is not None:

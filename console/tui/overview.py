@@ -34,10 +34,12 @@ def queue_row(broker: str, q: QueueStats) -> Row:
 
 
 class QueueRows(Sequence[Row]):
-    """Rows formatted only when the table draws them (a screenful, not 10,000)."""
+    """Rows formatted only when the table draws them (a screenful, not 10,000); ``shown``: each broker's cell
+    (its label, marked while stale)."""
 
-    def __init__(self, entries: list[tuple[str, QueueStats]]) -> None:
+    def __init__(self, entries: list[tuple[str, QueueStats]], shown: dict[str, str] | None = None) -> None:
         self.entries = entries
+        self.shown = shown or {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -49,9 +51,11 @@ class QueueRows(Sequence[Row]):
     def __getitem__(self, i: slice) -> list[Row]: ...
 
     def __getitem__(self, i: int | slice) -> Row | list[Row]:
+        shown = self.shown
         if isinstance(i, slice):
-            return [queue_row(*e) for e in self.entries[i]]
-        return queue_row(*self.entries[i])
+            return [queue_row(shown.get(label, label), q) for label, q in self.entries[i]]
+        label, q = self.entries[i]
+        return queue_row(shown.get(label, label), q)
 
 
 class EntryKeys(Sequence[tuple[str, str]]):
@@ -129,12 +133,16 @@ class OverviewScreen(BaseScreen):
         t0 = time.perf_counter()
         entries = self.entries()
         alerts = {i for i, (_l, q) in enumerate(entries) if q.is_dead_letter and q.depth > 0}
-        widest = {"broker": max((len(label) for label in self.qapp.states), default=0),
+        now = self.qapp.clock()
+        shown = {label: st.shown_label(now) for label, st in self.qapp.states.items()}
+        stale_brokers = {label for label, st in self.qapp.states.items() if st.stale_s(now) is not None}
+        stale = {i for i, (label, _q) in enumerate(entries) if label in stale_brokers} if stale_brokers else set()
+        widest = {"broker": max((len(text) for text in shown.values()), default=0),
                   "name": max((len(q.name) for _l, q in entries), default=0),
                   "dlq": max((len(q.dead_letter_target or "") + 2 for _l, q in entries), default=3)}
         table = self.query_one(VirtualTable)
         table.sort_column, table.sort_descending = self.sort_column, self.descending
-        table.set_rows(EntryKeys(entries), QueueRows(entries), alerts, widest)
+        table.set_rows(EntryKeys(entries), QueueRows(entries, shown), alerts, widest, stale)
         self.last_update_ms = (time.perf_counter() - t0) * 1000
         self._spark(table.current_key)
 

@@ -9,8 +9,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from console.render import fmt_duration
 from console.runner import backoff as backoff  # the one poll backoff (CLI --watch and the console)
-from probes.lag import LagRow, lag_rows
+from probes.lag import LagRow, lag_rows, with_snapshot_rates
 from probes.models import BrokerSnapshot, QueueStats
 
 HISTORY = 120  # points of history kept per queue (one per poll)
@@ -59,6 +60,7 @@ class BrokerState:
     history: dict[str, QueueHistory] = field(default_factory=dict)
 
     def record(self, snap: BrokerSnapshot) -> None:
+        snap = with_snapshot_rates(snap, self.snapshot)  # Kafka's and Redis's in/s and out/s: from two snapshots
         self.previous, self.snapshot = self.snapshot, snap
         h = self.health
         h.up, h.last_ok, h.last_error, h.failures, h.poll_s = True, snap.taken_at, None, 0, snap.duration_s
@@ -76,6 +78,19 @@ class BrokerState:
     def failed(self, message: str) -> None:
         h = self.health
         h.up, h.last_error, h.failures = False, message, h.failures + 1
+
+    def stale_s(self, now: float | None = None) -> float | None:
+        """While the broker's polls fail, how old the figures on screen are (they are its last good snapshot's);
+        None while they are live, or when there are none."""
+        if self.health.up is not False or self.snapshot is None:
+            return None
+        return self.health.age(now) or 0.0
+
+    def shown_label(self, now: float | None = None) -> str:
+        """The broker cell of every table row: its label, led by ``stale AGE ·`` while its figures are stale (the
+        lead comes first, so a narrow column never cuts it)."""
+        age = self.stale_s(now)
+        return self.label if age is None else f"stale {fmt_duration(age)} · {self.label}"
 
     def queues(self) -> tuple[QueueStats, ...]:
         return self.snapshot.queues if self.snapshot else ()

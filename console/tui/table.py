@@ -38,6 +38,7 @@ Row = tuple[str, ...]
 HEADER = Style(bold=True, reverse=True)
 CURSOR = Style(reverse=True)
 ALERT = Style(color="red", bold=True)
+STALE = Style(dim=True, italic=True)  # figures of a broker whose polls fail: its last good snapshot's
 
 
 class VirtualTable(ScrollView, can_focus=True):
@@ -76,6 +77,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self.rows: Sequence[Row] = []
         self.keys: Sequence[Any] = []
         self.alerts: set[int] = set()  # row indexes drawn in red (dead letters waiting, brokers down)
+        self.stale: set[int] = set()  # row indexes drawn dim: their broker's polls fail, the figures are old
         self.chosen = False  # the user moved the cursor: from then on it follows its row; until then, the top row
         self.sort_column: str | None = None
         self.sort_descending = False  # the marker: ▼ biggest (or Z) first, ▲ smallest (or A) first
@@ -84,7 +86,7 @@ class VirtualTable(ScrollView, can_focus=True):
     # -- data ----------------------------------------------------------------------------------------------------
 
     def set_rows(self, keys: Sequence[Any], rows: Sequence[Row], alerts: set[int] | None = None,
-                 widest: dict[str, int] | None = None) -> None:
+                 widest: dict[str, int] | None = None, stale: set[int] | None = None) -> None:
         """Replace the rows; the cursor stays on the same key when it is still there, once the user has moved it
         (before that it stays on the first row, however the rows of several brokers arrive and sort).
 
@@ -92,7 +94,7 @@ class VirtualTable(ScrollView, can_focus=True):
         to size auto-width columns, which ``widest`` (column key → widest cell) spares.
         """
         current = self.keys[self.cursor] if self.chosen and 0 <= self.cursor < len(self.keys) else None
-        self.keys, self.rows, self.alerts = keys, rows, alerts or set()
+        self.keys, self.rows, self.alerts, self.stale = keys, rows, alerts or set(), stale or set()
         for i, col in enumerate(self.columns):
             title = len(self.title(col))  # the sort marker included: a title is never cut
             if col.width == 0:
@@ -143,6 +145,8 @@ class VirtualTable(ScrollView, can_focus=True):
         style = self.rich_style
         if index in self.alerts:
             style = style + ALERT
+        if index in self.stale:
+            style = style + STALE
         if index == self.cursor:
             style = style + CURSOR
         line = self._cells(self.rows[index])
