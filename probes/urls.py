@@ -50,6 +50,13 @@ class BrokerTarget:
         return self.name or self.display
 
     @property
+    def place(self) -> str:
+        """Where it is, without scheme or user: ``host:port/vhost`` (RabbitMQ), ``host:port/db`` (Redis),
+        ``host:port`` (Kafka; the first bootstrap host)."""
+        where = f"{self.host}:{self.port}"
+        return f"{where}/{self.path}" if self.path else where
+
+    @property
     def host(self) -> str:
         return self.hosts[0][0]
 

@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from console.runner import backoff
 from console.tui.commands import ViewCommands
 from console.tui.messages import DataChanged, PollFailed, SnapshotArrived
-from console.tui.state import BrokerState
+from console.tui.state import BrokerState, short_labels
 from probes import BrokerTarget, Probe, ProbeError, open_probe
 from probes.redact import redact_text
 
@@ -38,7 +38,8 @@ class QdeckApp(App[None]):
         super().__init__()
         self.targets = {t.label: t for t in targets}
         self.interval, self.timeout = interval, timeout
-        self.states = {label: BrokerState(label, t.kind) for label, t in self.targets.items()}
+        short = short_labels(targets)
+        self.states = {label: BrokerState(label, t.kind, short[label]) for label, t in self.targets.items()}
         self.probes: dict[str, Probe] = dict(probes or {})
         self.polls = 0
         self.clock = clock  # the header's "polled Ns ago" (tests freeze it)

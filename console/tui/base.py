@@ -39,6 +39,11 @@ class BaseScreen(Screen[None]):
     def refresh_data(self) -> None:
         """Redraw from ``self.qapp.states``; screens override."""
 
+    def broker_column(self, table: VirtualTable) -> VirtualTable:
+        """With one broker its column says nothing (the header names it): hidden; with several it is shown."""
+        table.hidden = {"broker"} if len(self.qapp.states) == 1 else set()
+        return table
+
     def on_data_changed(self, message: DataChanged) -> None:
         self.query_one(HealthBar).update_health()
         self.refresh_data()

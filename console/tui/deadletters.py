@@ -7,7 +7,7 @@ from console.safe_text import safe
 from console.tui.base import TableScreen
 from console.tui.table import Column, VirtualTable
 
-COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("name", "dead-letter queue", 0),
+COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True), Column("name", "dead-letter queue", 0),
            Column("kind", "kind", 6), Column("depth", "messages", 10, right=True),
            Column("feeders", "fed by", 0, max_width=60)]
 
@@ -37,7 +37,7 @@ class DeadLettersScreen(TableScreen):
             rows.append((safe(states[label].shown_label(now), 60), safe(q.name, 120), q.kind,
                          f"{q.depth + q.in_flight:,}",
                          ", ".join(safe(f, 40) for f in feeders.get((label, q.name), [])) or "-"))
-        self.query_one(VirtualTable).set_rows(keys, rows, alerts, stale=stale)
+        self.broker_column(self.query_one(VirtualTable)).set_rows(keys, rows, alerts, stale=stale)
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
         if message.key is not None:

@@ -7,7 +7,7 @@ from console.safe_text import safe
 from console.tui.base import TableScreen
 from console.tui.table import Column, VirtualTable
 
-COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("source", "queue / topic / stream", 0),
+COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True), Column("source", "queue / topic / stream", 0),
            Column("group", "group", 0, max_width=30), Column("backlog", "backlog", 10, right=True),
            Column("pending", "pending", 8, right=True), Column("consumers", "consumers", 9, right=True),
            Column("produce", "in/s", 8, right=True), Column("rate", "out/s", 8, right=True),
@@ -42,7 +42,7 @@ class LagScreen(TableScreen):
                              f"{r.pending:,}" if r.pending is not None else "-", f"{r.consumers:,}",
                              fmt_rate(r.produce_rate), fmt_rate(r.consume_rate), fmt_net_rate(r.net_rate),
                              drain_text(r), r.trend or "?", safe(r.state or "", 20), safe(r.rate_basis or "", 30)))
-        self.query_one(VirtualTable).set_rows(keys, rows, alerts, stale=stale)
+        self.broker_column(self.query_one(VirtualTable)).set_rows(keys, rows, alerts, stale=stale)
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
         if message.key is not None:

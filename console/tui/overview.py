@@ -19,7 +19,7 @@ from console.tui.messages import DataChanged
 from console.tui.table import Column, Row, VirtualTable
 from probes.models import QueueStats
 
-COLUMNS = [Column("broker", "broker", 0, max_width=24), Column("name", "queue / topic / stream", 0),
+COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True), Column("name", "queue / topic / stream", 0),
            Column("kind", "kind", 6), Column("depth", "depth", 10, right=True),
            Column("in_flight", "in flight", 9, right=True), Column("consumers", "consumers", 9, right=True),
            Column("publish_rate", "in/s", 8, right=True), Column("deliver_rate", "out/s", 8, right=True),
@@ -140,7 +140,7 @@ class OverviewScreen(BaseScreen):
         widest = {"broker": max((len(text) for text in shown.values()), default=0),
                   "name": max((len(q.name) for _l, q in entries), default=0),
                   "dlq": max((len(q.dead_letter_target or "") + 2 for _l, q in entries), default=3)}
-        table = self.query_one(VirtualTable)
+        table = self.broker_column(self.query_one(VirtualTable))
         table.sort_column, table.sort_descending = self.sort_column, self.descending
         table.set_rows(EntryKeys(entries), QueueRows(entries, shown), alerts, widest, stale)
         self.last_update_ms = (time.perf_counter() - t0) * 1000

@@ -6,13 +6,15 @@ Pure data, no Textual: the app updates it from poll results and every screen rea
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from console.render import fmt_duration
 from console.runner import backoff as backoff  # the one poll backoff (CLI --watch and the console)
 from probes.lag import LagRow, lag_rows, with_snapshot_rates
 from probes.models import BrokerSnapshot, QueueStats
+from probes.urls import BrokerTarget
 
 HISTORY = 120  # points of history kept per queue (one per poll)
 
@@ -50,10 +52,21 @@ class QueueHistory:
         return [p[2] for p in self.points]
 
 
+def short_labels(targets: Sequence[BrokerTarget]) -> dict[str, str]:
+    """The broker cell of every table, by target label: the profile name, else where the broker is
+    (``host:port/vhost``), with the scheme in front when that alone does not tell two brokers apart. The full,
+    redacted URL is in the header."""
+    short = {t.label: t.name or t.place for t in targets}
+    counts = Counter(short.values())
+    return {t.label: (f"{t.scheme}://{short[t.label]}" if counts[short[t.label]] > 1 and not t.name else short[t.label])
+            for t in targets}
+
+
 @dataclass
 class BrokerState:
     label: str
     kind: str
+    short: str = ""  # the table cell (``short_labels``); the label when not given
     health: Health = field(default_factory=Health)
     snapshot: BrokerSnapshot | None = None
     previous: BrokerSnapshot | None = None
@@ -90,7 +103,8 @@ class BrokerState:
         """The broker cell of every table row: its label, led by ``stale AGE ·`` while its figures are stale (the
         lead comes first, so a narrow column never cuts it)."""
         age = self.stale_s(now)
-        return self.label if age is None else f"stale {fmt_duration(age)} · {self.label}"
+        name = self.short or self.label
+        return name if age is None else f"stale {fmt_duration(age)} · {name}"
 
     def queues(self) -> tuple[QueueStats, ...]:
         return self.snapshot.queues if self.snapshot else ()

@@ -31,6 +31,7 @@ class Column:
     right: bool = False
     max_width: int = 60
     min_width: int = 0  # an auto-width column is at least this wide
+    cut_middle: bool = False  # a cell too wide loses its middle (both ends tell apart), not its end
 
 
 Row = tuple[str, ...]
@@ -82,6 +83,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self.sort_column: str | None = None
         self.sort_descending = False  # the marker: ▼ biggest (or Z) first, ▲ smallest (or A) first
         self.widths = [max(c.width, c.min_width, len(self.title(c))) for c in self.columns]
+        self.hidden: set[str] = set()  # column keys not drawn (the broker column when there is one broker)
 
     # -- data ----------------------------------------------------------------------------------------------------
 
@@ -105,7 +107,7 @@ class VirtualTable(ScrollView, can_focus=True):
                 self.widths[i] = max(min(max(cell, col.min_width), col.max_width), title)
             else:
                 self.widths[i] = max(col.width, title)
-        total = sum(self.widths) + len(self.widths)
+        total = sum(w + 1 for w, c in zip(self.widths, self.columns, strict=False) if c.key not in self.hidden)
         self.virtual_size = Size(total, len(self.rows) + 1)
         cursor = min(self.cursor, max(len(self.rows) - 1, 0)) if self.chosen else 0
         if current is not None:
@@ -129,7 +131,15 @@ class VirtualTable(ScrollView, can_focus=True):
     def _cells(self, values: Sequence[str]) -> str:
         out = []
         for value, width, col in zip(values, self.widths, self.columns, strict=False):
-            text = value if len(value) <= width else value[: max(width - 1, 0)] + "…"
+            if col.key in self.hidden:
+                continue
+            if len(value) <= width:
+                text = value
+            elif col.cut_middle and width > 8:
+                head = (width - 1) // 2
+                text = value[:head] + "…" + value[len(value) - (width - 1 - head):]
+            else:
+                text = value[: max(width - 1, 0)] + "…"
             out.append(text.rjust(width) if col.right else text.ljust(width))
         return " ".join(out)
 
@@ -190,6 +200,8 @@ class VirtualTable(ScrollView, can_focus=True):
             x = event.x + self.scroll_offset.x
             edge = 0
             for col, width in zip(self.columns, self.widths, strict=False):
+                if col.key in self.hidden:
+                    continue
                 edge += width + 1
                 if x < edge:
                     self.post_message(self.Sorted(self, col.key))

@@ -60,6 +60,8 @@ def test_a_failed_brokers_cell_says_stale_with_the_age() -> None:
     state.failed("connection refused")
     assert state.stale_s(now=1_032.0) == 32.0
     assert state.shown_label(now=1_032.0) == "stale 32s · redis://h:6379/0"
+    state.short = "h:6379/0"  # the short label the app gives it (short_labels)
+    assert state.shown_label(now=1_032.0) == "stale 32s · h:6379/0"
     state.record(_snap(1_040.0, 5, {}))
     assert state.stale_s(now=1_041.0) is None
 
@@ -138,7 +140,7 @@ async def test_a_dead_brokers_rows_go_stale_and_come_back_live(vhost: RabbitVhos
 
             await until(pilot, lambda: redis_row()[1][0].startswith("stale "), what="the stale mark")
             index, row = redis_row()
-            assert row[0].endswith(f"· {url}") and index in table.stale
+            assert row[0] == f"stale {row[0].split()[1]} · 127.0.0.1:{port}/0" and index in table.stale
             rabbit = next(i for i, row in enumerate(table.rows) if row[1] == "stale.rabbit")
             assert rabbit not in table.stale and not table.rows[rabbit][0].startswith("stale")
             app.open_queue(url, "stale:stream")
@@ -154,3 +156,40 @@ async def test_a_dead_brokers_rows_go_stale_and_come_back_live(vhost: RabbitVhos
                         what="live rows again (the restarted Redis is empty: its stream is gone)")
     finally:
         embedded_redis.stop(proc)
+
+
+def test_short_broker_labels_tell_brokers_apart() -> None:
+    """Issue 17 item 5: two vhosts on one host no longer both read `amqp://guest:***@127.0.…` (the cell was cut at
+    24 characters): the profile name, else host:port/vhost, with the scheme only when that is still ambiguous."""
+    from console.tui.state import short_labels
+
+    targets = [parse_broker_url("amqp://guest:secret@127.0.0.1:5672/orders-vhost-with-a-long-name"),
+               parse_broker_url("amqp://guest:secret@127.0.0.1:5672/billing"),
+               parse_broker_url("redis://127.0.0.1:6379/0"), parse_broker_url("rediss://127.0.0.1:6379/0"),
+               parse_broker_url("kafka://127.0.0.1:9092", name="prod-kafka")]
+    short = short_labels(targets)
+    assert [short[t.label] for t in targets] == [
+        "127.0.0.1:5672/orders-vhost-with-a-long-name", "127.0.0.1:5672/billing", "redis://127.0.0.1:6379/0",
+        "rediss://127.0.0.1:6379/0", "prod-kafka"]
+    assert not any("secret" in s for s in short.values())
+
+
+@pytest.mark.slow
+async def test_one_broker_hides_the_broker_column_several_show_short_labels(vhost: RabbitVhost,
+                                                                             redis_url: str) -> None:
+    ch = vhost.channel()
+    ch.queue_declare("label.q")
+    ch.close()
+    app = QdeckApp([parse_broker_url(vhost.url)], interval=0.5)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "label.q" in overview_rows(app), timeout=30, what="the queue")
+        table = app.screen.query_one(VirtualTable)
+        assert "broker" in table.hidden and not str(table.render_line(0).text).lstrip().startswith("broker")
+    app = QdeckApp([parse_broker_url(vhost.url), parse_broker_url(redis_url)], interval=0.5)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: "label.q" in overview_rows(app), timeout=30, what="the queue")
+        table = app.screen.query_one(VirtualTable)
+        assert not table.hidden and str(table.render_line(0).text).startswith("broker")
+        assert overview_rows(app)["label.q"][0] == f"127.0.0.1:5672/{vhost.name}"
+        line = str(table.render_line(1 + list(table.rows).index(overview_rows(app)["label.q"])).text)
+        assert line.startswith("127.0.0.1:") and f"…{vhost.name[-14:]} " in line  # cut in the middle: both ends
