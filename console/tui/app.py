@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.timer import Timer
 
 from console.runner import backoff
 from console.tui.commands import ViewCommands
@@ -31,7 +32,12 @@ class QdeckApp(App[None]):
         Binding("o", "overview", "overview", show=False),
         Binding("d", "dead_letters", "dead letters"),
         Binding("l", "lag", "lag"),
+        Binding("f", "freeze", "pause", show=False),
+        Binding("ctrl+r", "refresh_now", "refresh", show=False),
+        Binding("plus", "interval(2)", "slower", show=False),
+        Binding("minus", "interval(0.5)", "faster", show=False),
     ]
+    MIN_INTERVAL, MAX_INTERVAL = 0.5, 300.0
 
     def __init__(self, targets: Sequence[BrokerTarget], *, interval: float = 2.0, timeout: float = 15.0,
                  probes: Mapping[str, Probe] | None = None, clock: Callable[[], float] = time.time) -> None:
@@ -43,6 +49,9 @@ class QdeckApp(App[None]):
         self.probes: dict[str, Probe] = dict(probes or {})
         self.polls = 0
         self.clock = clock  # the header's "polled Ns ago" (tests freeze it)
+        self.paused = False  # f: polls stop (the figures stay, marked paused); f again polls every broker at once
+        self._next: dict[str, Timer] = {}  # each broker's next poll
+        self._waiting: set[str] = set()  # brokers whose poll came back while paused: polled again on resume
 
     def on_mount(self) -> None:
         from console.tui.overview import OverviewScreen
@@ -82,15 +91,56 @@ class QdeckApp(App[None]):
     def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
         self.polls += 1
         self.states[message.broker].record(message.snapshot)
-        self.set_timer(self.interval, lambda: self.poll(message.broker))
+        self._again(message.broker, self.interval)
         self.screen.post_message(DataChanged(message.broker, message.arrived))
 
     def on_poll_failed(self, message: PollFailed) -> None:
         self.polls += 1
         state = self.states[message.broker]
         state.failed(message.error)
-        self.set_timer(backoff(self.interval, state.health.failures), lambda: self.poll(message.broker))
+        self._again(message.broker, backoff(self.interval, state.health.failures))
         self.screen.post_message(DataChanged(message.broker, time.perf_counter()))
+
+    def _again(self, label: str, delay: float) -> None:
+        """Arm ``label``'s next poll (one timer a broker), or, while paused, remember to poll it on resume."""
+        old = self._next.pop(label, None)
+        if old is not None:
+            old.stop()
+        if self.paused:
+            self._waiting.add(label)
+        else:
+            self._next[label] = self.set_timer(delay, lambda: self.poll(label))
+
+    # -- refresh control -----------------------------------------------------------------------------------------
+
+    def poll_status(self) -> str:
+        """The header's refresh state: paused, or the poll interval."""
+        return "⏸ paused (f resumes)" if self.paused else f"every {self.interval:g}s"
+
+    def action_freeze(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self.action_refresh_now()
+        self.notify("polling paused: the figures stay as they are (f resumes)" if self.paused else
+                    "polling resumed")
+        self.screen.post_message(DataChanged("", time.perf_counter()))
+
+    def action_refresh_now(self) -> None:
+        """Ctrl-R: poll every broker now (a poll in flight is replaced), and go on at the interval from there."""
+        if self.paused:
+            return
+        for label in self.targets:
+            timer = self._next.pop(label, None)
+            if timer is not None:
+                timer.stop()
+            self.poll(label)
+        self._waiting.clear()
+
+    def action_interval(self, factor: float) -> None:
+        """+ / -: poll half as often or twice as often, from 0.5 s to 5 min; the next polls take the new interval."""
+        self.interval = min(max(self.interval * factor, self.MIN_INTERVAL), self.MAX_INTERVAL)
+        self.notify(f"polling every {self.interval:g}s")
+        self.screen.post_message(DataChanged("", time.perf_counter()))
 
     # -- navigation ----------------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ class BaseScreen(Screen[None]):
         return cast("QdeckApp", self.app)
 
     def compose_header(self) -> ComposeResult:
-        yield HealthBar(self.qapp.states, self.qapp.clock)
+        yield HealthBar(self.qapp.states, self.qapp.clock, self.qapp.poll_status)
 
     def compose_footer(self) -> ComposeResult:
         yield Footer()

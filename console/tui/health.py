@@ -13,7 +13,8 @@ from console.safe_text import safe
 from console.tui.state import BrokerState
 
 
-def health_text(states: Mapping[str, BrokerState], now: float | None = None) -> Text:
+def health_text(states: Mapping[str, BrokerState], now: float | None = None, status: str = "") -> Text:
+    """One badge per broker, then ``status`` (the polling: its interval, or paused)."""
     now = now or time.time()
     out = Text()
     for i, (label, st) in enumerate(states.items()):
@@ -34,6 +35,8 @@ def health_text(states: Mapping[str, BrokerState], now: float | None = None) -> 
         else:
             out.append(f"✖ {safe(label, 40)} DOWN ", style="bold red")
             out.append(f"last ok {age_text} · {safe(h.last_error or '', 90)}", style="red")
+    if status:
+        out.append(f"   {status}", style="bold yellow" if "paused" in status else "dim")
     return out
 
 
@@ -42,13 +45,14 @@ class HealthBar(Static):
     HealthBar { height: auto; max-height: 3; padding: 0 1; background: $panel; }
     """
 
-    def __init__(self, states: Mapping[str, BrokerState], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, states: Mapping[str, BrokerState], clock: Callable[[], float] = time.time,
+                 status: Callable[[], str] = str) -> None:
         super().__init__(id="health")
-        self.states, self.clock = states, clock
+        self.states, self.clock, self.status = states, clock, status
 
     def on_mount(self) -> None:
         self.update_health()
         self.set_interval(1.0, self.update_health)
 
     def update_health(self) -> None:
-        self.update(health_text(self.states, self.clock()))
+        self.update(health_text(self.states, self.clock(), self.status()))

@@ -1,7 +1,8 @@
 """A virtual table for the console: only the visible rows are rendered, so 10,000 queues update in milliseconds.
 
 Textual's DataTable builds every row it holds (1.2 s for 10,000 here); this one keeps plain rows (tuples of already
-escaped strings) and renders lines on demand through the Line API. Keys: ↑ ↓ PgUp PgDn Home End move, Enter opens;
+escaped strings) and renders lines on demand through the Line API. Keys: ↑ ↓ PgUp PgDn Home End move (and vim's
+j k g G, Ctrl-D Ctrl-U half a page), Enter opens;
 the mouse selects a row (a second click opens it) and a click on a column title sorts by it (again: reverse).
 """
 
@@ -51,6 +52,13 @@ class VirtualTable(ScrollView, can_focus=True):
         Binding("home", "jump(0)", show=False),
         Binding("end", "jump(-1)", show=False),
         Binding("enter", "open", "open", show=False),
+        # vim and less, as k9s users expect
+        Binding("k", "move(-1)", show=False),
+        Binding("j", "move(1)", show=False),
+        Binding("g", "jump(0)", show=False),
+        Binding("G", "jump(-1)", show=False),
+        Binding("ctrl+u", "half_page(-1)", show=False),
+        Binding("ctrl+d", "half_page(1)", show=False),
     ]
     DEFAULT_CSS = """
     VirtualTable { height: 1fr; }
@@ -185,6 +193,9 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def action_page(self, direction: int) -> None:
         self.action_move(direction * max(self.size.height - 2, 1))
+
+    def action_half_page(self, direction: int) -> None:
+        self.action_move(direction * max((self.size.height - 1) // 2, 1))
 
     def action_jump(self, where: int) -> None:
         if self.rows:

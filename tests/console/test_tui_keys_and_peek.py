@@ -14,12 +14,14 @@ import pytest
 from console.tui.app import QdeckApp
 from console.tui.confirm import ConfirmPeek
 from console.tui.detail import QueueDetailScreen, message_row
+from console.tui.health import HealthBar
 from console.tui.messages import PeekDone
 from console.tui.overview import OverviewScreen
 from console.tui.table import VirtualTable
 from probes.fake import FakeBroker
 from probes.models import BrokerSnapshot, PeekedMessage, PeekResult
 from probes.urls import parse_broker_url
+from tests.console.test_tui_brokers import until
 from tests.console.tui_fixtures import FROZEN, FrozenProbe, demo_app, q, screen_text
 
 SIZE = (130, 32)
@@ -277,3 +279,52 @@ def test_quorum_dialog_snapshot(snap_compare) -> None:
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(160, 32), run_before=settle)
+
+
+async def test_vim_keys_move_the_cursor() -> None:
+    """Issue 17 item 11: j k g G and Ctrl-D Ctrl-U move as ↓ ↑ Home End and half a page do."""
+    app, _broker = demo_app("vim")
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one(VirtualTable)
+        await until(pilot, lambda: len(table.rows) == 5, what="the rows")
+        await pilot.press("j", "j")
+        assert table.cursor == 2
+        await pilot.press("k")
+        assert table.cursor == 1
+        await pilot.press("G")
+        assert table.cursor == 4
+        await pilot.press("g")
+        assert table.cursor == 0
+        await pilot.press("ctrl+d")
+        assert table.cursor == 4  # half of a 20-row table: past the last of 5 rows, so the last
+        await pilot.press("ctrl+u")
+        assert table.cursor == 0
+
+
+async def test_pause_refresh_now_and_the_interval_at_run_time() -> None:
+    """Issue 17 item 11: f pauses polling (the header says so) and resumes it with a poll of every broker; Ctrl-R
+    polls now whatever the interval; + and - change the interval, shown in the header."""
+    app, _broker = demo_app("refresh", interval=0.2)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.polls >= 2, what="polling at 0.2 s")
+        await pilot.press("f")
+        assert app.paused and "paused" in str(app.screen.query_one(HealthBar).render())
+        await pilot.pause(0.5)  # a poll in flight may still land
+        frozen = app.polls
+        await pilot.pause(1.0)
+        assert app.polls == frozen  # five intervals, no poll
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.3)
+        assert app.polls == frozen  # paused: refresh waits for resume
+        await pilot.press("f")
+        await until(pilot, lambda: app.polls > frozen, timeout=2, what="a poll on resume")
+        assert not app.paused and "every 0.2s" in str(app.screen.query_one(HealthBar).render())
+        for _ in range(12):
+            await pilot.press("plus")
+        assert app.interval == 300.0  # bounded
+        await pilot.pause(0.3)
+        slow = app.polls
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: app.polls > slow, timeout=2, what="Ctrl-R polling at once")
+        await pilot.press("minus")
+        assert app.interval == 150.0 and "every 150s" in str(app.screen.query_one(HealthBar).render())
