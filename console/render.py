@@ -20,6 +20,30 @@ def fmt_rate(rate: float | None) -> str:
     return f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
 
 
+def type_text(q: QueueStats) -> str:
+    """A queue's type as the CLI and the console show it: classic / quorum / stream (RabbitMQ), stream / list
+    (Redis), topic (Kafka); the kind where the broker names no type."""
+    return q.queue_type or q.kind
+
+
+def snapshot_notes(snapshot: BrokerSnapshot) -> list[str]:
+    """What a snapshot says besides its rows (a missing dead-letter exchange, a scan cut short): the CLI prints
+    these under its table, the console under its overview."""
+    notes = list(snapshot.notes)
+    if snapshot.partial:
+        notes.append("partial snapshot: a listing budget ran out (see notes)")
+    return notes
+
+
+def totals_text(snapshot: BrokerSnapshot) -> str:
+    """A broker's totals: depth, in flight, consumers and (where the broker gives them) rates."""
+    o = snapshot.overview
+    text = f"depth {o.ready:,}  in flight {o.unacked:,}  consumers {o.consumers:,}"
+    if o.publish_rate is not None:
+        text += f" · in {fmt_rate(o.publish_rate)}/s  out {fmt_rate(o.deliver_rate)}/s"
+    return text
+
+
 def fmt_duration(seconds: float | None) -> str:
     """The one duration format (CLI and console): 93s, 14m, 5.2h, 3.1d."""
     if seconds is None:
@@ -79,9 +103,7 @@ def overview_line(snapshot: BrokerSnapshot, shown: int) -> Text:
     if o.scope:
         parts.append(safe(o.scope))
     parts.append(f"{shown:,} of {o.queues:,} queues shown")
-    parts.append(f"depth {o.ready:,}  in flight {o.unacked:,}  consumers {o.consumers:,}")
-    if o.publish_rate is not None:
-        parts.append(f"in {fmt_rate(o.publish_rate)}/s  out {fmt_rate(o.deliver_rate)}/s")
+    parts.append(totals_text(snapshot))
     return Text(" · ".join(parts), style="dim")
 
 
@@ -120,7 +142,7 @@ def queues_table(queues: Sequence[QueueStats], *, label_broker: bool = False) ->
                                                      if q.message_ttl_source else ""))]
         lag = ["-" if q.lag is None else f"{q.lag:,}"] if show_lag else []
         broker = [Text(safe(q.broker))] if label_broker else []
-        table.add_row(*broker, name, safe(q.queue_type or q.kind), f"{q.depth:,}", f"{q.in_flight:,}",
+        table.add_row(*broker, name, safe(type_text(q)), f"{q.depth:,}", f"{q.in_flight:,}",
                       f"{q.consumers:,}", *lag, fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), Text(target),
                       *ttl)
     return table
@@ -130,9 +152,7 @@ def snapshot_view(snapshot: BrokerSnapshot, queues: Sequence[QueueStats], *,
                   label_broker: bool = False) -> RenderableType:
     parts: list[RenderableType] = [overview_line(snapshot, len(queues)),
                                    queues_table(queues, label_broker=label_broker)]
-    parts += [Text(f"! {safe(note, 400)}", style="yellow") for note in snapshot.notes]
-    if snapshot.partial:
-        parts.append(Text("! partial snapshot: a listing budget ran out (see notes)", style="yellow"))
+    parts += [Text(f"! {safe(note, 400)}", style="yellow") for note in snapshot_notes(snapshot)]
     return Group(*parts)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from rich.text import Text
 from textual.widgets import Static
 
+from console.render import totals_text
 from console.safe_text import safe
 from console.tui.state import BrokerState
 
@@ -29,8 +30,8 @@ def health_text(states: Mapping[str, BrokerState], now: float | None = None, sta
         elif h.up:
             out.append(f"● {safe(label, 40)} ", style="bold green")
             extra = f"{st.kind} · {len(st.queues()):,} queues · polled {age_text}"
-            if st.snapshot is not None and st.snapshot.partial:
-                extra += " · partial"
+            if st.snapshot is not None:
+                extra += f" · {totals_text(st.snapshot)}" + (" · partial" if st.snapshot.partial else "")
             out.append(extra, style="green")
         else:
             out.append(f"✖ {safe(label, 40)} DOWN ", style="bold red")

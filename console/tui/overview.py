@@ -6,13 +6,14 @@ import time
 from collections.abc import Sequence
 from typing import ClassVar, overload
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import Input, Label, Sparkline
+from textual.widgets import Input, Label, Sparkline, Static
 
 from console.queue_filter import NUMERIC, select_entries
-from console.render import fmt_rate
+from console.render import fmt_rate, snapshot_notes, type_text
 from console.safe_text import safe
 from console.tui.base import BaseScreen
 from console.tui.messages import DataChanged
@@ -20,17 +21,19 @@ from console.tui.table import Column, Row, VirtualTable
 from probes.models import QueueStats
 
 COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True), Column("name", "queue / topic / stream", 0),
-           Column("kind", "kind", 6), Column("depth", "depth", 10, right=True),
+           Column("kind", "type", 7), Column("depth", "depth", 10, right=True),
            Column("in_flight", "in flight", 9, right=True), Column("consumers", "consumers", 9, right=True),
            Column("publish_rate", "in/s", 8, right=True), Column("deliver_rate", "out/s", 8, right=True),
            Column("lag", "lag", 10, right=True), Column("dlq", "dead letters", 0, max_width=30)]
 SORTABLE = [c.key for c in COLUMNS]
+NOTES_SHOWN = 3  # snapshot notes under the table; the rest are counted
 
 
 def queue_row(broker: str, q: QueueStats) -> Row:
     dlq = "DLQ" if q.is_dead_letter else (f"→ {safe(q.dead_letter_target, 40)}" if q.dead_letter_target else "")
-    return (safe(broker, 40), safe(q.name, 120), q.kind, f"{q.depth:,}", f"{q.in_flight:,}", f"{q.consumers:,}",
-            fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate), f"{q.lag:,}" if q.lag is not None else "-", dlq)
+    return (safe(broker, 60), safe(q.name, 120), safe(type_text(q), 12), f"{q.depth:,}", f"{q.in_flight:,}",
+            f"{q.consumers:,}", fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate),
+            f"{q.lag:,}" if q.lag is not None else "-", dlq)
 
 
 class QueueRows(Sequence[Row]):
@@ -105,6 +108,7 @@ class OverviewScreen(BaseScreen):
         yield Input(placeholder="filter: substring, or a glob like embed.*  (Enter keeps it, Esc clears)",
                     id="filter")
         yield VirtualTable(COLUMNS, id="queues")
+        yield Static("", id="notes")
         with Horizontal(id="spark-row"):
             yield Label("", id="spark-label")
             yield Sparkline([], id="spark")
@@ -143,8 +147,23 @@ class OverviewScreen(BaseScreen):
         table = self.broker_column(self.query_one(VirtualTable))
         table.sort_column, table.sort_descending = self.sort_column, self.descending
         table.set_rows(EntryKeys(entries), QueueRows(entries, shown), alerts, widest, stale)
+        self._notes()
         self.last_update_ms = (time.perf_counter() - t0) * 1000
         self._spark(table.current_key)
+
+    def _notes(self) -> None:
+        """What the snapshots say besides their rows (as the CLI prints them under its table): a missing or
+        unroutable dead-letter exchange, a scan cut short; the first NOTES_SHOWN, then how many more."""
+        several = len(self.qapp.states) > 1
+        notes = [f"! {safe(st.short or label, 40) + ': ' if several else ''}{safe(note, 300)}"
+                 for label, st in self.qapp.states.items() if st.snapshot is not None
+                 for note in snapshot_notes(st.snapshot)]
+        shown = notes[:NOTES_SHOWN]
+        if len(notes) > NOTES_SHOWN:
+            shown.append(f"! … and {len(notes) - NOTES_SHOWN} more notes ('qdeck queues' lists them all)")
+        box = self.query_one("#notes", Static)
+        box.update(Text("\n".join(shown), style="yellow"))
+        box.display = bool(shown)
 
     def on_data_changed(self, message: DataChanged) -> None:
         super().on_data_changed(message)

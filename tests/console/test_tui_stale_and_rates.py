@@ -193,3 +193,25 @@ async def test_one_broker_hides_the_broker_column_several_show_short_labels(vhos
         assert overview_rows(app)["label.q"][0] == f"127.0.0.1:5672/{vhost.name}"
         line = str(table.render_line(1 + list(table.rows).index(overview_rows(app)["label.q"])).text)
         assert line.startswith("127.0.0.1:") and f"…{vhost.name[-14:]} " in line  # cut in the middle: both ends
+
+
+@pytest.mark.slow
+async def test_console_says_what_the_cli_says_types_notes_and_totals(vhost: RabbitVhost) -> None:
+    """Issue 17 item 3: the type column says classic / quorum (the CLI's TYPE, not "queue"), the snapshot's notes
+    (here a dead-letter exchange that does not exist) are shown under the overview as the CLI prints them under its
+    table, and the header carries the broker's totals."""
+    ch = vhost.channel()
+    ch.queue_declare("typed.classic", durable=True)
+    ch.queue_declare("typed.quorum", durable=True, arguments={"x-queue-type": "quorum"})
+    ch.queue_declare("typed.orphan", durable=True, arguments={"x-dead-letter-exchange": "no-such-dlx"})
+    ch.close()
+    app = QdeckApp([parse_broker_url(vhost.url)], interval=0.5)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: {"typed.classic", "typed.quorum", "typed.orphan"} <= set(overview_rows(app)),
+                    timeout=30, what="the three queues")
+        rows = overview_rows(app)
+        assert rows["typed.classic"][2] == "classic" and rows["typed.quorum"][2] == "quorum"
+        notes = str(app.screen.query_one("#notes").render())
+        assert "dead-letter exchange 'no-such-dlx' does not exist" in notes
+        health = str(app.screen.query_one("#health").render())
+        assert "depth 0  in flight 0  consumers 0" in health
