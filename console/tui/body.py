@@ -5,16 +5,22 @@ limit)."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from console.render import fmt_time
-from console.safe_text import is_binary, safe
+from console.safe_text import is_binary, json_text, safe
 from console.tui.base import BaseScreen
+from console.tui.screenshot import screenshot_dir
 from probes.models import PEEK_BODY_BYTES, PeekedMessage
+from probes.serialize import to_jsonable
 
 
 def hexdump(data: bytes, width: int = 16) -> str:
@@ -75,10 +81,36 @@ def message_text(m: PeekedMessage) -> Text:
     return out
 
 
+def save_message(queue: str, m: PeekedMessage, directory: Path | None = None) -> Path:
+    """Write ``m`` as ``qdeck dlq peek --json`` writes a message (every header and property, the body as text or
+    base64) to ``qdeck-message-<queue>-<id>.json`` in ``directory`` (default: where screenshots go); the path."""
+    ident = m.message_id or (f"{m.partition}-{m.offset}" if m.offset is not None else str(m.position))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"qdeck-message-{queue}-{ident}")[:150] + ".json"
+    path = (directory or screenshot_dir()) / name
+    doc = {"queue": queue, "message": to_jsonable(m)}
+    path.write_text(json_text(doc) + "\n", encoding="ascii")
+    return path.resolve()
+
+
 class BodyScreen(BaseScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("w", "save", "save to a file")]
+
     def __init__(self, queue: str, message: PeekedMessage) -> None:
         super().__init__(name="body")
         self.queue, self.message = queue, message
+
+    def action_save(self) -> None:
+        """w: the whole message as JSON in a file, and where it went (or why it could not be written)."""
+        try:
+            saved = save_message(self.queue, self.message)
+        except OSError as exc:
+            self.notify(f"could not save the message: {safe(exc.strerror or exc, 200)} "
+                        f"({safe(exc.filename or screenshot_dir(), 200)})", title="Save", severity="error",
+                        markup=False)
+            return
+        cut = (f"; its body was cut at {len(self.message.body):,} of {self.message.size:,} bytes by the peek"
+               if self.message.body_truncated else "")
+        self.notify(f"saved to {safe(str(saved), 300)}{cut}", title="Save", markup=False)
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()

@@ -26,6 +26,7 @@ KEYS = [
     ("queue", "p", "peek messages (RabbitMQ asks first: its peek requeues them)"),
     ("", "P", "peek a quorum queue that has a delivery limit anyway"),
     ("", "c, Tab", "refresh consumers, move between tables"),
+    ("message", "w", "save it (headers, deaths, whole body) as JSON; the notice says where"),
 ]
 
 

@@ -328,3 +328,37 @@ async def test_pause_refresh_now_and_the_interval_at_run_time() -> None:
         await until(pilot, lambda: app.polls > slow, timeout=2, what="Ctrl-R polling at once")
         await pilot.press("minus")
         assert app.interval == 150.0 and "every 150s" in str(app.screen.query_one(HealthBar).render())
+
+
+async def test_w_saves_the_whole_message_and_says_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 item 11: in the body viewer `w` writes the message (every header, its deaths, the body — base64 when
+    binary) as `qdeck dlq peek --json` writes it, and the notification gives the full path."""
+    import json
+
+    import console.tui.body as body
+    from console.tui.body import BodyScreen
+
+    monkeypatch.setattr(body, "screenshot_dir", lambda: tmp_path)
+    app, _broker = demo_app("save")
+    notes: list[str] = []
+    async with app.run_test(size=(120, 30)) as pilot:
+        monkeypatch.setattr(app, "notify", lambda message, **_kw: notes.append(message))
+        await pilot.pause(0.3)
+        for key in ("d", "enter"):
+            await pilot.press(key)
+            await pilot.pause(0.3)
+        await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen) and len(app.screen.messages) == 2,
+                    what="the DLQ's messages")
+        await pilot.press("down", "enter")  # the second message: binary
+        await until(pilot, lambda: isinstance(app.screen, BodyScreen), what="the body viewer")
+        await pilot.press("w")
+        await until(pilot, lambda: bool(notes), what="the notification")
+    [saved] = list(tmp_path.iterdir())
+    assert notes == [f"saved to {saved}"]
+    doc = json.loads(saved.read_text())
+    assert doc["queue"] == "embed.requests.dlq"
+    message = doc["message"]
+    # 40 control bytes are valid UTF-8: text, every one a \u escape in the file (nothing raw reaches a terminal)
+    assert message["body_text"].encode() == bytes(range(40)) and message["body_base64"] is None
+    assert "\\u0000" in saved.read_text() and "\x00" not in saved.read_text()
+    assert message["message_id"] == "m-2" and message["deaths"][0]["reason"] == "expired"
