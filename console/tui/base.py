@@ -31,7 +31,7 @@ class BaseScreen(Screen[None]):
         yield HealthBar(self.qapp.states, self.qapp.clock, self.qapp.poll_status)
 
     def compose_footer(self) -> ComposeResult:
-        yield Footer()
+        yield Footer(compact=True)
 
     def action_escape(self) -> None:
         self.qapp.go_back()
@@ -61,7 +61,7 @@ class TableScreen(BaseScreen):
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
-        yield Label(self.caption, classes="section")
+        yield Label(self.caption, classes="section caption")
         yield VirtualTable(self.columns, id=self.name)
         yield from self.compose_footer()
 

@@ -7,9 +7,10 @@ from console.safe_text import safe
 from console.tui.base import TableScreen
 from console.tui.table import Column, VirtualTable
 
-COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True), Column("name", "dead-letter queue", 0),
-           Column("kind", "kind", 6), Column("depth", "messages", 10, right=True),
-           Column("feeders", "fed by", 0, max_width=60)]
+COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True, priority=3),
+           Column("name", "dead-letter queue", 0, max_width=40),
+           Column("kind", "kind", 6, priority=4), Column("depth", "messages", 10, right=True, priority=1),
+           Column("feeders", "fed by", 0, max_width=60, priority=2)]
 
 
 class DeadLettersScreen(TableScreen):

@@ -28,13 +28,17 @@ from probes.redact import redact_text
 
 PEEK_LIMIT = 20
 ID_WIDTH = 41  # a Redis entry id (two 20-digit numbers and a dash), a UUID message id, a Kafka partition:offset
-MESSAGE_COLUMNS = [Column("pos", "#", 0, max_width=ID_WIDTH, min_width=8), Column("reason", "reason", 0, max_width=28),
-                   Column("origin", "original queue", 0, max_width=30), Column("count", "deaths", 6, right=True),
-                   Column("first", "first death", 23), Column("last", "last death", 23),
-                   Column("size", "bytes", 9, right=True), Column("body", "body", 0, max_width=80)]
-CONSUMER_COLUMNS = [Column("tag", "consumer", 0, max_width=40), Column("conn", "connection", 0, max_width=30),
-                    Column("prefetch", "prefetch", 8, right=True), Column("ack", "ack", 5),
-                    Column("active", "active", 6)]
+# priority: on a narrow screen the times give way first; the id, the reason and the body stay
+MESSAGE_COLUMNS = [Column("pos", "#", 0, max_width=ID_WIDTH, min_width=8),
+                   Column("reason", "reason", 0, max_width=28, priority=1),
+                   Column("origin", "original queue", 0, max_width=30, priority=3),
+                   Column("count", "deaths", 6, right=True, priority=4),
+                   Column("first", "first death", 23, priority=7), Column("last", "last death", 23, priority=6),
+                   Column("size", "bytes", 9, right=True, priority=5), Column("body", "body", 0, max_width=80)]
+CONSUMER_COLUMNS = [Column("tag", "consumer", 0, max_width=40),
+                    Column("conn", "connection", 0, max_width=30, priority=3),
+                    Column("prefetch", "prefetch", 8, right=True, priority=2), Column("ack", "ack", 5, priority=4),
+                    Column("active", "active", 6, priority=1)]
 
 
 def message_ref(m: PeekedMessage) -> str:

@@ -13,9 +13,14 @@ from console.render import totals_text
 from console.safe_text import safe
 from console.tui.state import BrokerState
 
+WIDE = 120  # below this many columns the header leaves out the totals and queue counts (one line at 80)
 
-def health_text(states: Mapping[str, BrokerState], now: float | None = None, status: str = "") -> Text:
-    """One badge per broker, then ``status`` (the polling: its interval, or paused)."""
+
+def health_text(states: Mapping[str, BrokerState], now: float | None = None, status: str = "",
+                width: int = 0) -> Text:
+    """One badge per broker, then ``status`` (the polling: its interval, or paused); narrower than ``WIDE``
+    (``width`` > 0), only what fits a line: health, the poll's age, the error."""
+    narrow = 0 < width < WIDE
     now = now or time.time()
     out = Text()
     for i, (label, st) in enumerate(states.items()):
@@ -29,9 +34,10 @@ def health_text(states: Mapping[str, BrokerState], now: float | None = None, sta
             out.append("connecting…", style="yellow")
         elif h.up:
             out.append(f"● {safe(label, 40)} ", style="bold green")
-            extra = f"{st.kind} · {len(st.queues()):,} queues · polled {age_text}"
+            extra = f"polled {age_text}" if narrow else f"{st.kind} · {len(st.queues()):,} queues · polled {age_text}"
             if st.snapshot is not None:
-                extra += f" · {totals_text(st.snapshot)}" + (" · partial" if st.snapshot.partial else "")
+                extra += ("" if narrow else f" · {totals_text(st.snapshot)}") + (" · partial" if st.snapshot.partial
+                                                                                 else "")
             out.append(extra, style="green")
         else:
             out.append(f"✖ {safe(label, 40)} DOWN ", style="bold red")
@@ -56,4 +62,7 @@ class HealthBar(Static):
         self.set_interval(1.0, self.update_health)
 
     def update_health(self) -> None:
-        self.update(health_text(self.states, self.clock(), self.status()))
+        self.update(health_text(self.states, self.clock(), self.status(), self.size.width))
+
+    def on_resize(self) -> None:
+        self.update_health()

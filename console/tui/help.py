@@ -7,7 +7,7 @@ from typing import ClassVar
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -39,7 +39,7 @@ class HelpScreen(ModalScreen[None]):
             t.add_column(col)
         for row in KEYS:
             t.add_row(*row)
-        with Vertical(id="help"):
+        with VerticalScroll(id="help"):
             yield Static(t)
             yield Static("read-only: the console never changes broker state, except that a RabbitMQ peek requeues "
                          "(after you confirm). Esc closes this.")

@@ -7,13 +7,17 @@ from console.safe_text import safe
 from console.tui.base import TableScreen
 from console.tui.table import Column, VirtualTable
 
-COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True), Column("source", "queue / topic / stream", 0),
-           Column("group", "group", 0, max_width=30), Column("backlog", "backlog", 10, right=True),
-           Column("pending", "pending", 8, right=True), Column("consumers", "consumers", 9, right=True),
-           Column("produce", "in/s", 8, right=True), Column("rate", "out/s", 8, right=True),
-           Column("net", "net/s", 9, right=True), Column("eta", "to drain", 16, right=True),
-           Column("trend", "trend", 8), Column("state", "state", 0, max_width=14),
-           Column("basis", "rates from", 0, max_width=26)]
+# priority: on a narrow screen the highest give way first; the backlog, time to drain and net rate stay at 80
+COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True, priority=10),
+           Column("source", "queue / topic / stream", 0, max_width=32),
+           Column("group", "group", 0, max_width=30, priority=2),
+           Column("backlog", "backlog", 10, right=True, priority=1),
+           Column("pending", "pending", 8, right=True, priority=8),
+           Column("consumers", "consumers", 9, right=True, priority=6),
+           Column("produce", "in/s", 8, right=True, priority=9), Column("rate", "out/s", 8, right=True, priority=7),
+           Column("net", "net/s", 9, right=True, priority=4), Column("eta", "to drain", 16, right=True, priority=3),
+           Column("trend", "trend", 8, priority=5), Column("state", "state", 0, max_width=14, priority=11),
+           Column("basis", "rates from", 0, max_width=26, priority=12)]
 
 
 class LagScreen(TableScreen):

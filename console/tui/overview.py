@@ -20,11 +20,15 @@ from console.tui.messages import DataChanged
 from console.tui.table import Column, Row, VirtualTable
 from probes.models import QueueStats
 
-COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True), Column("name", "queue / topic / stream", 0),
-           Column("kind", "type", 7), Column("depth", "depth", 10, right=True),
-           Column("in_flight", "in flight", 9, right=True), Column("consumers", "consumers", 9, right=True),
-           Column("publish_rate", "in/s", 8, right=True), Column("deliver_rate", "out/s", 8, right=True),
-           Column("lag", "lag", 10, right=True), Column("dlq", "dead letters", 0, max_width=30)]
+# priority: what gives way on a narrow screen first (highest); name, depth, consumers and lag stay at 80 columns
+COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True, priority=5),
+           Column("name", "queue / topic / stream", 0, max_width=40),
+           Column("kind", "type", 7, priority=7), Column("depth", "depth", 10, right=True, priority=1),
+           Column("in_flight", "in flight", 9, right=True, priority=6),
+           Column("consumers", "consumers", 9, right=True, priority=2),
+           Column("publish_rate", "in/s", 8, right=True, priority=8),
+           Column("deliver_rate", "out/s", 8, right=True, priority=9),
+           Column("lag", "lag", 10, right=True, priority=3), Column("dlq", "dead letters", 0, max_width=30, priority=4)]
 SORTABLE = [c.key for c in COLUMNS]
 NOTES_SHOWN = 3  # snapshot notes under the table; the rest are counted
 

@@ -33,6 +33,7 @@ class Column:
     max_width: int = 60
     min_width: int = 0  # an auto-width column is at least this wide
     cut_middle: bool = False  # a cell too wide loses its middle (both ends tell apart), not its end
+    priority: int = 0  # when the table is too wide for the screen the highest numbers give way first; 0 never does
 
 
 Row = tuple[str, ...]
@@ -92,6 +93,8 @@ class VirtualTable(ScrollView, can_focus=True):
         self.sort_descending = False  # the marker: ▼ biggest (or Z) first, ▲ smallest (or A) first
         self.widths = [max(c.width, c.min_width, len(self.title(c))) for c in self.columns]
         self.hidden: set[str] = set()  # column keys not drawn (the broker column when there is one broker)
+        self.narrowed: list[str] = []  # column titles given way to fit the screen's width (``_fit``)
+        self._off: set[str] = set()  # the columns not drawn: hidden, or given way to the width
 
     # -- data ----------------------------------------------------------------------------------------------------
 
@@ -115,7 +118,8 @@ class VirtualTable(ScrollView, can_focus=True):
                 self.widths[i] = max(min(max(cell, col.min_width), col.max_width), title)
             else:
                 self.widths[i] = max(col.width, title)
-        total = sum(w + 1 for w, c in zip(self.widths, self.columns, strict=False) if c.key not in self.hidden)
+        self._fit()
+        total = sum(w + 1 for w, c in zip(self.widths, self.columns, strict=False) if c.key not in self._off)
         self.virtual_size = Size(total, len(self.rows) + 1)
         cursor = min(self.cursor, max(len(self.rows) - 1, 0)) if self.chosen else 0
         if current is not None:
@@ -124,6 +128,30 @@ class VirtualTable(ScrollView, can_focus=True):
         self.set_reactive(VirtualTable.cursor, cursor)
         self.refresh()
         self._announce()
+
+    def _fit(self) -> None:
+        """Columns give way by priority until the rest fit the width on screen (none at all before the first
+        layout, when the width is not known yet)."""
+        off = set(self.hidden)
+        width = self.size.width
+        if width > 0:
+            shown = [(w, c) for w, c in zip(self.widths, self.columns, strict=False) if c.key not in off]
+            total = sum(w + 1 for w, _c in shown) - 1
+            for w, c in sorted(shown, key=lambda wc: -wc[1].priority):
+                if total <= width or c.priority == 0:
+                    break
+                off.add(c.key)
+                total -= w + 1
+        self._off = off
+        self.narrowed = [c.title for c in self.columns if c.key in off and c.key not in self.hidden]
+
+    def on_resize(self, _event: events.Resize) -> None:
+        before = self._off
+        self._fit()
+        if self._off != before:
+            total = sum(w + 1 for w, c in zip(self.widths, self.columns, strict=False) if c.key not in self._off)
+            self.virtual_size = Size(total, len(self.rows) + 1)
+            self.refresh()
 
     @property
     def current_key(self) -> Any:
@@ -139,7 +167,7 @@ class VirtualTable(ScrollView, can_focus=True):
     def _cells(self, values: Sequence[str]) -> str:
         out = []
         for value, width, col in zip(values, self.widths, self.columns, strict=False):
-            if col.key in self.hidden:
+            if col.key in self._off:
                 continue
             if len(value) <= width:
                 text = value
@@ -211,7 +239,7 @@ class VirtualTable(ScrollView, can_focus=True):
             x = event.x + self.scroll_offset.x
             edge = 0
             for col, width in zip(self.columns, self.widths, strict=False):
-                if col.key in self.hidden:
+                if col.key in self._off:
                     continue
                 edge += width + 1
                 if x < edge:

@@ -88,11 +88,17 @@ def test_body_viewer_formats() -> None:
     assert hexdump(b"AB") == "00000000  " + "41 42".ljust(48) + " AB"
 
 
-@pytest.mark.parametrize("keys", [[], ["d"], ["l"], ["enter"], ["d", "enter"], ["d", "enter", "enter"],
-                                  ["question_mark"], ["s"]],
-                         ids=["overview", "dead-letters", "lag", "queue-detail", "dlq-messages", "body", "help",
-                              "sorted-in-flight"])
-def test_snapshots(snap_compare, keys: list[str]) -> None:
+SCREENS = {"overview": [], "dead-letters": ["d"], "lag": ["l"], "queue-detail": ["enter"],
+           "dlq-messages": ["d", "enter"], "body": ["d", "enter", "enter"], "help": ["question_mark"],
+           "sorted-in-flight": ["s"]}
+# Every screen at 160×45 and at 80×24 (issue 17 item 4: usable in a small terminal).
+SIZES = {"": (160, 45), "-80x24": (80, 24)}
+
+
+@pytest.mark.parametrize(("keys", "size"),
+                         [(keys, size) for _suffix, size in SIZES.items() for keys in SCREENS.values()],
+                         ids=[name + suffix for suffix in SIZES for name in SCREENS])
+def test_snapshots(snap_compare, keys: list[str], size: tuple[int, int]) -> None:
     app, _broker = demo_app(f"snap-{'-'.join(keys) or 'overview'}")
 
     async def settle(pilot) -> None:
@@ -101,4 +107,4 @@ def test_snapshots(snap_compare, keys: list[str]) -> None:
             await pilot.press(key)
             await pilot.pause(0.3)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+    assert snap_compare(app, terminal_size=size, run_before=settle)

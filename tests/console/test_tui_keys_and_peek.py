@@ -362,3 +362,24 @@ async def test_w_saves_the_whole_message_and_says_where(tmp_path: Path, monkeypa
     assert message["body_text"].encode() == bytes(range(40)) and message["body_base64"] is None
     assert "\\u0000" in saved.read_text() and "\x00" not in saved.read_text()
     assert message["message_id"] == "m-2" and message["deaths"][0]["reason"] == "expired"
+
+
+@pytest.mark.parametrize(("size", "shown", "gone"), [
+    ((80, 24), ["queue / topic / stream", "depth", "consumers", "lag", "dead letters"], ["in/s", "out/s", "type"]),
+    ((160, 45), ["queue / topic / stream", "type", "depth", "in flight", "consumers", "in/s", "out/s", "lag",
+                 "dead letters"], []),
+])
+async def test_columns_give_way_by_priority_on_a_narrow_screen(size: tuple[int, int], shown: list[str],
+                                                                gone: list[str]) -> None:
+    """Issue 17 item 4: at 80 columns name, depth, consumers, lag and the dead-letter marker stay on screen (rates
+    and the type give way first) and nothing scrolls sideways; at 160 every column is there."""
+    app, _broker = demo_app("narrow")
+    async with app.run_test(size=size) as pilot:
+        table = app.screen.query_one(VirtualTable)
+        await until(pilot, lambda: len(table.rows) == 5, what="the rows")
+        await pilot.pause(0.2)
+        header = str(table.render_line(0).text)
+        assert all(title in header for title in shown), header
+        assert not any(f" {title} " in f" {header} " for title in gone), header
+        assert table.virtual_size.width <= size[0]
+        assert ("in/s" in table.narrowed) == bool(gone)
