@@ -103,3 +103,31 @@ def test_no_import_cycle_in_loadgen() -> None:
 
     cycles = [name for name in sorted(graph) if reaches(name, name, set())]
     assert cycles == [], f"import cycles through {cycles}"
+
+
+def test_console_tui_has_no_import_cycle() -> None:
+    """Issue 17 item 13: the console's screens never import the app or each other in a cycle — counting every import
+    anywhere in a module (inside functions and under TYPE_CHECKING too): screens ask the app for navigation with
+    messages (``OpenQueue``) and see it through ``console.tui.protocol.ConsoleApp``."""
+    import ast
+
+    names = {f"console.tui.{p.stem}" for p in (ROOT / "console" / "tui").glob("*.py") if p.stem != "__init__"}
+    graph: dict[str, set[str]] = {}
+    for name in names:
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse((ROOT / (name.replace(".", "/") + ".py")).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps.update(m for m in (node.module, *(f"{node.module}.{a.name}" for a in node.names)) if m in names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in names)
+        graph[name] = deps - {name}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and (seen.add(nxt) or reaches(nxt, goal, seen))):
+                return True
+        return False
+
+    assert [name for name in sorted(graph) if reaches(name, name, set())] == []
+    screens = names - {"console.tui.app"}
+    assert not any("console.tui.app" in graph[s] for s in screens)  # the app is wiring; nothing imports it

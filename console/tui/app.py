@@ -16,7 +16,7 @@ from textual.timer import Timer
 
 from console.runner import backoff
 from console.tui.commands import ViewCommands
-from console.tui.messages import DataChanged, PollFailed, SnapshotArrived
+from console.tui.messages import DataChanged, OpenQueue, PollFailed, SnapshotArrived
 from console.tui.state import BrokerState, short_labels
 from probes import BrokerTarget, Probe, ProbeError, open_probe
 from probes.redact import redact_text
@@ -190,7 +190,12 @@ class QdeckApp(App[None]):
         save_screenshot(self, filename, path, time_format)
         return None
 
-    def open_queue(self, broker: str, queue: str) -> None:
+    def open_queue(self, broker: str, queue: str, *, auto_peek: bool = False) -> None:
+        """The one way a queue's detail opens (screens and the palette post ``OpenQueue``)."""
         from console.tui.detail import QueueDetailScreen
 
-        self.push_screen(QueueDetailScreen(broker, queue))
+        self.push_screen(QueueDetailScreen(broker, queue, auto_peek=auto_peek))
+
+    def on_open_queue(self, message: OpenQueue) -> None:
+        message.stop()
+        self.open_queue(message.broker, message.queue, auto_peek=message.auto_peek)

@@ -10,11 +10,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label
 
 from console.tui.health import HealthBar
-from console.tui.messages import DataChanged
+from console.tui.messages import DataChanged, OpenQueue
 from console.tui.table import Column, VirtualTable
 
 if TYPE_CHECKING:
-    from console.tui.app import QdeckApp
+    from console.tui.protocol import ConsoleApp
 
 
 class BaseScreen(Screen[None]):
@@ -24,8 +24,8 @@ class BaseScreen(Screen[None]):
     ]
 
     @property
-    def qapp(self) -> QdeckApp:
-        return cast("QdeckApp", self.app)
+    def qapp(self) -> ConsoleApp:
+        return cast("ConsoleApp", self.app)
 
     def compose_header(self) -> ComposeResult:
         yield HealthBar(self.qapp.states, self.qapp.clock, self.qapp.poll_status)
@@ -38,6 +38,10 @@ class BaseScreen(Screen[None]):
 
     def refresh_data(self) -> None:
         """Redraw from ``self.qapp.states``; screens override."""
+
+    def open_detail(self, broker: str, queue: str, *, auto_peek: bool = False) -> None:
+        """Ask the app for a queue's detail (it routes ``OpenQueue``; no screen imports another)."""
+        self.post_message(OpenQueue(broker, queue, auto_peek))
 
     def broker_column(self, table: VirtualTable) -> VirtualTable:
         """With one broker its column says nothing (the header names it): hidden; with several it is shown."""
@@ -69,7 +73,3 @@ class TableScreen(BaseScreen):
         self.query_one(VirtualTable).focus()
         self.refresh_data()
 
-    def open_detail(self, broker: str, queue: str, *, auto_peek: bool = False) -> None:
-        from console.tui.detail import QueueDetailScreen
-
-        self.app.push_screen(QueueDetailScreen(broker, queue, auto_peek=auto_peek))

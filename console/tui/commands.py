@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, cast
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from console.safe_text import safe
+from console.tui.messages import OpenQueue
 
 if TYPE_CHECKING:
-    from console.tui.app import QdeckApp
+    from console.tui.protocol import ConsoleApp
 
 VIEWS = [("overview", "every queue, topic and stream", "overview"),
          ("dead letters", "dead-letter queues and their messages", "dead_letters"),
@@ -21,26 +22,26 @@ MAX_QUEUE_HITS = 50
 
 class ViewCommands(Provider):
     @property
-    def qapp(self) -> QdeckApp:
-        return cast("QdeckApp", self.app)
+    def qapp(self) -> ConsoleApp:
+        return cast("ConsoleApp", self.app)
 
     async def discover(self) -> Hits:
         for name, help_text, action in VIEWS:
-            yield DiscoveryHit(name, partial(self.qapp.run_action, action), help=help_text)
+            yield DiscoveryHit(name, partial(self.app.run_action, action), help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for name, help_text, action in VIEWS:
             score = matcher.match(name)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), partial(self.qapp.run_action, action), help=help_text)
+                yield Hit(score, matcher.highlight(name), partial(self.app.run_action, action), help=help_text)
         hits = 0
         for label, st in self.qapp.states.items():
             for q in st.queues():
                 shown = safe(q.name, 80)
                 score = matcher.match(shown)
                 if score > 0:
-                    yield Hit(score, matcher.highlight(shown), partial(self.qapp.open_queue, label, q.name),
+                    yield Hit(score, matcher.highlight(shown), partial(self.app.post_message, OpenQueue(label, q.name)),
                               help=f"{q.kind} on {safe(label, 40)}, depth {q.depth:,}")
                     hits += 1
                     if hits >= MAX_QUEUE_HITS:

@@ -31,6 +31,16 @@ class DataChanged(Message):
 
 
 @dataclass
+class OpenQueue(Message):
+    """A screen asks for a queue's detail (``auto_peek``: and peek it at once); the app opens it, the one place
+    that does."""
+
+    broker: str
+    queue: str
+    auto_peek: bool = False
+
+
+@dataclass
 class PeekDone(Message):
     broker: str
     queue: str

@@ -193,9 +193,7 @@ class OverviewScreen(BaseScreen):
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
         if message.key is not None:
-            from console.tui.detail import QueueDetailScreen
-
-            self.app.push_screen(QueueDetailScreen(*message.key))
+            self.open_detail(*message.key)
 
     def on_virtual_table_sorted(self, message: VirtualTable.Sorted) -> None:
         if message.column == self.sort_column:

@@ -1,0 +1,25 @@
+"""What the screens need from the app, as a protocol: screens read the shared broker states through it and ask for
+navigation by posting messages (``messages.OpenQueue``), so no screen imports the app and ``console/tui`` has no
+import cycle (a test checks it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from console.tui.state import BrokerState
+from probes import Probe
+
+
+class ConsoleApp(Protocol):
+    states: Mapping[str, BrokerState]
+    probes: Mapping[str, Probe]
+    clock: Callable[[], float]  # the header's "polled Ns ago" (tests freeze it)
+
+    def poll_status(self) -> str:
+        """The polling as the header shows it: its interval, or paused."""
+        ...
+
+    def go_back(self) -> None:
+        """One view back; never quits."""
+        ...
