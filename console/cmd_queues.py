@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.text import Text
 
 from console.output import emit_json, is_terminal, stdout_console
-from console.queue_filter import FILTER_HELP, SortField, select_queues
+from console.queue_filter import FILTER_HELP, Only, SortField, select_queues
 from console.render import consumers_table, snapshot_view
 from console.runner import backoff, brokers_option, cli_errors, fail, finite_at_most, run_probes, run_with_probes
 from console.safe_text import safe
@@ -36,12 +36,14 @@ def queues(
     sort: SortField = typer.Option(SortField.name, "--sort", "-s",
                                    help="Sort by this field: names A→Z, numbers largest first."),
     reverse: bool = typer.Option(False, "--reverse", "-r", help="Reverse the sort order."),
+    which: Only | None = typer.Option(None, "--only", help="Only dead-letter queues holding messages, queues with a "
+                                                           "backlog (lagging), or messages and no consumer."),
 ) -> None:
     """List queues, topics and streams with depth, unacked, consumers, rates and dead-letter targets.
 
     RabbitMQ's management statistics refresh every 5 s, so counts can trail the broker by that much.
     """
-    view = _View(as_json, pattern, sort, reverse)
+    view = _View(as_json, pattern, sort, reverse, which.value if which else None)
     if watch is None:
         view.show(run_probes(broker, lambda p: p.snapshot()))
         return
@@ -51,15 +53,17 @@ def queues(
 class _View:
     """Filter, sort and show one round of snapshots (one per broker), as a table or a JSON document."""
 
-    def __init__(self, as_json: bool, pattern: str | None, sort: SortField, reverse: bool) -> None:
-        self.as_json, self.pattern, self.sort, self.reverse = as_json, pattern, sort, reverse
+    def __init__(self, as_json: bool, pattern: str | None, sort: SortField, reverse: bool,
+                 which: str | None = None) -> None:
+        self.as_json, self.pattern, self.sort, self.reverse, self.which = as_json, pattern, sort, reverse, which
 
     def document(self, snapshots: Sequence[BrokerSnapshot]) -> dict[str, object]:
         """``queues``: the selected rows of every broker; ``snapshots``: each broker's snapshot holding only its
         selected rows (``snapshot`` too when there is one broker)."""
         shown = [dataclasses.replace(s, queues=tuple(select_queues(s.queues, self.pattern, self.sort,
-                                                                   self.reverse))) for s in snapshots]
-        rows = select_queues([q for s in shown for q in s.queues], self.pattern, self.sort, self.reverse)
+                                                                   self.reverse, self.which))) for s in snapshots]
+        rows = select_queues([q for s in shown for q in s.queues], self.pattern, self.sort, self.reverse,
+                             self.which)
         doc: dict[str, object] = {"queues": rows, "snapshots": shown}
         if len(shown) == 1:
             doc["snapshot"] = shown[0]
@@ -67,7 +71,7 @@ class _View:
 
     def renderable(self, snapshots: Sequence[BrokerSnapshot]) -> RenderableType:
         several = len(snapshots) > 1
-        return Group(*(snapshot_view(s, select_queues(s.queues, self.pattern, self.sort, self.reverse),
+        return Group(*(snapshot_view(s, select_queues(s.queues, self.pattern, self.sort, self.reverse, self.which),
                                      label_broker=several) for s in snapshots))
 
     def show(self, snapshots: Sequence[BrokerSnapshot], *, lines: bool = False) -> None:

@@ -29,6 +29,27 @@ class SortField(StrEnum):
 NUMERIC = frozenset({"depth", "in_flight", "consumers", "publish_rate", "deliver_rate", "lag"})
 
 
+class Only(StrEnum):
+    """The quick filters (``qdeck queues --only``, ``!`` in the console): what an on-call engineer looks for."""
+
+    dead_letters = "dead-letters"  # dead-letter queues holding messages
+    lagging = "lagging"  # a backlog: a consumer group behind (topics, streams), else messages waiting
+    no_consumers = "no-consumers"  # messages waiting and nobody consuming them
+
+
+def only(q: QueueStats, which: str | None) -> bool:
+    """Whether ``q`` is in the quick filter ``which`` (None: every queue)."""
+    if which is None:
+        return True
+    if which == Only.dead_letters:
+        return q.is_dead_letter and q.depth + q.in_flight > 0
+    if which == Only.lagging:
+        return (q.lag or 0) > 0 if q.lag is not None else q.depth > 0
+    if which == Only.no_consumers:
+        return q.consumers == 0 and q.depth + q.in_flight > 0
+    raise ValueError(f"unknown quick filter {which!r}")
+
+
 def name_matches(name: str, pattern: str | None) -> bool:
     """A glob when ``pattern`` has wildcards, else a substring; case-insensitive; no pattern matches everything."""
     if not pattern:
@@ -49,10 +70,12 @@ def _text_key(column: str, broker: str, q: QueueStats) -> tuple[object, ...]:
 
 
 def select_entries(entries: Iterable[tuple[str, QueueStats]], pattern: str | None = None,
-                   sort: str = SortField.name, reverse: bool = False) -> list[tuple[str, QueueStats]]:
-    """(broker, queue) pairs whose name matches ``pattern``, sorted by ``sort``: names A→Z, numbers largest first
-    (``reverse`` flips either); a missing number (a broker that does not report it) always sorts last."""
-    rows = [e for e in entries if name_matches(e[1].name, pattern)]
+                   sort: str = SortField.name, reverse: bool = False,
+                   which: str | None = None) -> list[tuple[str, QueueStats]]:
+    """(broker, queue) pairs whose name matches ``pattern`` (and in the quick filter ``which``), sorted by ``sort``:
+    names A→Z, numbers largest first (``reverse`` flips either); a missing number (a broker that does not report
+    it) always sorts last."""
+    rows = [e for e in entries if name_matches(e[1].name, pattern) and only(e[1], which)]
     column = str(sort)
     if column not in NUMERIC:
         rows.sort(key=lambda e: _text_key(column, e[0], e[1]), reverse=reverse)
@@ -65,9 +88,9 @@ def select_entries(entries: Iterable[tuple[str, QueueStats]], pattern: str | Non
 
 
 def select_queues(queues: Iterable[QueueStats], pattern: str | None = None,
-                  sort: str = SortField.name, reverse: bool = False) -> list[QueueStats]:
+                  sort: str = SortField.name, reverse: bool = False, which: str | None = None) -> list[QueueStats]:
     """``select_entries`` for rows that carry their broker (``QueueStats.broker``)."""
-    return [q for _b, q in select_entries(((q.broker, q) for q in queues), pattern, sort, reverse)]
+    return [q for _b, q in select_entries(((q.broker, q) for q in queues), pattern, sort, reverse, which)]
 
 
 def dead_letter_queues(entries: Iterable[tuple[str, QueueStats]]) -> tuple[

@@ -23,6 +23,7 @@ KEYS = [
     ("", "+ / -", "poll half / twice as often (0.5 s to 5 min)"),
     ("overview", "/", "filter (substring, or a glob like embed.*); Esc clears"),
     ("", "s, r", "sort by the next column, reverse (or click a column title)"),
+    ("", "!", "only dead-letter queues with messages → lagging → no consumers → all"),
     ("queue", "p", "peek messages (RabbitMQ asks first: its peek requeues them)"),
     ("", "P", "peek a quorum queue that has a delivery limit anyway"),
     ("", "c, Tab", "refresh consumers, move between tables"),

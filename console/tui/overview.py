@@ -12,7 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Sparkline, Static
 
-from console.queue_filter import NUMERIC, select_entries
+from console.queue_filter import NUMERIC, Only, select_entries
 from console.render import fmt_rate, snapshot_notes, type_text
 from console.safe_text import safe
 from console.tui.base import BaseScreen
@@ -31,6 +31,9 @@ COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True, priority
            Column("lag", "lag", 10, right=True, priority=3), Column("dlq", "dead letters", 0, max_width=30, priority=4)]
 SORTABLE = [c.key for c in COLUMNS]
 NOTES_SHOWN = 3  # snapshot notes under the table; the rest are counted
+QUICK: list[str | None] = [None, *Only]  # what ``!`` steps through (the CLI's ``queues --only``)
+QUICK_TEXT: dict[str | None, str] = {None: "every queue", Only.dead_letters: "dead-letter queues holding messages",
+              Only.lagging: "queues with a backlog", Only.no_consumers: "queues with messages and no consumer"}
 
 
 def queue_row(broker: str, q: QueueStats) -> Row:
@@ -96,12 +99,14 @@ class OverviewScreen(BaseScreen):
         Binding("slash", "filter", "filter"),
         Binding("s", "sort_next", "sort"),
         Binding("r", "reverse", "reverse"),
+        Binding("exclamation_mark", "quick", "only…", show=False),
         Binding("enter", "open", "open", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__(name="overview")
         self.pattern = ""
+        self.quick: str | None = None  # the quick filter (``!`` cycles: QUICK)
         self.sort_column = "depth"
         self.sort_reverse = False  # numbers: largest first unless reversed
         self.last_update_ms: float | None = None
@@ -135,7 +140,7 @@ class OverviewScreen(BaseScreen):
 
     def entries(self) -> list[tuple[str, QueueStats]]:
         return select_entries(((label, q) for label, st in self.qapp.states.items() for q in st.queues()),
-                              self.pattern, self.sort_column, self.sort_reverse)
+                              self.pattern, self.sort_column, self.sort_reverse, self.quick)
 
     def refresh_data(self) -> None:
         t0 = time.perf_counter()
@@ -177,7 +182,9 @@ class OverviewScreen(BaseScreen):
         label = self.query_one("#spark-label", Label)
         spark = self.query_one("#spark", Sparkline)
         if key is None:
-            label.update("no queues" + (f" match {safe(self.pattern, 40)!r}" if self.pattern else " yet"))
+            what = f" among {QUICK_TEXT[self.quick]}" if self.quick else ""
+            label.update("no queues" + (f" match {safe(self.pattern, 40)!r}" if self.pattern else " yet" if not what
+                                        else "") + what)
             spark.data = []
             return
         st = self.qapp.states.get(key[0])
@@ -232,6 +239,13 @@ class OverviewScreen(BaseScreen):
     def action_sort_next(self) -> None:
         i = SORTABLE.index(self.sort_column)
         self.sort_column, self.sort_reverse = SORTABLE[(i + 1) % len(SORTABLE)], False
+        self.refresh_data()
+
+    def action_quick(self) -> None:
+        """!: every queue → dead-letter queues holding messages → lagging → no consumers → every queue."""
+        i = QUICK.index(self.quick)
+        self.quick = QUICK[(i + 1) % len(QUICK)]
+        self.notify(f"showing {QUICK_TEXT[self.quick]} (! for the next)", timeout=3)
         self.refresh_data()
 
     def action_reverse(self) -> None:

@@ -57,3 +57,33 @@ def test_probe_errors_become_exit_2(fake: FakeBroker) -> None:
 def test_sort_rejects_unknown_field(fake: FakeBroker) -> None:
     r = runner.invoke(app, ["queues", "-b", "memory://t", "--sort", "bogus"])
     assert r.exit_code == 2
+
+
+@pytest.mark.parametrize(("which", "names"), [("dead-letters", ["work.dlq"]), ("lagging", ["work", "work.dlq"]),
+                                              ("no-consumers", ["work.dlq"])])
+def test_queues_only_quick_filters(fake: FakeBroker, which: str, names: list[str]) -> None:
+    """Issue 17 item 11: the quick filters, one rule (console.queue_filter.only) for `queues --only` and the
+    console's `!`."""
+    r = runner.invoke(app, ["queues", "-b", "memory://t", "--only", which, "--json"])
+    assert r.exit_code == 0, r.output
+    assert sorted(q["name"] for q in json.loads(r.output)["queues"]) == names
+
+
+async def test_bang_cycles_the_quick_filters_in_the_console() -> None:
+    from tests.console.test_tui_brokers import overview_rows, until
+    from tests.console.tui_fixtures import demo_app
+
+    app, _broker = demo_app("quick")
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: len(overview_rows(app)) == 5, what="the rows")
+        seen = []
+        for _ in range(4):
+            await pilot.press("exclamation_mark")
+            await pilot.pause(0.1)
+            seen.append(sorted(overview_rows(app)))
+        assert seen == [["embed.requests.dlq"],  # dead-letter queues holding messages
+                        sorted(["embed.requests", "embed.requests.dlq", "events", "evil\\x1b]0;pwned\\x07",
+                                "rerank.requests"]),  # a backlog: topics by group lag, queues by messages
+                        ["embed.requests.dlq"],  # messages and no consumer
+                        sorted(overview_rows(app))]
+        assert len(seen[-1]) == 5  # back to every queue
