@@ -97,7 +97,7 @@ def with_snapshot_rates(curr: BrokerSnapshot, prev: BrokerSnapshot | None) -> Br
     deliver rate counts deliveries to every consumer; 0 with no group at all. A figure whose counters are missing
     (a first snapshot, a group or stream new since, Redis before 7) stays None: unknown, never a guess."""
     dt = curr.taken_at - prev.taken_at if prev is not None else 0.0
-    if prev is None or dt <= 0:
+    if prev is None or dt <= 0 or curr.kind not in SNAPSHOT_RATES:  # RabbitMQ gives rates of its own
         return curr
     before = {q.name: q for q in prev.queues}
     old_groups = {(g.source, g.group): g for g in prev.groups}
