@@ -36,7 +36,7 @@ def main() -> None:
         code = app(prog_name="qdeck", standalone_mode=False)
     except typer.TyperException as exc:  # click's (vendored by typer) UsageError, BadParameter, NoSuchOption, ...
         if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
-            print_error(_lowercase_first(exc.format_message()))
+            print_error(_lowercase_first(exc.format_message().replace(": Value error, ", ": ")))
         sys.exit(EXIT_USAGE)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(EXIT_INTERRUPTED)

@@ -87,3 +87,15 @@ async def test_bang_cycles_the_quick_filters_in_the_console() -> None:
                         ["embed.requests.dlq"],  # messages and no consumer
                         sorted(overview_rows(app))]
         assert len(seen[-1]) == 5  # back to every queue
+
+
+def test_a_bad_choice_reads_plainly() -> None:
+    """An enum option's bad value is one line without the library's "Value error," in the middle of it."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "console.cli", "queues", "-b", "memory://x", "--only", "bogus"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == ("qdeck: invalid value for '--only': 'bogus' is not one of 'dead-letters', 'lagging', "
+                        "'no-consumers'.\n")
