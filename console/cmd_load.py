@@ -9,12 +9,15 @@ import enum
 import json
 import math
 import os
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from console import cmd_load_plan, cmd_load_report, cmd_load_search
 from console.runner import EXIT_USAGE, broker_option, cli_errors, fail, finite, host_port, print_error
 from loadgen.errors import LoadgenError
 from probes import ProbeError, resolve_broker
@@ -91,7 +94,12 @@ def run(
                                        "long, e.g. 'p99<250ms for 10s' (judged each second; exit 99; repeatable)."),
     csv_file: Path | None = typer.Option(None, "--csv", help="Write every interval's figures per stage as CSV rows "
                                                              "(written as the run goes)."),
+    html: Path | None = typer.Option(None, "--html", help="Write the run's HTML report to this file when it ends "
+                                                          "(as 'qdeck load report' does; self-contained, offline)."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of tables."),
+    broker_samples: bool = typer.Option(True, "--broker-samples/--no-broker-samples",
+                                        help="Sample the request queue at the broker each interval (depth, in flight, "
+                                             "consumers, lag; its own connection) and check Little's law on it."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
     agents: int | None = typer.Option(None, "--agents", min=1,
                                       help="Distributed (Locust's master/worker mode): wait for this many "
@@ -142,14 +150,36 @@ def run(
         if agents is not None:
             raise fail("--csv is for a run on this machine; with --agents, read the merged interval logs under --out")
         writable_file(csv_file, "--csv")
+    if html is not None:
+        writable_file(html, "--html")
+        if agents is not None and out is None:
+            raise fail("--html with --agents needs --out (the report reads the merged run's directory)")
     if agents is not None:
         from console.load_cluster import run_distributed
 
         summary = run_distributed(built.broker, built.spec, agents, bind=bind, wait_s=wait_s, out=out, quiet=quiet)
-        raise typer.Exit(report(summary, built.slos, out=out, junit=junit, json_out=json_out))
+        code = report(summary, built.slos, out=out, junit=junit, json_out=json_out)
+        if html is not None and out is not None:
+            code = html_report(out, html, code)
+        raise typer.Exit(code)
     code = execute(built.broker, built.spec, built.slos, out=out, junit=junit, json_out=json_out, quiet=quiet,
-                   csv_file=csv_file, abort_on=rules)
+                   csv_file=csv_file, abort_on=rules, broker_samples=broker_samples, html=html)
     raise typer.Exit(code)
+
+
+def html_report(run_dir: Path, html: Path, code: int) -> int:
+    """``--html``: the report of the run in ``run_dir``; returns the run's exit code, or 2 (one line) when the
+    report cannot be written."""
+    from console.cmd_load_report import write_report
+    from loadgen.errors import ReportError
+
+    try:
+        write_report(run_dir, html)
+    except ReportError as exc:
+        print_error(f"--html: {exc}")
+        return EXIT_USAGE
+    print(f"report in {html}", file=sys.stderr)
+    return code
 
 
 def writable_file(path: Path, option: str) -> None:
@@ -164,13 +194,27 @@ def writable_file(path: Path, option: str) -> None:
 
 def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | None, junit: Path | None,
             json_out: bool, quiet: bool, csv_file: Path | None = None,
-            abort_on: Sequence[AbortRule] = ()) -> int:
-    """Run ``spec``, print the report, judge ``slos``; returns the exit code (also used by the demo)."""
+            abort_on: Sequence[AbortRule] = (), broker_samples: bool = True, html: Path | None = None) -> int:
+    """Run ``spec``, print the report, judge ``slos``; returns the exit code (also used by the demo). ``html``: also
+    write the HTML report there (the run's files go to a temporary directory when there is no ``out``)."""
+    if html is not None and out is None:
+        with tempfile.TemporaryDirectory(prefix="qdeck-run-") as tmp:
+            return _execute(broker, spec, slos, out=None, junit=junit, json_out=json_out, quiet=quiet,
+                            csv_file=csv_file, abort_on=abort_on, broker_samples=broker_samples, html=html,
+                            files=Path(tmp))
+    return _execute(broker, spec, slos, out=out, junit=junit, json_out=json_out, quiet=quiet, csv_file=csv_file,
+                    abort_on=abort_on, broker_samples=broker_samples, html=html, files=out)
+
+
+def _execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | None, junit: Path | None,
+             json_out: bool, quiet: bool, csv_file: Path | None, abort_on: Sequence[AbortRule],
+             broker_samples: bool, html: Path | None, files: Path | None) -> int:
     from console.load_view import Progress
     from console.output import stderr_console
     from console.safe_text import safe
     from loadgen import aio
     from loadgen.results.summary import build_summary
+    from loadgen.run.broker_sampler import broker_sampler
     from loadgen.run.engine import Engine
     from loadgen.transports import open_transport
 
@@ -184,15 +228,22 @@ def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | N
     progress = None if quiet else Progress(spec.warmup_s, err, timeout_s=spec.timeout_s)
     transport = open_transport(target, spec.queue, spec.run_id, confirm=spec.confirm,
                                persistent=spec.persistent)
-    engine = Engine(transport, spec, progress=progress, started=started, abort_on=abort_on)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    sampler = broker_sampler(target, spec.queue, spec.interval_s) if broker_samples else None
+    engine = Engine(transport, spec, progress=progress, started=started, abort_on=abort_on, sampler=sampler)
+    if files is not None:
+        files.mkdir(parents=True, exist_ok=True)
     try:
-        result = aio.run(engine.run(str(out) if out is not None else None, csv_path=csv_file))
+        result = aio.run(engine.run(str(files) if files is not None else None, csv_path=csv_file))
     except ProbeError as exc:
         raise ProbeError(redact_text(str(exc), target.secrets)) from None
     summary = build_summary(result.record(broker=target.display, broker_kind=target.kind))
     code = report(summary, slos, out=out, junit=junit, json_out=json_out)
+    if html is not None and files is not None:
+        if out is None:  # the run's files in a temporary directory, for the report only
+            from loadgen.results.summary import stage_histogram, write_outputs
+
+            write_outputs(summary, stage_histogram(summary, "end_to_end"), files)
+        code = html_report(files, html, code)
     if result.stopped_by_slo:
         from loadgen.results.slo import EXIT_SLO_FAILED
 
@@ -341,3 +392,8 @@ def compare(
         write_junit(junit, "qdeck.compare", [(c.name, c.ok, f"{c.name}: {c.base} → {c.new} ({c.change})")
                                              for c in checks])
     raise typer.Exit(EXIT_SLO_FAILED if any(not c.ok for c in checks) else 0)
+
+
+app.command("search")(cmd_load_search.search)
+app.command("report")(cmd_load_report.report)
+app.command("plan")(cmd_load_plan.plan)

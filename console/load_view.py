@@ -12,6 +12,7 @@ from console.output import stderr_console, stdout_console
 from console.safe_text import safe
 from loadgen.results.compare import Check
 from loadgen.results.latency import at_least, fmt_figure, fmt_ms
+from loadgen.results.littles_law import depth_mean, ratio_stderr
 from loadgen.results.slo import Verdict
 
 if TYPE_CHECKING:
@@ -109,11 +110,32 @@ def _batches(summary: dict[str, Any]) -> str:
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or stdout_console()
     console.print(summary_table(summary))
+    law = littles_law_line(summary)
+    if law is not None:
+        console.print(law)
     for note in summary["notes"]:
         style = "bold red" if note.startswith("THE LOAD GENERATOR") else "yellow"
         console.print(Text(f"note: {safe(note, None)}", style=style))
     if summary.get("aborted"):
         console.print(Text(f"aborted: {safe(summary['aborted'], None)}", style="bold red"))
+
+
+def littles_law_line(summary: dict[str, Any]) -> Text | None:
+    """``Little's law: mean depth 12.3 vs λ·W 12.9 (... ms; ratio 0.95 ± 0.03 from 600 samples every 0.1 s)``: the
+    broker's sampled queue depth against arrival rate × mean queue wait (``loadgen.results.littles_law``; ± is the
+    ratio's standard error, by batch means); None when not judged."""
+    law = summary.get("littles_law")
+    if not isinstance(law, dict):
+        return None
+    samples = summary.get("broker_samples")
+    err = ratio_stderr(samples, law)
+    spread = f" ± {err:.2f}" if err is not None else ""
+    read = depth_mean(samples)
+    period = samples.get("sample_period_s") if isinstance(samples, dict) else None
+    every = f" every {period:g} s" if isinstance(period, int | float) and period > 0 else ""
+    return Text(f"Little's law: mean depth {law['mean_depth']:,.1f} vs λ·W {law['predicted_depth']:,.1f} "
+                f"({law['arrival_rate']:,.1f}/s × {law['mean_queue_wait_ms']:,.2f} ms; ratio {law['ratio']:.2f}"
+                f"{spread} from {read[1] if read else 0:,} samples{every})")
 
 
 def print_verdicts(verdicts: list[Verdict], console: Console | None = None) -> None:

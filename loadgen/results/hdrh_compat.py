@@ -8,12 +8,17 @@ not, and a test checks that the fast path is the one in use.
   ``sub_bucket_half_count_magnitude``, ``sub_bucket_half_count``, ``counts_len``), its ``counts`` ctypes array and
   its ``total_count``/``min_value``/``max_value`` fields, applied after a batch of inlined records;
 - ``reset``: a memset of ``counts`` (``HdrHistogram.reset`` zeroes counts one by one in Python);
-- ``set_interval_stamps``: the start/end stamps (ms) an interval log line takes when its start is 0.
+- ``set_interval_stamps``: the start/end stamps (ms) an interval log line takes when its start is 0;
+- ``mean_and_stddev``: hdrh's own mean and standard deviation (``get_mean_value``, ``get_stddev``: each walks all
+  23,552 counts in Python, 30 and 60 ms here, which held up a run's event loop once per stage per interval with
+  ``--csv``) over the recorded range of ``counts`` only, with hdrh's median-equivalent values
+  (``_hdr_median_equiv_value``, ``get_value_from_index``): the same figures, in well under a millisecond.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 
 from hdrh.histogram import HdrHistogram
@@ -69,3 +74,37 @@ def reset(hist: HdrHistogram) -> None:
 def set_interval_stamps(hist: HdrHistogram, start_s: float, end_s: float) -> None:
     """hdrh's log writer takes a start of 0 to mean "the histogram's own stamps" (ms): make those right."""
     hist.start_time_stamp_msec, hist.end_time_stamp_msec = start_s * 1000, end_s * 1000
+
+
+def mean_and_stddev(hist: HdrHistogram) -> tuple[float, float]:
+    """``(hist.get_mean_value(), hist.get_stddev())``, computed over the counts between the lowest and the highest
+    recorded value only (hdrh walks every count); the same arithmetic, so the same figures."""
+    n = int(hist.total_count)
+    if not n:
+        return 0.0, 0.0
+    if not fast_path_ok(hist):
+        return float(hist.get_mean_value()), float(hist.get_stddev())
+    lay = layout(hist)
+    counts_len = lay[4]
+    lo, hi = int(hist.min_value), int(hist.max_value)
+    start = counts_index(lay, lo) if 0 <= lo <= hi else 0
+    end = counts_index(lay, hi) + 1 if 0 <= lo <= hi else counts_len
+    start, end = max(start, 0), min(end, counts_len)
+    segment = hist.counts[start:end]
+    median = hist._hdr_median_equiv_value
+    value_at = hist.get_value_from_index
+    found: list[tuple[int, int]] = []
+    total = 0
+    for offset, count in enumerate(segment):
+        if count:
+            value = median(value_at(start + offset))
+            found.append((value, count))
+            total += count * value
+    if sum(c for _v, c in found) != n:  # min/max not kept up to date (a decoded histogram): walk everything
+        return float(hist.get_mean_value()), float(hist.get_stddev())
+    mean = float(total) / n
+    dev_total = 0.0
+    for value, count in found:
+        dev = (value * 1.0) - mean
+        dev_total += (dev * dev) * count
+    return mean, math.sqrt(dev_total / n)

@@ -26,6 +26,17 @@ def _summed(docs: list[dict[str, Any]], key: str) -> dict[str, int]:
     return dict(total)
 
 
+def _service_sums(docs: list[dict[str, Any]]) -> dict[int, list[int]]:
+    """The shares' ``service_by_batch`` added: counts and integer µs sums, so the merge is exact."""
+    total: dict[int, list[int]] = {}
+    for doc in docs:
+        for size, entry in (doc.get("service_by_batch") or {}).items():
+            sums = total.setdefault(int(size), [0, 0, 0])
+            for i, key in enumerate(("n", "sum_us", "sum_sq_us")):
+                sums[i] += int(entry[key])
+    return total
+
+
 def _stage_sum(shares: list[dict[str, Any]], stage: str, key: str) -> int:
     return sum(int(doc["stages"][stage].get(key, 0)) for doc in shares)
 
@@ -55,6 +66,7 @@ def merge_summaries(facts: dict[str, Any], broker: str, broker_kind: str, shares
         timeouts_by_stage={s: _stage_sum(shares, s, "timeouts") for s in STAGES},
         batch_sizes={int(k): v for k, v in _summed(shares, "batch_sizes").items()},
         devices=_summed(shares, "devices"), workers=_summed(shares, "workers"),
+        service_by_batch=_service_sums(shares),
         behind_intervals=sum(int(doc["generator"]["behind_intervals"]) for doc in shares),
         behind=any(doc["generator"]["behind"] for doc in shares),
         aborted="; ".join(aborted) or None, notes=notes,

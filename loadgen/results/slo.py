@@ -21,6 +21,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import SloError
+from loadgen.results.hdrh_compat import mean_and_stddev
 from loadgen.results.latency import at_least, fmt_ms
 from loadgen.results.stages import STAGES
 from loadgen.results.summary import stage_histogram
@@ -99,7 +100,7 @@ def stat_us(hist: HdrHistogram, stat: str) -> float | None:
     if not hist.get_total_count():
         return None
     if stat == "mean":
-        return float(hist.get_mean_value())
+        return mean_and_stddev(hist)[0]
     if stat == "max":
         return float(hist.get_max_value())
     if stat == "min":

@@ -13,10 +13,34 @@ never the engine. summary.json, schema_version 2::
                    timeouts (values entered at no less than the timeout), at_least [figures that are lower bounds],
                    out_of_range, clamped_negative, skewed, histogram (base64 HdrHistogram, µs)}},
     batch_sizes {size: n}, devices {device: n}, workers {"model, batch ≤ N, wait Tms, ×C": n},
+    service_by_batch {size: {n, mean_ms, stddev_ms (population), sum_us, sum_sq_us}} (the replies' service time by
+        batch size, what ``qdeck load plan`` fits; the integer µs sums make merges exact),
     generator {behind, behind_intervals, schedule_lag_p99_ms, reconnects (broker connections re-made)},
     notes [text], aborted (text or null), gaps [{from_s, to_s, unsent, reason}] (broker outages),
     slo [{slo, ok, actual, detail}] (the SLOs judged when the run was made),
-    agents [{index, host, run_id, counts, rates, generator, aborted}] (distributed runs only)
+    agents [{index, host, run_id, counts, rates, generator, aborted}] (distributed runs only),
+    broker_samples {queue, interval_s, sample_period_s, source,
+                    samples [{t_s, depth, in_flight, consumers, lag, depth_max, n}], depth_mean, depth_samples,
+                    error} or null,
+    littles_law {mean_depth, arrival_rate, mean_queue_wait_ms, predicted_depth, ratio, ratio_stderr,
+                 depth_samples} or null
+
+``broker_samples``: the request queue as the broker saw it, from a connection of the sampler's own
+(``loadgen.run.broker_sampler``), read every ``sample_period_s`` (at a random instant of each period; Redis and
+RabbitMQ: 0.025-0.1 s, sized to give the window 320 readings; Kafka: the interval) over the measured window;
+``source`` says which broker call gave which figure. ``depth`` is the requests waiting in the broker, not yet handed
+to a worker: RabbitMQ ready messages (passive queue.declare, exact), a Redis stream's worker-group lag (entries not
+yet delivered; pending ones are ``in_flight``), Kafka's group lag. ``depth_mean``: the mean of every reading's depth
+over the window, ``depth_samples`` how many (null and 0 when none worked). ``samples``: one per interval of the
+window, t_s its start (seconds from the window's start); ``depth``, ``in_flight``, ``lag`` the means of the
+interval's readings (not an instant), ``consumers`` the fewest, ``depth_max`` the largest depth, ``n`` the readings
+with a depth (a figure the broker does not give, or an interval whose readings all failed: null). A summary written
+when the sampler read once an interval has instants for samples and none of the later keys (``n`` is taken as 1).
+``error``: why readings failed (in part or whole); it never fails the run. Null when nothing was sampled: the memory
+transport, ``--no-broker-samples``, distributed runs (agents do not sample).
+``littles_law`` (``loadgen.results.littles_law``): ``depth_mean`` (older summaries: the samples' mean) against λ·W
+(achieved send rate × the queue_wait mean) and their ratio, about 1 on a steady run; null, with a note, when it
+cannot be judged (fewer than 5 depth readings, no replies).
 
 Counts: sent = replied + errors + timeouts; unsent were intended and never sent; late replies came after their
 request timed out, duplicates for a request already answered (neither is in ``replied``). Timed-out requests are in
@@ -27,6 +51,8 @@ encoded histograms hold microseconds (1 µs to 1 h, 3 significant figures).
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -36,7 +62,9 @@ from typing import IO, Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import ReportError
+from loadgen.results.hdrh_compat import mean_and_stddev
 from loadgen.results.latency import at_least
+from loadgen.results.littles_law import littles_law
 from loadgen.results.stages import CROSS_HOST_STAGES, STAGES, new_histogram
 
 SCHEMA_VERSION = 2
@@ -47,7 +75,8 @@ COUNTS = ("intended", "sent", "replied", "errors", "timeouts", "unsent", "late",
           "malformed_replies", "warmup_sent")
 
 __all__ = ["BEHIND_LAG_US", "COUNTS", "SCHEMA_VERSION", "ReportError", "RunRecord", "build_summary",
-           "load_summary", "stage_entry", "stage_histogram", "write_hgrm", "write_outputs", "write_summary"]
+           "load_summary", "service_by_batch_json", "stage_entry", "stage_histogram", "write_hgrm", "write_outputs",
+           "write_summary"]
 
 
 @dataclass
@@ -70,6 +99,8 @@ class RunRecord:
     batch_sizes: dict[int, int] = field(default_factory=dict)
     devices: dict[str, int] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)  # replies by worker model and batching
+    # batch size -> (replies, sum µs, sum of squares µs²) of their service time (Recorder.service_by_batch)
+    service_by_batch: Mapping[int, Sequence[int]] = field(default_factory=dict)
     behind_intervals: int = 0
     behind: bool = False  # known behind from elsewhere (an agent said so)
     aborted: str | None = None
@@ -79,18 +110,19 @@ class RunRecord:
     planned_s: float | None = None  # the measured time the plan asked for (None: as long as it took)
     gaps: list[dict[str, Any]] = field(default_factory=list)  # broker outages: from_s, to_s, unsent, reason
     reconnects: int = 0
+    broker_samples: dict[str, Any] | None = None  # the request queue sampled at the broker (None: not sampled)
 
 
 def stage_figures(hist: HdrHistogram) -> dict[str, Any]:
     n = hist.get_total_count()
     if not n:
         return {"count": 0}
-    fig: dict[str, Any] = {"count": n, "min_ms": hist.get_min_value() / 1000,
-                           "mean_ms": round(hist.get_mean_value() / 1000, 4)}
+    mean, stddev = mean_and_stddev(hist)
+    fig: dict[str, Any] = {"count": n, "min_ms": hist.get_min_value() / 1000, "mean_ms": round(mean / 1000, 4)}
     for name, pct in PERCENTILES:
         fig[f"{name}_ms"] = hist.get_value_at_percentile(pct) / 1000
     fig["max_ms"] = hist.get_max_value() / 1000
-    fig["stddev_ms"] = round(hist.get_stddev() / 1000, 4)
+    fig["stddev_ms"] = round(stddev / 1000, 4)
     return fig
 
 
@@ -109,6 +141,18 @@ def stage_entry(hist: HdrHistogram, *, out_of_range: int = 0, clamped: int = 0, 
     entry["skewed"] = skewed
     entry["histogram"] = hist.encode().decode() if hist.get_total_count() else None
     return entry
+
+
+def service_by_batch_json(sums: Mapping[int, Sequence[int]]) -> dict[str, dict[str, Any]]:
+    """``{size: (n, sum µs, sum of squares µs²)}`` as summary.json's ``service_by_batch``."""
+    out = {}
+    for size, (n, total, squares) in sorted(sums.items()):
+        if n > 0:
+            mean = total / n
+            out[str(size)] = {"n": n, "mean_ms": round(mean / 1000, 4),
+                              "stddev_ms": round(math.sqrt(max(squares / n - mean * mean, 0.0)) / 1000, 4),
+                              "sum_us": total, "sum_sq_us": squares}
+    return out
 
 
 def _version() -> str:
@@ -158,6 +202,15 @@ def build_summary(rec: RunRecord) -> dict[str, Any]:
     if facts.get("closed_loop"):
         notes.append("closed loop: each request waits for the previous reply, so stalls are under-reported "
                      "(coordinated omission); use an open-loop schedule for latency truth")
+    law = None
+    if rec.broker_samples is not None:
+        wait = stages["queue_wait"]
+        law, why = littles_law(rec.broker_samples, arrival_rate=achieved,
+                               mean_queue_wait_ms=wait["mean_ms"] if wait["count"] else None)
+        if rec.broker_samples.get("error"):
+            notes.append(f"broker samples: {rec.broker_samples['error']}")
+        if why is not None:
+            notes.append(why)
     skewed = {s: n for s, n in rec.skewed.items() if n and s in CROSS_HOST_STAGES}
     if skewed:
         notes.append("clock skew: " + ", ".join(f"{n:,} {s}" for s, n in skewed.items()) + " values were more than "
@@ -190,11 +243,14 @@ def build_summary(rec: RunRecord) -> dict[str, Any]:
         "batch_sizes": {str(k): v for k, v in sorted(rec.batch_sizes.items())},
         "devices": dict(rec.devices),
         "workers": dict(rec.workers),
+        "service_by_batch": service_by_batch_json(rec.service_by_batch),
         "generator": {"behind": behind, "behind_intervals": rec.behind_intervals,
                       "schedule_lag_p99_ms": lag_p99 / 1000, "reconnects": rec.reconnects},
         "notes": notes,
         "aborted": rec.aborted,
         "gaps": list(rec.gaps),
+        "broker_samples": rec.broker_samples,
+        "littles_law": law,
     }
 
 
@@ -226,7 +282,7 @@ def _spectrum(hist: HdrHistogram, fh: IO[str], scale: float = 1000.0, ticks: int
         pct, count = it.percentile_level_iterated_to, it.total_count_to_this_value
         tail = f" {1 / (1 - pct / 100):14.2f}" if pct != 100 else ""
         fh.write(f"{value:12.3f} {pct / 100:2.12f} {count:10d}{tail}\n")
-    mean, stddev = hist.get_mean_value() / scale, hist.get_stddev() / scale
+    mean, stddev = (figure / scale for figure in mean_and_stddev(hist))
     fh.write(f"#[Mean    = {mean:12.3f}, StdDeviation   = {stddev:12.3f}]\n")
     fh.write(f"#[Max     = {hist.get_max_value() / scale:12.3f}, TotalCount     = {hist.get_total_count():12d}]\n")
     fh.write(f"#[Buckets = {hist.bucket_count:12d}, SubBuckets     = {hist.sub_bucket_count:12d}]\n")

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -38,6 +39,9 @@ from loadgen.run.schedules import NS, ClosedLoop, Due, Schedule, with_warmup
 from loadgen.run.spec import COALESCE_S, MAX_COALESCE_S, RunSpec, new_run_id, payload_text
 from loadgen.transports.base import Transport
 from probes.errors import ConnectionLost, ProbeError
+
+if TYPE_CHECKING:
+    from loadgen.run.broker_sampler import BrokerSampler
 
 __all__ = ["COALESCE_S", "MAX_COALESCE_S", "Engine", "RunResult", "RunSpec", "new_run_id", "payload_text"]
 
@@ -75,6 +79,7 @@ class RunResult:
     in_flight: int = 0  # requests awaiting a reply at the last interval
     gaps: list[Gap] = field(default_factory=list)
     reconnects: int = 0  # times the transport re-made its broker connection
+    broker_samples: dict[str, Any] | None = None  # the request queue sampled at the broker (None: not sampled)
 
     @property
     def outage(self) -> Gap | None:
@@ -121,7 +126,9 @@ class RunResult:
                          devices=dict(rec.devices), workers=dict(rec.workers),
                          behind_intervals=self.behind_intervals, aborted=self.aborted,
                          planned_s=self.spec.duration_s if self.aborted is not None else None,
-                         gaps=[gap.as_dict() for gap in self.gaps], reconnects=self.reconnects)
+                         gaps=[gap.as_dict() for gap in self.gaps], reconnects=self.reconnects,
+                         service_by_batch={size: tuple(sums) for size, sums in rec.service_by_batch.items()},
+                         broker_samples=self.broker_samples)
 
 
 @dataclass(slots=True)
@@ -157,8 +164,10 @@ ProgressFn = Callable[[IntervalStats, RunResult], None]
 
 class Engine:
     def __init__(self, transport: Transport, spec: RunSpec, *, progress: ProgressFn | None = None,
-                 started: Callable[[], None] | None = None, abort_on: Sequence[AbortRule] = ()) -> None:
+                 started: Callable[[], None] | None = None, abort_on: Sequence[AbortRule] = (),
+                 sampler: BrokerSampler | None = None) -> None:
         self.transport, self.spec, self.progress, self.started = transport, spec, progress, started
+        self.sampler = sampler  # samples the request queue at the broker on the interval ticks (broker_sampler.py)
         self.recorder = Recorder()
         self._watch = AbortWatch(abort_on) if abort_on else None
         self._stop: str | None = None  # why an --abort-on rule stopped the run
@@ -178,6 +187,12 @@ class Engine:
         if self._stop is None:
             self._stop = self._watch.check(stats.start_s, stats.end_s, histograms, stats.sent, stats.errors,
                                            stats.timeouts)
+
+    def stop(self, reason: str) -> None:
+        """End the run early, as a breached ``--abort-on`` rule does: nothing more is sent (the rest of the schedule
+        is unsent), replies in flight are awaited, and ``reason`` is the run's ``aborted``. The first reason stays."""
+        if self._stop is None:
+            self._stop = reason
 
     def _stopped(self, result: RunResult) -> bool:
         """An --abort-on rule has been breached long enough: the run ends (what it did not send is unsent)."""
@@ -203,7 +218,7 @@ class Engine:
         if out_dir is not None:
             self.recorder.open_logs(Path(out_dir), self._wall0 / NS)
         if csv_path is not None:
-            self.recorder.open_csv(csv_path)
+            self.recorder.open_csv(csv_path, self.sampler.figures_for if self.sampler is not None else None)
         ticker = reaper = None
         try:
             await self.transport.start(self._on_reply)  # a broker that cannot be reached at all: the error itself
@@ -214,6 +229,8 @@ class Engine:
             raise
         if self.started is not None:
             self.started()
+        if self.sampler is not None:
+            self.sampler.start(self._mono0, *self._window())
         try:
             try:
                 ticker = asyncio.create_task(self._tick(result))
@@ -234,6 +251,8 @@ class Engine:
                         await task
             self._roll(result, time.perf_counter_ns())
             self.recorder.close_logs()
+            if self.sampler is not None:
+                result.broker_samples = await self.sampler.stop(result.measured_s or None)
             result.reconnects = int(getattr(self.transport, "reconnects", 0))
             with contextlib.suppress(ProbeError):
                 await self.transport.aclose()

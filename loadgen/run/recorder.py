@@ -9,11 +9,14 @@ host a few µs either way is the resolution of two clocks, not skew).
 A request that timed out enters ``end_to_end`` and ``end_to_end_uncorrected`` at no less than the timeout (as wrk2
 and k6 count a timed-out request), so a percentile that lands on timeouts shows at least the timeout instead of
 vanishing from the figures; ``timeouts_by_stage`` says how many of each stage's values are such lower bounds.
+
+``service_by_batch`` keeps, per batch size, the count, sum and sum of squares of the service time (integer µs) of
+the replies: the joint record ``qdeck load plan`` fits service time against batch size from, in constant memory.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from loadgen.results import hdrh_compat
 from loadgen.results.interval_csv import IntervalCsv
 from loadgen.results.stages import REPLY_STAGES, STAGES, TIMEOUT_STAGES, log_path, new_histogram, open_log
 
+BrokerFigures = Callable[[float, float], tuple[int | None, int | None]]  # an interval's (depth, consumers)
 SKEW_TOLERANCE_US = 1000  # a negative cross-host stage beyond this is clock skew; within it, measurement noise
 
 
@@ -81,6 +85,8 @@ class Recorder:
     errors: Counter[str] = field(default_factory=Counter)
     devices: Counter[str] = field(default_factory=Counter)
     workers: Counter[str] = field(default_factory=Counter)  # replies by worker model and batching
+    # batch size -> [replies, sum, sum of squares] of their service time in µs (what `load plan` fits)
+    service_by_batch: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
     sent: int = 0
     replied: int = 0
     warmup_sent: int = 0
@@ -172,6 +178,11 @@ class Recorder:
                      (received_ns - intended_ns, received_ns - sent_ns, dequeued - (sent_ns + wall_offset_ns),
                       start - dequeued, end - start, received_ns + wall_offset_ns - end))
         self.batch_sizes[batch_size] += 1
+        service = (end - start) // 1000 if end > start else 0
+        sums = self.service_by_batch[batch_size]
+        sums[0] += 1
+        sums[1] += service
+        sums[2] += service * service
         self.devices[device] += 1
         self.workers[worker or "unknown"] += 1
 
@@ -205,9 +216,11 @@ class Recorder:
         for stage in STAGES:
             self._writers[stage] = open_log(log_path(directory, stage), stage, start_epoch_s)
 
-    def open_csv(self, path: Path) -> None:
-        """Per-interval figures of every stage as CSV rows (``loadgen.results.interval_csv``)."""
+    def open_csv(self, path: Path, broker_figures: BrokerFigures | None = None) -> None:
+        """Per-interval figures of every stage as CSV rows (``loadgen.results.interval_csv``); ``broker_figures``:
+        the request queue's (depth, consumers) at the broker for an interval, when it is sampled."""
         self._csv = IntervalCsv(path)
+        self._csv.broker_figures = broker_figures
 
     def roll(self, start_s: float, end_s: float) -> IntervalStats:
         """Close the interval [start_s, end_s) (seconds from the run start): totals, logs, figures."""
