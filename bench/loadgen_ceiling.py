@@ -12,7 +12,9 @@ one second of flood is a noisy sample of it. Requests/s:
   the socket by ``DeliveryReader``): the strictest reference, it isolates the engine's own cost;
 - RabbitMQ also: pika's own API (``basic_publish``, ``basic_consume``), the loop a user would write with pika.
 The ceiling is the highest open-loop constant rate at which qdeck's engine keeps achieved ≥ 99 % of target,
-schedule-lag p99 < 2 ms, every request answered, and end-to-end p99 < 50 ms — the last so that the worker keeps up:
+schedule-lag p99 within 1.5 ms of the coalescing window (``COALESCE_S``: requests due within it are held for one
+write on purpose, so the generator's own lateness is what lies beyond it; 2 ms with the 0.5 ms window this bound was
+set with), every request answered, and end-to-end p99 < 50 ms — the last so that the worker keeps up:
 without it the search climbs to rates the sender sustains while replies pile up behind a saturated worker. Found by
 stepping ×1.25 and bisecting twice; a rate that fails a trial passes only if it passes two more (one stall of the
 VM is not a ceiling). Prints the ceiling and its ratio to each reference (target ≥ 0.8). Then it records
@@ -44,12 +46,14 @@ from loadgen.envelope import Request, Stamps, encode_request
 from loadgen.run.engine import Engine, RunResult, RunSpec
 from loadgen.run.recorder import Recorder
 from loadgen.run.schedules import Constant
+from loadgen.run.spec import COALESCE_S
 from loadgen.transports import open_transport
 from probes.urls import parse_broker_url
 
 BARE_N = 40_000
 CHUNK = 100
 E2E_P99_MS = 50.0  # replies keep up: a worker falling behind builds a backlog and end-to-end grows
+LAG_P99_MS = COALESCE_S * 1000 + 1.5  # on time: at most 1.5 ms late beyond the deliberate coalescing wait
 RATIO_TARGET = 0.8  # the ceiling against each bare loop
 FLAT_MB = 1.0  # memory growth from 100k to 1M recorded requests
 
@@ -172,7 +176,7 @@ def trial(url: str, queue: str, rate: float, seconds: float) -> tuple[bool, str]
     lag_p99 = p99_ms(rec.total["schedule_lag"])
     ratio = result.achieved_rate / result.target_rate if result.target_rate else 0.0
     e2e_p99 = p99_ms(rec.total["end_to_end"])
-    ok = (ratio >= 0.99 and lag_p99 < 2.0 and e2e_p99 < E2E_P99_MS and rec.timeouts == 0 and result.unsent == 0
+    ok = (ratio >= 0.99 and lag_p99 < LAG_P99_MS and e2e_p99 < E2E_P99_MS and rec.timeouts == 0 and result.unsent == 0
           and rec.replied == rec.sent)
     return ok, (f"achieved {ratio * 100:.1f}%, schedule-lag p99 {lag_p99:.2f} ms, end-to-end p99 {e2e_p99:.1f} ms, "
                 f"replied {rec.replied:,} of {rec.sent:,}")
