@@ -12,7 +12,7 @@ import pytest
 from tests import brokers as harness
 
 if TYPE_CHECKING:
-    from bench._private_brokers import PrivateKafka
+    from bench._private_brokers import PrivateKafka, PrivateRabbit
 
 REQUIRE = os.environ.get("QDECK_REQUIRE_BROKERS", "") not in ("", "0")
 
@@ -70,6 +70,24 @@ def vhost(rabbitmq_url: str) -> Iterator[object]:
 
     with rabbit_vhost(rabbitmq_url) as v:
         yield v
+
+
+@pytest.fixture(scope="session")
+def private_rabbit() -> Iterator[PrivateRabbit]:
+    """A RabbitMQ node of the tests' own (its own node name, ports, mnesia and log dirs), stopped by PID at the end of
+    the session: for tests that restart a node (``stop_app``/``start_app``; they start it again) or need a second
+    cluster. The shared broker is never touched."""
+    from bench._private_brokers import PrivateRabbit
+
+    try:
+        node = PrivateRabbit()
+    except RuntimeError as exc:  # rabbitmq-server is not installed
+        harness.unavailable("rabbitmq", str(exc))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()
 
 
 @pytest.fixture

@@ -77,57 +77,50 @@ def test_gate_and_compare_run_without_the_engine(tmp_path: Path) -> None:
     assert not {"loadgen.run.engine", "loadgen.transports", "loadgen.transports.base"} & loaded
 
 
-def test_no_import_cycle_in_loadgen() -> None:
-    """No module of loadgen/ imports (at module level) one that imports it back, directly or not."""
+def import_graph(names: set[str], *, everywhere: bool) -> dict[str, set[str]]:
+    """Which of ``names`` each of them imports: at module level only (lazy imports inside functions are fine), or
+    ``everywhere`` (inside functions and under TYPE_CHECKING too)."""
     import ast
 
     graph: dict[str, set[str]] = {}
-    names = set(modules("loadgen"))
     for name in names:
         path = ROOT / (name.replace(".", "/") + ".py")
         if not path.exists():
             path = ROOT / name.replace(".", "/") / "__init__.py"
+        tree = ast.parse(path.read_text())
         deps: set[str] = set()
-        for node in ast.parse(path.read_text()).body:  # module level only: lazy imports inside functions are fine
+        for node in ast.walk(tree) if everywhere else tree.body:
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 deps.update(m for m in (node.module, *(f"{node.module}.{a.name}" for a in node.names)) if m in names)
             elif isinstance(node, ast.Import):
                 deps.update(a.name for a in node.names if a.name in names)
         graph[name] = deps - {name}
+    return graph
 
+
+def cycles(graph: dict[str, set[str]]) -> list[str]:
+    """The modules that reach themselves through their imports."""
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
         for nxt in graph.get(start, ()):
             if nxt == goal or (nxt not in seen and (seen.add(nxt) or reaches(nxt, goal, seen))):
                 return True
         return False
 
-    cycles = [name for name in sorted(graph) if reaches(name, name, set())]
-    assert cycles == [], f"import cycles through {cycles}"
+    return [name for name in sorted(graph) if reaches(name, name, set())]
+
+
+def test_no_import_cycle_in_loadgen() -> None:
+    """No module of loadgen/ imports (at module level) one that imports it back, directly or not."""
+    found = cycles(import_graph(set(modules("loadgen")), everywhere=False))
+    assert found == [], f"import cycles through {found}"
 
 
 def test_console_tui_has_no_import_cycle() -> None:
     """Issue 17 item 13: the console's screens never import the app or each other in a cycle — counting every import
     anywhere in a module (inside functions and under TYPE_CHECKING too): screens ask the app for navigation with
     messages (``OpenQueue``) and see it through ``console.tui.protocol.ConsoleApp``."""
-    import ast
-
     names = {f"console.tui.{p.stem}" for p in (ROOT / "console" / "tui").glob("*.py") if p.stem != "__init__"}
-    graph: dict[str, set[str]] = {}
-    for name in names:
-        deps: set[str] = set()
-        for node in ast.walk(ast.parse((ROOT / (name.replace(".", "/") + ".py")).read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                deps.update(m for m in (node.module, *(f"{node.module}.{a.name}" for a in node.names)) if m in names)
-            elif isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names if a.name in names)
-        graph[name] = deps - {name}
-
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        for nxt in graph.get(start, ()):
-            if nxt == goal or (nxt not in seen and (seen.add(nxt) or reaches(nxt, goal, seen))):
-                return True
-        return False
-
-    assert [name for name in sorted(graph) if reaches(name, name, set())] == []
+    graph = import_graph(names, everywhere=True)
+    assert cycles(graph) == []
     screens = names - {"console.tui.app"}
     assert not any("console.tui.app" in graph[s] for s in screens)  # the app is wiring; nothing imports it

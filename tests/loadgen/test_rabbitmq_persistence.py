@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,26 +86,11 @@ def test_the_workers_reply_keeps_the_requests_delivery_mode(vhost: Any, tmp_path
     assert modes == {1: 2, 2: None}
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[Any]:
-    """A private RabbitMQ node (own node name, ports, data dir), stopped by PID afterwards."""
-    try:
-        from bench._private_brokers import PrivateRabbit
-
-        private = PrivateRabbit()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    try:
-        private.start()
-        yield private
-    finally:
-        private.close()
-
-
 @pytest.mark.slow
-def test_persistent_requests_survive_a_broker_restart_and_transient_ones_do_not(node: Any) -> None:
+def test_persistent_requests_survive_a_broker_restart_and_transient_ones_do_not(private_rabbit: Any) -> None:
     """`--persistent`: the requests queued when the node restarts (``stop_app`` / ``start_app``, as a rolling
     upgrade does) are still there after it; without it RabbitMQ drops them (in the fault bench: timeouts, lost)."""
+    node = private_rabbit
     target = parse_broker_url(node.url)
 
     async def send(persistent: bool, bodies: list[bytes]) -> None:

@@ -4,7 +4,6 @@ against the real shared RabbitMQ (3.10), each test in its own vhost; the second 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -214,30 +213,14 @@ def test_closed_amqp_port_with_a_live_management_api_is_unreachable(rabbitmq_url
     _one_line_exit_2(qdeck("queues", "-b", url), "nothing answers at")
 
 
-@pytest.fixture(scope="module")
-def second_node() -> Iterator[Any]:
-    """A private RabbitMQ node (own node name, ports, data dir; no management plugin), killed by PID afterwards."""
-    try:
-        from bench._private_brokers import PrivateRabbit
-
-        node = PrivateRabbit()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    try:
-        node.start()
-        yield node
-    finally:
-        node.close()
-
-
 @pytest.mark.slow
-def test_amqp_port_of_another_node_is_refused(second_node: Any) -> None:
+def test_amqp_port_of_another_node_is_refused(private_rabbit: Any) -> None:
     """AMQP on the private node, the management API of the shared node: they are different clusters."""
-    url = second_node.url + "?management_url=http://127.0.0.1:15672"
+    url = private_rabbit.url + "?management_url=http://127.0.0.1:15672"
     r = qdeck("queues", "-b", url)
-    _one_line_exit_2(r, f"AMQP at 127.0.0.1:{second_node.port} is RabbitMQ cluster")
+    _one_line_exit_2(r, f"AMQP at 127.0.0.1:{private_rabbit.port} is RabbitMQ cluster")
     overview = httpx.get("http://127.0.0.1:15672/api/overview", auth=("guest", "guest"), timeout=10).json()
-    props = asyncio.run(_properties(second_node.url))
+    props = asyncio.run(_properties(private_rabbit.url))
     assert props["cluster_name"] != overview["cluster_name"]
     assert f"is RabbitMQ cluster {props['cluster_name']!r}" in r.err
     assert f"management API at http://127.0.0.1:15672 is cluster {overview['cluster_name']!r}" in r.err
