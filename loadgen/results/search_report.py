@@ -14,7 +14,6 @@ generator's retry: the second verdict stands) the lines go through the later pro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from loadgen.results.html_report import Sanitiser, check_run_dir, render_page
 from loadgen.results.html_report_view import FLOOR_MS, NAME_LIMIT, Page, as_dict, as_list, as_num, plain, table
 from loadgen.results.latency import fmt_figure
 from loadgen.results.slo import parse_slo
+from loadgen.results.summary import read_json
 
 __all__ = ["SCHEMA", "build_search_report", "load_search", "report_kind"]
 
@@ -47,16 +47,7 @@ def report_kind(directory: Path) -> str:
 def load_search(directory: Path) -> dict[str, Any]:
     """``directory``'s search.json; ``ReportError`` (one line) when it is not one this qdeck reads."""
     path = directory / "search.json"
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ReportError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ReportError(f"{path} is not a qdeck search.json (not UTF-8 text)") from None
-    except RecursionError:
-        raise ReportError(f"{path} is nested too deeply to read") from None
-    except ValueError as exc:
-        raise ReportError(f"{path} is not JSON: {exc}") from None
+    doc = read_json(path, "search.json")
     if not isinstance(doc, dict) or "schema" not in doc:
         raise ReportError(f"{path} is not a qdeck search.json (no schema)")
     if doc["schema"] != SCHEMA:

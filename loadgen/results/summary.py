@@ -289,16 +289,24 @@ def _spectrum(hist: HdrHistogram, fh: IO[str], scale: float = 1000.0, ticks: int
     fh.write("#[Values in milliseconds]\n")
 
 
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file qdeck wrote (``what``: "summary.json", "search.json"); ``ReportError`` in one line when it cannot
+    be read, is not UTF-8 JSON, or is nested too deeply to parse."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ReportError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path} is not a qdeck {what} (not UTF-8 text)") from None
+    except RecursionError:
+        raise ReportError(f"{path} is nested too deeply to read") from None
+    except ValueError as exc:
+        raise ReportError(f"{path} is not JSON: {exc}") from None
+
+
 def load_summary(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    try:
-        doc = json.loads(p.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ReportError(f"cannot read {p}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ReportError(f"{p} is not a qdeck summary.json (not UTF-8 text)") from None
-    except ValueError as exc:
-        raise ReportError(f"{p} is not JSON: {exc}") from None
+    doc = read_json(p, "summary.json")
     if not isinstance(doc, dict) or "schema_version" not in doc:
         raise ReportError(f"{p} is not a qdeck summary.json (no schema_version)")
     if doc["schema_version"] not in READABLE_VERSIONS:

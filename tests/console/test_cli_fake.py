@@ -99,3 +99,19 @@ def test_a_bad_choice_reads_plainly() -> None:
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == ("qdeck: invalid value for '--only': 'bogus' is not one of 'dead-letters', 'lagging', "
                         "'no-consumers'.\n")
+
+
+@pytest.mark.parametrize("command", [["load", "gate", "{path}", "--slo", "p99<1s"],
+                                     ["load", "compare", "{path}", "{path}"]])
+def test_a_deeply_nested_summary_is_one_line_exit_2(tmp_path, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """A summary.json nested past Python's recursion limit was a RecursionError (exit 1, "internal error") in gate and
+    compare: it is bad input, one line, exit 2, as the report already said."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "summary.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    r = subprocess.run([sys.executable, "-m", "console.cli", *[a.replace("{path}", str(path)) for a in command]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == f"qdeck: {path} is nested too deeply to read\n"
