@@ -179,7 +179,7 @@ def test_search_finds_a_synthetic_workers_capacity(redis_url: str, redis_queue: 
     """50 ms a request, one at a time: 20/s; λ* within 10 % of it, with a generous SLO (the backlog decides)."""
     with worker(redis_url, redis_queue, "--model", "synthetic:base_ms=50", "--max-batch", "1", "--max-wait-ms", "0",
                 tmp_path=tmp_path):
-        done = qdeck("load", "search", "-b", redis_url, "-q", redis_queue, "--slo", "p99<2s", "--start", "5",
+        done = qdeck("load", "search", "-b", redis_url, "-q", redis_queue, "--slo", "p99<2s", "--start", "10",
                      "--probe", "3s", "--warmup", "0.5s", "--timeout", "5s", "--json", timeout=120)
     assert done.code == 0, done.all
     doc = done.json()
