@@ -171,6 +171,7 @@ def html_report(run_dir: Path, html: Path, code: int) -> int:
     """``--html``: the report of the run in ``run_dir``; returns the run's exit code, or 2 (one line) when the
     report cannot be written."""
     from console.cmd_load_report import write_report
+    from console.safe_text import safe
     from loadgen.errors import ReportError
 
     try:
@@ -178,7 +179,7 @@ def html_report(run_dir: Path, html: Path, code: int) -> int:
     except ReportError as exc:
         print_error(f"--html: {exc}")
         return EXIT_USAGE
-    print(f"report in {html}", file=sys.stderr)
+    print(f"report in {safe(str(html), None)}", file=sys.stderr)
     return code
 
 
@@ -260,6 +261,7 @@ def report(summary: dict[str, Any], slos: list[Slo], *, out: Path | None, junit:
     """Judge ``slos`` (written into the summary with their results), write the run's files under ``out``, print
     the summary (tables or JSON), write JUnit; returns 0 or 99."""
     from console.load_view import print_summary, print_verdicts
+    from console.safe_text import safe
     from loadgen.results.slo import EXIT_SLO_FAILED, judge_all, verdicts_json
     from loadgen.results.summary import stage_histogram, write_outputs
 
@@ -275,7 +277,7 @@ def report(summary: dict[str, Any], slos: list[Slo], *, out: Path | None, junit:
             print_verdicts(verdicts)
         if out is not None:
             agents = ", agents/<i>/summary.json" if summary.get("agents") else ""
-            print(f"results in {out}/ (summary.json, latency.hlog, end_to_end.hgrm, hlog/{agents})")
+            print(f"results in {safe(str(out), None)}/ (summary.json, latency.hlog, end_to_end.hgrm, hlog/{agents})")
     if junit is not None:
         from loadgen.results.junit import write_junit
 

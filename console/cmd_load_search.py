@@ -185,7 +185,7 @@ def _ms(entry: dict[str, Any], stat: str, timeout_s: float) -> str:
 def report(outcome: SearchOutcome, *, out: Path | None, json_out: bool) -> int:
     """Print the search (JSON, or the latency-against-rate table and λ*); returns the exit code (0 or 99)."""
     from console.output import stdout_console
-    from console.safe_text import json_text
+    from console.safe_text import json_text, safe
     from loadgen.results.slo import EXIT_SLO_FAILED
 
     code = 0 if outcome.max_rate is not None else EXIT_SLO_FAILED
@@ -197,7 +197,7 @@ def report(outcome: SearchOutcome, *, out: Path | None, json_out: bool) -> int:
         for line in conclusion(outcome):
             console.print(line, soft_wrap=True)
         if out is not None:
-            print(f"results in {out}/ (search.json, probe-NN-RATE/ per probe)")
+            print(f"results in {safe(str(out), None)}/ (search.json, probe-NN-RATE/ per probe)")
     if code:
         print_error("no rate held its SLOs: not even the lowest probe passed")
     return code

@@ -154,3 +154,18 @@ def test_hostile_kafka(kafka_url: str, tmp_path: Path) -> None:
         _scan_every_command(kafka_url, topic, topic, tmp_path)
     finally:
         admin.delete_topics([topic])
+
+
+def test_hostile_output_paths_leave_as_escapes(tmp_path: Path) -> None:
+    """The paths a run names when it ends (`results in DIR/`, `report in FILE`) are the user's, and may hold control
+    characters: they pass the one sanitiser too."""
+    from tests.cli import qdeck
+
+    hostile = "r\x1b]0;pwned\x07\x1b[2J"
+    out, html = tmp_path / f"out{hostile}", tmp_path / f"report{hostile}.html"
+    run = qdeck("load", "run", "-b", "memory://hostile-paths", "-q", "q", "--rate", "20", "--duration", "0.5s",
+                "--quiet", "--out", str(out), "--html", str(html), timeout=60)
+    assert run.code == 0, run.all
+    assert "\x1b" not in run.all and "\x07" not in run.all
+    assert "results in " in run.out and "/outr\\x1b]0;pwned\\x07\\x1b[2J/ (summary.json" in run.out
+    assert "/reportr\\x1b]0;pwned\\x07\\x1b[2J.html" in run.err and html.exists()
