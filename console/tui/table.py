@@ -119,8 +119,6 @@ class VirtualTable(ScrollView, can_focus=True):
             else:
                 self.widths[i] = max(col.width, title)
         self._fit()
-        total = sum(w + 1 for w, c in zip(self.widths, self.columns, strict=False) if c.key not in self._off)
-        self.virtual_size = Size(total, len(self.rows) + 1)
         cursor = min(self.cursor, max(len(self.rows) - 1, 0)) if self.chosen else 0
         if current is not None:
             with contextlib.suppress(ValueError):
@@ -131,7 +129,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def _fit(self) -> None:
         """Columns give way by priority until the rest fit the width on screen (none at all before the first
-        layout, when the width is not known yet)."""
+        layout, when the width is not known yet); the scrollable size follows."""
         off = set(self.hidden)
         width = self.size.width
         if width > 0:
@@ -144,13 +142,13 @@ class VirtualTable(ScrollView, can_focus=True):
                 total -= w + 1
         self._off = off
         self.narrowed = [c.title for c in self.columns if c.key in off and c.key not in self.hidden]
+        total = sum(w + 1 for w, c in zip(self.widths, self.columns, strict=False) if c.key not in off)
+        self.virtual_size = Size(total, len(self.rows) + 1)
 
     def on_resize(self, _event: events.Resize) -> None:
         before = self._off
         self._fit()
         if self._off != before:
-            total = sum(w + 1 for w, c in zip(self.widths, self.columns, strict=False) if c.key not in self._off)
-            self.virtual_size = Size(total, len(self.rows) + 1)
             self.refresh()
 
     @property

@@ -35,7 +35,8 @@ async def until(pilot, check: Callable[[], bool], timeout: float = 20.0, what: s
 
 
 async def peek_stream(pilot, app: QdeckApp, url: str, stream: str, count: int) -> QueueDetailScreen:
-    """Wait for ``stream`` in the overview, open its detail, press ``p`` and wait for ``count`` messages."""
+    """Wait for ``stream`` (or topic) in the overview, open its detail, press ``p`` and wait for ``count``
+    messages."""
     await until(pilot, lambda: stream in overview_rows(app), what="the stream in the overview")
     app.open_queue(url, stream)
     await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the detail")
@@ -227,12 +228,6 @@ async def test_kafka_peek_rows_show_partition_and_offset(kafka_url: str) -> None
     app = QdeckApp([parse_broker_url(kafka_url)], interval=1.0)
     label = next(iter(app.targets))
     async with app.run_test(size=(160, 40)) as pilot:
-        await until(pilot, lambda: topic in overview_rows(app), what="the topic in the overview")
-        app.open_queue(label, topic)
-        await until(pilot, lambda: isinstance(app.screen, QueueDetailScreen), what="the detail")
-        await pilot.press("p")
-        detail = app.screen
-        assert isinstance(detail, QueueDetailScreen)
-        await until(pilot, lambda: len(detail.messages) == 2, what="the peek")
+        detail = await peek_stream(pilot, app, label, topic, 2)
         table = detail.query_one("#messages", VirtualTable)
         assert sorted(row[0] for row in table.rows) == ["0:0", "1:0"]
