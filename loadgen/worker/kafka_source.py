@@ -1,5 +1,10 @@
 """Kafka source (confluent-kafka): a consumer group, offsets committed only once each request's outcome is durable
-(at most every COMMIT_INTERVAL_S while serving, on every revocation, and once more when stopping).
+(at most every COMMIT_INTERVAL_S while serving, on every revocation, and once more when stopping). The interval
+has a trailing edge: what a settle leaves uncommitted (a commit was made less than COMMIT_INTERVAL_S before) is
+committed by a timer COMMIT_INTERVAL_S after that commit, if no settle came first. So a worker that goes idle does
+not hold done offsets uncommitted until it stops: its group lag reaches 0, and a rebalance that starts while it is
+idle finds nothing left to commit (a broker may refuse the commit made on revocation: noida-db does, with
+ILLEGAL_GENERATION, and the records done since the last commit are then consumed again by the partition's next owner).
 
 Replies are produced to the request's ``reply_to`` topic; dead letters to ``<queue>.dlq`` with
 ``reason``/``source``/``attempts``/``failed_at`` headers, by a producer with ``acks=all`` whose delivery is awaited
@@ -147,7 +152,10 @@ class KafkaSource:
         self._tracker = OffsetTracker()
         self._commit_lock = threading.Lock()  # a revocation's commit and the settler's never interleave
         self._stopped = False
-        self._last_commit = 0.0
+        self._last_commit = 0.0  # monotonic time of the last commit attempted (guarded by _commit_lock)
+        self._closed = False  # the consumer is closed (guarded by _commit_lock): nothing more to commit
+        self._trailing: asyncio.TimerHandle | None = None  # the trailing commit, once a settle left something due
+        self._trailing_problem: str | None = None  # the last trailing commit failure said (a lasting one, once)
         base = client_config(target, timeout=10.0)
         self._down_since: float | None = None  # librdkafka lost every broker at this time (monotonic)
         self._consumer = Consumer({**base, "group.id": group, "enable.auto.commit": False,
@@ -254,7 +262,46 @@ class KafkaSource:
     # ---- settling -------------------------------------------------------------------------------------------
     async def settle(self, replies: list[Outgoing], dead: list[DeadLetter], done: list[Delivery]) -> Settlement:
         settled: Settlement = await self._run(self._settle, replies, dead, done, pool=self._settler)
+        self._schedule_trailing()
         return settled
+
+    def _commit_due(self) -> str | None:
+        """Commit what is done, unless a commit was attempted less than COMMIT_INTERVAL_S ago (then the next settle
+        or the trailing commit makes it). A failure is returned, not raised."""
+        with self._commit_lock:
+            now = time.monotonic()
+            if self._closed or now - self._last_commit < COMMIT_INTERVAL_S:
+                return None
+            due = self._tracker.due()
+            if not due:
+                return None
+            self._last_commit = now
+            return self._commit(due)
+
+    def _schedule_trailing(self) -> None:
+        """On the event loop: if done offsets are left uncommitted, commit them COMMIT_INTERVAL_S after the last
+        commit (on the settler thread, so neither a fetch nor a reply waits for it)."""
+        if self._trailing is not None or self._stopped or not self._tracker.due():
+            return
+        delay = max(0.0, self._last_commit + COMMIT_INTERVAL_S - time.monotonic())
+        self._trailing = asyncio.get_running_loop().call_later(delay, self._trailing_commit)
+
+    def _trailing_commit(self) -> None:
+        self._trailing = None
+        if self._stopped:  # aclose makes the final commit
+            return
+        done = asyncio.get_running_loop().run_in_executor(self._settler, self._commit_due)
+        done.add_done_callback(self._trailing_done)
+
+    def _trailing_done(self, fut: asyncio.Future[str | None]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        problem = exception_text(exc) if exc is not None else fut.result()
+        if problem and problem != self._trailing_problem:
+            self._say("warning", f"offset commit failed (retried with the next one): {problem}")
+        self._trailing_problem = problem
+        self._schedule_trailing()  # still due (failed, or a settle committed meanwhile and more finished): again
 
     def _settle(self, replies: list[Outgoing], dead: list[DeadLetter], done: list[Delivery]) -> Settlement:
         out = Settlement()
@@ -308,14 +355,9 @@ class KafkaSource:
             if id(delivery) not in lost:
                 topic, partition, offset, _headers, generation = delivery.handle
                 self._tracker.done(topic, partition, offset, generation)
-        now = time.monotonic()
-        if now - self._last_commit >= COMMIT_INTERVAL_S:  # at most every COMMIT_INTERVAL_S; aclose commits the rest
-            self._last_commit = now
-            with self._commit_lock:
-                due = self._tracker.due()
-                problem = self._commit(due) if due else None
-            if problem:
-                out.problems.append(f"offset commit failed (retried with the next one): {problem}")
+        problem = self._commit_due()  # at most every COMMIT_INTERVAL_S; the trailing commit or aclose does the rest
+        if problem:
+            out.problems.append(f"offset commit failed (retried with the next one): {problem}")
         return out
 
     def _dead_letter(self, dead: list[DeadLetter]) -> dict[int, str]:
@@ -341,6 +383,7 @@ class KafkaSource:
         with self._commit_lock:
             due = self._tracker.due()
             problem = self._commit(due) if due else None
+            self._closed = True  # a trailing commit still queued on the settler finds nothing to do
         if problem:  # a rebalance under way: the partitions may be another member's now, so nothing is forced
             self._say("warning", f"final offset commit failed, the requests since the last commit will be consumed "
                       f"again: {problem}")
@@ -353,6 +396,10 @@ class KafkaSource:
         return None  # uncommitted offsets are consumed again by the group's next member
 
     async def aclose(self) -> None:
+        self._stopped = True
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
         with contextlib.suppress(ProbeError):
             await self._run(self._commit_final)
         with contextlib.suppress(ProbeError, RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TextIO
@@ -58,6 +59,7 @@ class MetricsReporter:
     def __init__(self, worker: str, device: str, model: str, fmt: str = "human", out: TextIO | None = None) -> None:
         self.worker, self.device, self.model, self.fmt = worker, device, model, fmt
         self.out = out or sys.stderr
+        self._write_lock = threading.Lock()  # the settler and fetch threads both report: one line, one write
         self.counters = Counters()
         self._last = Counters()
         self._last_t = time.monotonic()
@@ -87,27 +89,32 @@ class MetricsReporter:
             line = (f"qdeck worker {iv.worker} [{iv.model} on {iv.device}] {iv.items_per_s:,.1f} items/s, "
                     f"{iv.batches} batches (mean size {iv.mean_batch}), errors {iv.errors}, "
                     f"dead-lettered {iv.dead_lettered}{extra}, total {iv.total_items:,}")
-        print(line, file=self.out, flush=True)
+        self._line(line)
         return iv
+
+    def _line(self, line: str) -> None:
+        """One whole line per write, under a lock: ``print`` writes the text and its newline separately, so two
+        threads printing at once could glue two JSON events onto one line."""
+        with self._write_lock:
+            self.out.write(line + "\n")
+            self.out.flush()
 
     def event(self, text: str, **fields: object) -> None:
         """A one-off line (started, stopping, claimed entries) in the chosen format."""
         if self.fmt == "json":
-            print(json.dumps({"event": text, "worker": self.worker, **fields}), file=self.out, flush=True)
+            self._line(json.dumps({"event": text, "worker": self.worker, **fields}))
         else:
             extra = ", ".join(f"{k} {v}" for k, v in fields.items())
-            print(f"qdeck worker {self.worker}: {text}" + (f" ({extra})" if extra else ""), file=self.out,
-                  flush=True)
+            self._line(f"qdeck worker {self.worker}: {text}" + (f" ({extra})" if extra else ""))
 
     def note(self, event: str, message: str, **fields: Any) -> None:
         """A sentence for people (human format: the sentence alone; JSON: ``event``, ``message`` and ``fields``),
         on one line."""
         message = one_line(message)
         if self.fmt == "json":
-            print(json.dumps({"event": event, "worker": self.worker, "message": message, **fields}), file=self.out,
-                  flush=True)
+            self._line(json.dumps({"event": event, "worker": self.worker, "message": message, **fields}))
         else:
-            print(f"qdeck worker {self.worker}: {message}", file=self.out, flush=True)
+            self._line(f"qdeck worker {self.worker}: {message}")
 
     def warning(self, message: str) -> None:
         self.note("warning", message)

@@ -7,12 +7,14 @@ worker does it on a private broker of its own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.loadgen.conftest import _kafka_remaining
-from tests.rabbit import wait_sync
 from tests.workers import WorkerProc, open_client, unique, worker
 
 pytestmark = pytest.mark.slow
@@ -29,9 +31,41 @@ def _partitions(url: str, topic: str) -> int:
     return len(meta.topics[topic].partitions)
 
 
+def _events(w: WorkerProc, name: str) -> list[dict[str, Any]]:
+    """``WorkerProc.events``, also reading JSON lines two of the worker's threads wrote at once (``print`` writes the
+    newline apart from the text, so one line can hold ``{...}{...}``): an event lost there would stall a wait."""
+    decoder = json.JSONDecoder()
+    found = []
+    for line in w.log().splitlines():
+        at = 0
+        while line.startswith("{", at):
+            try:
+                doc, at = decoder.raw_decode(line, at)
+            except ValueError:
+                break
+            if isinstance(doc, dict) and doc.get("event") == name:
+                found.append(doc)
+    return found
+
+
 def _assigned(w: WorkerProc) -> list[int]:
     """How many partitions each of the worker's assignments gave it, in order."""
-    return [len(e["partitions"]) for e in w.events("partitions assigned")]
+    return [len(e["partitions"]) for e in _events(w, "partitions assigned")]
+
+
+def _owns(w: WorkerProc) -> int:
+    """How many partitions the worker's latest assignment gave it (0: none yet)."""
+    return (_assigned(w) or [0])[-1]
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll a blocking ``check`` (off the event loop, so replies keep arriving) until it holds, or fail."""
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout
+    while not await loop.run_in_executor(None, check):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
 
 
 async def test_the_default_group_is_one_per_request_topic(kafka_url: str, tmp_path) -> None:
@@ -73,10 +107,35 @@ async def test_a_dead_worker_on_one_topic_does_not_stall_another_topic(private_k
     assert served, log
 
 
+async def test_an_idle_worker_commits_what_it_has_done(kafka_url: str, tmp_path) -> None:
+    """Commits are made at most every 0.5 s, with a trailing edge: once the last batch is done the group's offsets
+    reach the end while the worker still runs and nothing more comes to settle (not only when it stops)."""
+    topic = unique("qdeck-test-kidle")
+    client = await open_client(kafka_url, topic)
+    try:
+        with worker(kafka_url, topic, "--model", "echo", "--max-batch", "4", "--max-wait-ms", "1",
+                    tmp_path=tmp_path) as w:
+            for start in range(0, 20, 4):  # a few batches in quick succession: most settle within 0.5 s of a commit
+                await client.send([f"i{i}" for i in range(start, start + 4)], start_seq=start)
+            assert await client.wait_for(20), w.log()
+            remaining = _kafka_remaining(kafka_url, topic)
+            await _until(lambda: remaining() == 0, "the idle worker's commits to reach the end", timeout=10)
+            assert w.proc.poll() is None, w.log()  # committed while serving, not by the final commit
+    finally:
+        await client.transport.aclose()
+
+
 async def test_a_rebalance_commits_only_partitions_the_worker_owns(kafka_url: str, tmp_path) -> None:
-    """A serves both partitions; B joins (half of them move to B), answers its share and leaves; then A stops.
-    Every request is answered and the group's committed offsets reach the end of both partitions: A's final commit
-    does not write back the position it had, before the rebalance, on the partition B then served."""
+    """A serves both partitions; B joins, and once each owns one the rest of the requests are sent, so B answers
+    its share; B leaves; A takes both partitions back and works through what is left; then A stops. Every request
+    is answered, and the group's committed offsets reach the end of both partitions while A serves and stay there
+    once it has stopped: A's final commit does not write back the position it had, before the rebalance, on the
+    partition B then served.
+
+    Each step waits for what the workers say or for the group's offsets, never for time: on busy cores B can take
+    longer to start than A takes to answer everything, noida-db can fold B's join and leave into one rebalance, and
+    it refuses a commit made on revocation (ILLEGAL_GENERATION), so what was done since the last commit is consumed
+    again by the partition's next owner: A must have worked through that before it is stopped."""
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -87,32 +146,45 @@ async def test_a_rebalance_commits_only_partitions_the_worker_owns(kafka_url: st
     admin = AdminClient({"bootstrap.servers": _bootstrap(kafka_url)})
     for fut in admin.create_topics([NewTopic(topic, 2, 1)]).values():
         fut.result(10)
-    total = 120
+    total, first = 120, 40
     client = await open_client(kafka_url, topic)
     producer = Producer({"bootstrap.servers": _bootstrap(kafka_url), "linger.ms": 0})
+
+    def produce(seqs: range) -> None:
+        for i in seqs:
+            now = time.time_ns()
+            client.sent_ns[i] = now
+            body = encode_request(Request(client.run, i, now, now, client.transport.reply_to, "t", f"r{i}"))
+            producer.produce(topic, body, partition=i % 2)
+        assert producer.flush(10) == 0
+
+    args = ("--model", "synthetic:base_ms=100", "--max-batch", "4", "--max-wait-ms", "1", "--group", group,
+            "--metrics-format", "json")
+    remaining = _kafka_remaining(kafka_url, topic, group)
     try:
-        with worker(kafka_url, topic, "--model", "synthetic:base_ms=100", "--max-batch", "4", "--max-wait-ms", "1",
-                    "--group", group, "--metrics-format", "json", tmp_path=tmp_path) as a:
-            for i in range(1, total + 1):
-                now = time.time_ns()
-                client.sent_ns[i] = now
-                body = encode_request(Request(client.run, i, now, now, client.transport.reply_to, "t", f"r{i}"))
-                producer.produce(topic, body, partition=i % 2)
-            assert producer.flush(10) == 0
-            assert await client.wait_for(total // 4, timeout=30), a.log()
-            with worker(kafka_url, topic, "--model", "synthetic:base_ms=100", "--max-batch", "4",
-                        "--max-wait-ms", "1", "--group", group, tmp_path=tmp_path) as b:
+        with worker(kafka_url, topic, *args, tmp_path=tmp_path) as a:
+            produce(range(1, first + 1))
+            assert await client.wait_for(first, timeout=30), a.log()
+            with worker(kafka_url, topic, *args, tmp_path=tmp_path) as b:
+                await _until(lambda: _owns(a) == 1 and _owns(b) == 1, "A and B to own one partition each",
+                             timeout=60)
+                produce(range(first + 1, total + 1))  # half of them on B's partition
                 assert await client.wait_for(total, timeout=60), a.log() + b.log()
+                [serving_b] = _events(b, "serving")
+                assert any(r.worker == serving_b["worker"] for r in client.replies.values()), b.log()
+                seen = len(_assigned(a))
                 assert b.terminate() == 0, b.log()
-            # A takes both partitions back (once its next heartbeat hears of the rebalance) and serves them: its
-            # final commit is then accepted, and must not write back what it had of B's partition before.
-            wait_sync(lambda: len(_assigned(a)) >= 3 and _assigned(a)[-1] == 2, timeout=30, what="A owning both")
+            # A takes both partitions back (once its next heartbeat hears of the rebalance), serves what was left
+            # uncommitted on them, and commits it while it runs (the trailing commit)...
+            await _until(lambda: len(_assigned(a)) > seen and _owns(a) == 2, "A to own both partitions")
+            await _until(lambda: remaining() == 0, "A's commits to reach the end of both partitions")
+            log_a = a.log()
+            # ... and its final commit must not write back what it had of B's partition before.
             assert a.terminate() == 0, a.log()
     finally:
         await client.transport.aclose()
     assert sorted(client.replies) == list(range(1, total + 1))
-    remaining = _kafka_remaining(kafka_url, topic, group)
-    assert await asyncio.get_running_loop().run_in_executor(None, remaining) == 0
+    assert await asyncio.get_running_loop().run_in_executor(None, remaining) == 0, log_a
 
 
 async def test_created_topics_take_the_chosen_partitions_and_say_so(kafka_url: str, tmp_path) -> None:
