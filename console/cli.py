@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from console import cmd_brokers, cmd_console, cmd_dlq, cmd_lag, cmd_load, cmd_queues, cmd_worker
+from console import cmd_brokers, cmd_console, cmd_dlq, cmd_dlq_actions, cmd_lag, cmd_load, cmd_queues, cmd_worker
 from console.runner import EXIT_USAGE, debug_enabled, print_error
 
 EXIT_INTERRUPTED = 130
@@ -22,6 +22,7 @@ app.command("brokers")(cmd_brokers.brokers)
 app.command("queues")(cmd_queues.queues)
 app.command("consumers")(cmd_queues.consumers)
 app.command("lag")(cmd_lag.lag)
+cmd_dlq_actions.register(cmd_dlq.app)
 app.add_typer(cmd_dlq.app, name="dlq")
 app.command("console")(cmd_console.console)
 app.command("worker")(cmd_worker.worker)

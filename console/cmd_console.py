@@ -1,6 +1,8 @@
-"""``qdeck console``: the Textual TUI over one or more brokers."""
+"""``qdeck console``: the Textual TUI over one or more brokers (``--serve``: in browser tabs, console/serve.py)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import typer
 
@@ -15,16 +17,47 @@ def console(
                                           "$QDECK_BROKER, then the profile file's default."),
     interval: float = typer.Option(2.0, "--interval", "-i", min=0.2, callback=finite_at_most(3600),
                                    help="Seconds between polls of each broker."),
+    serve: bool = typer.Option(False, "--serve",
+                               help="Serve the console to web browsers (textual-serve) instead of showing it here: "
+                                    "every browser tab runs a console of its own, as this user, on this machine."),
+    host: str | None = typer.Option(None, "--host", show_default=False,
+                                    help="With --serve: the address to listen on. Default: 127.0.0.1 (this machine "
+                                         "only). Any other address exposes the console to the network, without a "
+                                         "login: every queue name, depth and peeked message."),
+    port: int | None = typer.Option(None, "--port", min=0, max=65535, show_default=False,
+                                    help="With --serve: the port to listen on. Default: 8000; 0 picks a free one "
+                                         "(the printed URL names it)."),
+    clipboard: bool = typer.Option(False, "--clipboard",
+                                   help="Let y copy a message body to your clipboard through OSC 52 (the terminal "
+                                        "sets it, over SSH too; tmux needs set-clipboard on). Off by default: a "
+                                        "console that writes your clipboard is a choice you make."),
+    read_only: bool = typer.Option(False, "--read-only",
+                                   help="Strictly read-only: no dead-letter action even where a profile allows writes, "
+                                        "and no RabbitMQ peek (it requeues)."),
 ) -> None:
     """Live queues, consumers, lag and dead letters across brokers, keyboard-driven (? for the keys).
 
-    Read-only: nothing on the brokers changes, except that a RabbitMQ peek requeues messages (it asks first).
+    Nothing on the brokers changes unless you ask: a RabbitMQ peek requeues messages (it asks first), and the dead-
+    letter actions (R redrive, M move, X purge, E export) show a dry run and act only on y, and only on a broker
+    whose profile says allow_write = true. --read-only turns both off.
     """
-    specs: list[str | None] = list(broker) or [None]
+    from console.serve import DEFAULT_HOST, DEFAULT_PORT, child_specs, serve_console
+
+    if not serve and (host is not None or port is not None):
+        raise fail("--host and --port go with --serve")
+    if serve and clipboard:
+        raise fail("--clipboard works in a terminal, not with --serve (the browser keeps its own clipboard)")
+    specs: list[str | None] = list(broker) or (None if serve else child_specs()) or [None]
     targets = [resolve_broker(spec) for spec in specs]
+    if read_only:
+        targets = [dataclasses.replace(t, read_only=True) for t in targets]
     labels = [t.label for t in targets]
     if len(set(labels)) != len(labels):
         raise fail("the same broker was given twice")
+    if serve:
+        serve_console(specs, interval, DEFAULT_HOST if host is None else host,
+                      DEFAULT_PORT if port is None else port, read_only)
+        return
     from console.tui.app import QdeckApp
 
-    QdeckApp(targets, interval=interval).run()
+    QdeckApp(targets, interval=interval, clipboard=clipboard).run()

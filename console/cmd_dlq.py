@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+
 import typer
 from rich.text import Text
 
@@ -10,7 +13,11 @@ from console.queue_filter import dead_letter_queues
 from console.render import dlq_table, peek_view
 from console.runner import brokers_option, cli_errors, fail, one_broker, run_probe, run_probes
 from console.safe_text import TABLE_PREVIEW_BYTES
-from probes.models import PEEK_BODY_BYTES
+from probes import resolve_broker
+from probes.dlq.selection import parse_age
+from probes.models import PEEK_BODY_BYTES, PeekFrom
+from probes.paging import RABBITMQ_NEWEST_MAX, cursor_token, parse_cursor, start_problem
+from probes.serialize import to_jsonable
 
 app = typer.Typer(help="Dead-letter queues: which exist, what feeds them, and what is in them.",
                   no_args_is_help=True)
@@ -46,7 +53,7 @@ def list_(
 @cli_errors
 def peek(
     queue: str = typer.Argument(..., help="The dead-letter queue (or any queue) to read."),
-    count: int = typer.Option(10, "-n", "--count", min=1, max=10_000, help="How many messages to read."),
+    count: int = typer.Option(10, "-n", "--count", min=1, max=10_000, help="How many messages to read (a page)."),
     broker: list[str] = brokers_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (bodies as text, or base64 when binary)."),
     body_bytes: int | None = typer.Option(
@@ -56,20 +63,74 @@ def peek(
     force: bool = typer.Option(False, "--force",
                                help="Peek a quorum queue with a delivery limit although each peek counts as a "
                                     "delivery (repeated peeks can dead-letter or drop messages)."),
+    newest: bool = typer.Option(False, "--newest",
+                                help="Newest first (Kafka: partitions merged by record time; Redis lists: from the "
+                                     f"tail; RabbitMQ: reads the whole queue, at most {RABBITMQ_NEWEST_MAX:,})."),
+    after: str | None = typer.Option(None, "--after", metavar="CURSOR",
+                                     help="The next page: the cursor the last peek printed ('next page: --after "
+                                          "...'); it fixes where and which way, so give it alone."),
+    partition: int | None = typer.Option(None, "--partition", min=0, help="Kafka: this partition only."),
+    offset: int | None = typer.Option(None, "--offset",
+                                      help="Kafka: from this offset in each partition read (negative: that many "
+                                           "before the end)."),
+    since: str | None = typer.Option(None, "--since", metavar="TIME",
+                                     help="Kafka, Redis streams: from this time on (ISO 8601, UTC unless it says; "
+                                          "or an age: 90s, 15m, 2h, 3d)."),
+    group: str | None = typer.Option(None, "--group",
+                                     help="Kafka: from the group's committed offsets; Redis streams: after its "
+                                          "last-delivered entry (what the group has not read yet)."),
+    pending: str | None = typer.Option(None, "--pending", metavar="GROUP",
+                                       help="Redis streams: GROUP's pending entries (delivered, not acknowledged) "
+                                            "with consumer, idle time and delivery count, oldest first."),
+    read_only: bool = typer.Option(False, "--read-only",
+                                   help="Refuse anything with a side effect: on RabbitMQ, where a peek requeues the "
+                                        "messages it reads, the peek is refused."),
 ) -> None:
     """Show messages with their x-death reason, count, original queue/exchange/routing key, death times,
-    headers and a body preview.
+    headers and a body preview, a page at a time: the end prints the cursor of the next page.
 
     RabbitMQ: the management API cannot read without taking; qdeck reads with requeue, so messages go back in
-    order but are marked redelivered. It never uses an ack mode that removes messages.
+    order but are marked redelivered. It never uses an ack mode that removes messages. It cannot seek either:
+    page N takes every message before it again (the note says how many).
     """
     if not queue.strip():
         raise fail("the queue name is empty")
+    spec = one_broker(broker, "dlq peek")
+    start = PeekFrom(newest=newest, partition=partition, offset=offset,
+                     since=None if since is None else parse_since(since), group=group, pending=pending,
+                     after=None if after is None else parse_cursor(after))
+    problem = start_problem(resolve_broker(spec).kind, queue, start)  # before connecting: the one rule
+    if problem is not None:
+        raise fail(problem)
     fetch = None if body_bytes == 0 else (body_bytes or PEEK_BODY_BYTES)
-    result = run_probe(one_broker(broker, "dlq peek"), lambda p: p.peek(queue, count, force=force, body_bytes=fetch))
+    result = run_probe(spec, lambda p: p.peek(queue, count, force=force, body_bytes=fetch, start=start),
+                       read_only=read_only)
     if as_json:
-        emit_json(result)
+        doc = to_jsonable(result)
+        doc["next"] = cursor_token(result.next) if result.next is not None else None
+        emit_json(doc)
         return
     if result.side_effect:
         warn(result.side_effect)
+    for note in result.notes:
+        warn(note)
     stdout_console().print(peek_view(result, body_bytes if body_bytes is not None else TABLE_PREVIEW_BYTES))
+
+
+_AGE = re.compile(r"^\s*\d+(?:\.\d+)?\s*(ms|s|m|h|d|w)\s*$")  # an age (selection.parse_age), else a time
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO 8601 time (UTC unless it names a zone) or an age before now (90s, 15m, 2h, 3d)."""
+    if _AGE.match(text):
+        when = (now or datetime.now(UTC)) - timedelta(seconds=parse_age(text, "--since"))
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise fail(f"--since {text!r} is neither a time (2026-05-01T10:00:00Z; UTC unless it says) nor an age "
+                       "(90s, 15m, 2h, 3d)") from None
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    if when.year < 1970:
+        raise fail(f"--since {text!r} is before 1970")
+    return when

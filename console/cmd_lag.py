@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console.output import emit_json, stdout_console
+from console.queue_filter import LagSort, select_lag
 from console.render import drain_text, fmt_net_rate, fmt_rate
 from console.runner import brokers_option, cli_errors, finite_at_most, run_probes
 from console.safe_text import safe
@@ -67,6 +68,13 @@ def lag(
                                    help="Seconds between the two snapshots that give consume rates (0: one "
                                         "snapshot, no rate estimate)."),
     partitions: bool = typer.Option(False, "--partitions", "-p", help="Show Kafka lag per partition."),
+    pattern: str | None = typer.Option(None, "--filter", "-f", metavar="GLOB",
+                                       help="Only rows whose queue, topic, stream or group name matches: a glob when "
+                                            "it has * ? or [, else a substring; case-insensitive."),
+    sort: LagSort = typer.Option(LagSort.backlog, "--sort", "-s",
+                                 help="Sort by this column: numbers largest first (eta: never-draining first), "
+                                      "names A→Z, trend worst first."),
+    reverse: bool = typer.Option(False, "--reverse", "-r", help="Reverse the sort order."),
 ) -> None:
     """Consumer-group lag (Kafka, Redis streams) and queue backlog (RabbitMQ, Redis lists): produce, consume and
     net rates, the time to drain at the net rate, and the trend (draining, growing, stalled, idle)."""
@@ -79,7 +87,7 @@ def lag(
         return first, await probe.snapshot()
 
     pairs = run_probes(broker, two_snapshots)
-    rows = [r for prev, curr in pairs for r in lag_rows(curr, prev)]
+    rows = select_lag((r for prev, curr in pairs for r in lag_rows(curr, prev)), pattern, sort, reverse)
     notes = [note for _prev, curr in pairs for note in curr.notes]
     row_notes = lag_notes([curr for _prev, curr in pairs])
     if as_json:
@@ -92,7 +100,8 @@ def lag(
         return
     out = stdout_console()
     if not rows:
-        out.print(Text("no queues or consumer groups found", style="dim"))
+        out.print(Text(f"no queue, topic, stream or group matches {safe(pattern, 80)!r}" if pattern
+                       else "no queues or consumer groups found", style="dim"))
     else:
         out.print(lag_table(rows, partitions, label_broker=len(pairs) > 1, notes=row_notes))
     for note in notes:

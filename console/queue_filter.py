@@ -7,6 +7,7 @@ import fnmatch
 from collections.abc import Iterable
 from enum import StrEnum
 
+from probes.lag import LagRow
 from probes.models import QueueStats
 
 FILTER_HELP = ("Only queues whose name matches: a glob when it has * ? or [ (e.g. 'work.*'), else a substring; "
@@ -108,3 +109,91 @@ def dead_letter_queues(entries: Iterable[tuple[str, QueueStats]]) -> tuple[
     dlqs = [(b, q) for b, q in pairs if q.is_dead_letter or (b, q.name) in feeders]
     dlqs.sort(key=lambda e: (-(e[1].depth + e[1].in_flight), e[1].name, e[0]))
     return dlqs, feeders
+
+
+class LagSort(StrEnum):
+    """What ``qdeck lag --sort`` and the console's lag view order by."""
+
+    source = "source"
+    broker = "broker"
+    group = "group"
+    backlog = "backlog"
+    pending = "pending"
+    consumers = "consumers"
+    produce = "produce"
+    rate = "rate"  # consumed per second
+    net = "net"
+    eta = "eta"  # time to drain; never (growing, stalled) counts as longest
+    trend = "trend"
+
+
+LAG_NUMERIC = frozenset({"backlog", "pending", "consumers", "produce", "rate", "net", "eta"})
+_LAG_FIELD = {"produce": "produce_rate", "rate": "consume_rate", "net": "net_rate", "eta": "seconds_to_drain"}
+_TREND_ORDER = {"growing": 0, "stalled": 1, "draining": 2, "idle": 3}  # A→Z on trend: the worst first
+
+
+def _lag_number(row: LagRow, column: str) -> float | None:
+    if column == "eta" and row.trend in ("growing", "stalled"):
+        return float("inf")  # never drains: longer than any finite time
+    value = getattr(row, _LAG_FIELD.get(column, column))
+    return None if value is None else float(value)
+
+
+def select_lag(rows: Iterable[LagRow], pattern: str | None = None, sort: str = LagSort.backlog,
+               reverse: bool = False) -> list[LagRow]:
+    """Lag rows whose source (queue, topic, stream) or group matches ``pattern`` (``name_matches``), sorted by
+    ``sort``: numbers largest first (time to drain: never first), names A→Z, trend worst first; ``reverse`` flips
+    either; a figure not known yet always sorts last."""
+    chosen = [r for r in rows if name_matches(r.source, pattern) or name_matches(r.group or "", pattern)]
+    column = str(sort)
+    if column not in LAG_NUMERIC:
+        def text_key(r: LagRow) -> tuple[object, ...]:
+            if column == "trend":
+                return (_TREND_ORDER.get(r.trend or "", 9), r.source, r.group or "", r.broker)
+            lead = {"broker": r.broker, "group": r.group or ""}.get(column, r.source)
+            return (lead, r.source, r.group or "", r.broker)
+        chosen.sort(key=text_key, reverse=reverse)
+        return chosen
+    present = [r for r in chosen if _lag_number(r, column) is not None]
+    missing = [r for r in chosen if _lag_number(r, column) is None]
+    sign = 1.0 if reverse else -1.0  # largest first unless reversed; ties by name A→Z either way
+    present.sort(key=lambda r: (sign * (_lag_number(r, column) or 0.0), r.source, r.group or "", r.broker))
+    missing.sort(key=lambda r: (r.source, r.group or "", r.broker))
+    return present + missing
+
+
+class DeadLetterSort(StrEnum):
+    """What ``qdeck dlq list --sort`` and the console's dead-letter view order by."""
+
+    depth = "depth"  # messages held
+    name = "name"
+    broker = "broker"
+    kind = "kind"
+    feeders = "feeders"
+
+
+def select_dead_letters(dlqs: Iterable[tuple[str, QueueStats]], feeders: dict[tuple[str, str], list[str]],
+                        pattern: str | None = None, sort: str = DeadLetterSort.depth,
+                        reverse: bool = False) -> list[tuple[str, QueueStats]]:
+    """Dead-letter queues (``dead_letter_queues``) whose name, or the name of a queue feeding them, matches
+    ``pattern``, sorted by ``sort``: messages held largest first, names A→Z (``reverse`` flips either)."""
+    def fed(e: tuple[str, QueueStats]) -> list[str]:
+        return feeders.get((e[0], e[1].name), [])
+
+    chosen = [e for e in dlqs if name_matches(e[1].name, pattern) or any(name_matches(f, pattern) for f in fed(e))]
+    column = str(sort)
+    if column == DeadLetterSort.depth:
+        chosen.sort(key=lambda e: (-(e[1].depth + e[1].in_flight), e[1].name, e[0]), reverse=reverse)
+        return chosen
+
+    def lead(e: tuple[str, QueueStats]) -> str:
+        if column == DeadLetterSort.broker:
+            return e[0]
+        if column == DeadLetterSort.kind:
+            return e[1].kind
+        if column == DeadLetterSort.feeders:
+            return ", ".join(fed(e)) or "\uffff"  # fed by nothing known: last
+        return e[1].name
+
+    chosen.sort(key=lambda e: (lead(e), e[1].name, e[0]), reverse=reverse)
+    return chosen

@@ -12,6 +12,7 @@ from rich.text import Text
 from console.safe_text import preview_bytes, safe
 from probes.lag import LagRow
 from probes.models import BrokerSnapshot, ConsumerInfo, PeekedMessage, PeekResult, QueueStats
+from probes.paging import cursor_token
 
 
 def fmt_rate(rate: float | None) -> str:
@@ -194,7 +195,16 @@ def consumers_table(consumers: Iterable[ConsumerInfo]) -> Table:
     return table
 
 
-def message_view(m: PeekedMessage, total: int, body_limit: int) -> RenderableType:
+def pending_text(m: PeekedMessage) -> str | None:
+    """A pending entry's state (Redis streams): who holds it, for how long, how often delivered; None otherwise."""
+    if m.delivery_count is None and m.idle_ms is None:
+        return None
+    times = "?" if m.delivery_count is None else f"{m.delivery_count:,}"
+    idle = fmt_duration(None if m.idle_ms is None else m.idle_ms / 1000)
+    return f"consumer {safe(m.consumer or '?', 80)} · idle {idle} · delivered {times}×"
+
+
+def message_view(m: PeekedMessage, total: int | None, body_limit: int) -> RenderableType:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
@@ -203,7 +213,11 @@ def message_view(m: PeekedMessage, total: int, body_limit: int) -> RenderableTyp
         flags.append("redelivered")
     if m.message_id:
         flags.append(f"id {safe(m.message_id, 80)}")
-    title = Text(f"── message {m.position + 1} of {total} · " + " · ".join(flags), style="cyan")
+    of = f" of {total:,}" if total is not None else ""
+    title = Text(f"── message {m.position + 1}{of} · " + " · ".join(flags), style="cyan")
+    pending = pending_text(m)
+    if pending:
+        grid.add_row("pending", Text(pending))
     if m.deaths or m.first_death_reason:
         attempts = [d.attempts for d in m.deaths if d.attempts is not None]
         times = (f"after {sum(attempts)} deliver{'y' if sum(attempts) == 1 else 'ies'}" if attempts
@@ -242,8 +256,40 @@ def message_view(m: PeekedMessage, total: int, body_limit: int) -> RenderableTyp
     return Group(title, grid)
 
 
+def walk_total(result: PeekResult) -> int | None:
+    """How many messages the walk holds as far as is known: on its last page the count seen (exact: a Kafka
+    figure counts offsets, transaction markers included), before that the probe's figure (never fewer than were
+    seen), or None when the broker gave none."""
+    seen = result.first + len(result.messages)
+    if result.next is None:
+        return seen
+    return None if result.total is None else max(result.total, seen)
+
+
+def page_caption(result: PeekResult) -> str:
+    """Which part of the walk a page shows, in the order and range read: ``messages 21–40 of 61 · oldest first``
+    (the CLI's header and the console's peek title)."""
+    n = len(result.messages)
+    total = walk_total(result)
+    if n:
+        span = f"messages {result.first + 1:,}–{result.first + n:,}"
+        span += f" of {total:,}" if total is not None else " (more follow)"
+    else:
+        span = "no messages" + (f" after the {result.first:,} shown" if result.first else "")
+    return " · ".join([span, *(safe(x, 200) for x in (result.order, result.scope) if x)])
+
+
+def next_page_text(result: PeekResult) -> str:
+    """What continues the walk (``--after TOKEN``), or that this is the last page."""
+    if result.next is None:
+        return "last page"
+    return f"next page: --after {safe(cursor_token(result.next), None)}"
+
+
 def peek_view(result: PeekResult, body_limit: int) -> RenderableType:
-    if not result.messages:
+    if not result.messages and not result.first and result.scope is None:
         return Text(f"{safe(result.queue)} is empty: nothing to peek", style="dim")
-    total = len(result.messages)
-    return Group(*(message_view(m, total, body_limit) for m in result.messages))
+    total = walk_total(result)
+    return Group(Text(page_caption(result), style="bold"),
+                 *(message_view(m, total, body_limit) for m in result.messages),
+                 Text(next_page_text(result), style="dim"))

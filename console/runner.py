@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import math
 import os
@@ -84,9 +85,12 @@ def cli_errors(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-def run_probe(broker: str | None, action: Callable[[Probe], Awaitable[T]]) -> T:
-    """Open the probe for ``broker``, run ``action`` with it, close it; errors come back scrubbed of secrets."""
+def run_probe(broker: str | None, action: Callable[[Probe], Awaitable[T]], *, read_only: bool = False) -> T:
+    """Open the probe for ``broker``, run ``action`` with it, close it; errors come back scrubbed of secrets.
+    ``read_only`` (``--read-only``): the probe refuses anything with a side effect (a RabbitMQ peek requeues)."""
     target = resolve_broker(broker)
+    if read_only:
+        target = dataclasses.replace(target, read_only=True)
     return asyncio.run(_with_probe(target, action))
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from probes.errors import ConfigError
-from probes.models import PEEK_BODY_BYTES, BrokerSnapshot, ConsumerInfo, PeekResult
+from probes.models import PEEK_BODY_BYTES, BrokerSnapshot, ConsumerInfo, PeekFrom, PeekResult
 from probes.urls import BrokerTarget
 
 # kind -> "module:Class"; importing a backend pulls in its driver, so nothing here imports them eagerly.
@@ -30,9 +30,11 @@ class Probe(Protocol):
     async def consumers(self, queue: str | None = None) -> Sequence[ConsumerInfo]: ...
 
     async def peek(self, queue: str, limit: int, *, force: bool = False,
-                   body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
+                   body_bytes: int | None = PEEK_BODY_BYTES, start: PeekFrom | None = None) -> PeekResult:
         """Read up to ``limit`` messages without consuming them; ``force`` accepts a stated side effect; each body
-        is cut to ``body_bytes`` (None: whole; ``size`` is always the whole size)."""
+        is cut to ``body_bytes`` (None: whole; ``size`` is always the whole size). ``start`` says where and which
+        way (None: oldest first from the start); the result's ``next`` continues the walk as ``PeekFrom(after=...)``.
+        A start the broker cannot take raises ``Unsupported`` (``probes.paging.start_problem`` says which)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -42,3 +42,8 @@ class UnsafeOperation(ProbeError):
 
 class ConfigError(ProbeError):
     """A malformed broker URL, an unknown profile, an unreadable profile file."""
+
+
+class ReadOnly(ProbeError):
+    """A write was refused: the broker is read-only for qdeck (no ``allow_write = true`` in its profile, or
+    ``--read-only``, which also refuses RabbitMQ peeks: they requeue)."""

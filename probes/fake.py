@@ -16,11 +16,14 @@ from probes.models import (
     BrokerOverview,
     BrokerSnapshot,
     ConsumerInfo,
+    PeekCursor,
     PeekedMessage,
+    PeekFrom,
     PeekResult,
     QueueStats,
     cut_body,
 )
+from probes.paging import check_start, queue_tag
 from probes.urls import BrokerTarget
 
 
@@ -62,15 +65,26 @@ class FakeProbe:
         return [c for c in self.state.consumers if queue is None or c.queue == queue]
 
     async def peek(self, queue: str, limit: int, *, force: bool = False,
-                   body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
+                   body_bytes: int | None = PEEK_BODY_BYTES, start: PeekFrom | None = None) -> PeekResult:
+        """Pages by position, oldest or newest first; it cannot seek (like RabbitMQ)."""
         self._check()
+        start = start or PeekFrom()
+        check_start("memory", queue, start)
         if queue not in self.state.messages and all(q.name != queue for q in self.state.queues):
             raise NotFound(f"queue {queue!r} not found")
+        newest = start.after.newest if start.after is not None else start.newest
+        skip = (start.after.skip or 0) if start.after is not None else 0
+        held = self.state.messages.get(queue, [])
+        ordered = list(reversed(held)) if newest else list(held)
         messages = []
-        for m in self.state.messages.get(queue, [])[:limit]:
+        for i, m in enumerate(ordered[skip:skip + limit]):
             body, cut = cut_body(m.body, body_bytes)
-            messages.append(dataclasses.replace(m, body=body, body_truncated=m.body_truncated or cut))
-        return PeekResult(self.target.label, queue, tuple(messages))
+            messages.append(dataclasses.replace(m, body=body, body_truncated=m.body_truncated or cut,
+                                                position=skip + i))
+        more = len(ordered) > skip + limit
+        cursor = PeekCursor("memory", queue_tag(queue), newest, skip + len(messages), skip=skip + len(messages))
+        return PeekResult(self.target.label, queue, tuple(messages), first=skip, total=len(held),
+                          next=cursor if more else None, order="newest first" if newest else "oldest first")
 
     async def aclose(self) -> None:
         return None

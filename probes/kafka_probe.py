@@ -4,20 +4,19 @@ joins a group or commits (assign + seek)."""
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import ConfigResource, OffsetSpec, ResourceType  # type: ignore[attr-defined]
 
-from probes.death_fields import death_from_fields
 from probes.errors import NotFound, ProbeError
 from probes.kafka_client import KafkaAdmin, client_config
 from probes.kafka_headers import header_map, header_values, origin_topic
+from probes.kafka_peek import KafkaPeek
 from probes.models import (
     PEEK_BODY_BYTES,
     BrokerOverview,
@@ -25,12 +24,12 @@ from probes.models import (
     ConsumerInfo,
     GroupLag,
     PartitionLag,
-    PeekedMessage,
+    PeekFrom,
     PeekResult,
     QueueStats,
-    cut_body,
 )
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
+from probes.paging import check_start
 from probes.urls import BrokerTarget
 
 KEY_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy", "min.insync.replicas")
@@ -265,42 +264,28 @@ class KafkaProbe:
                                                   active=True))
         return found
 
-    # ---- peek ---------------------------------------------------------------------------------------------
+    # ---- peek (probes.kafka_peek) ----------------------------------------------------------------------------
     async def peek(self, queue: str, limit: int, *, force: bool = False, partition: int | None = None,
-                   offset: int | None = None, body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
-        """Up to ``limit`` records from ``partition`` (all, in order, by default) from ``offset`` (the low
-        watermark by default; negative: that many before the end). Assigns and seeks: no group, no commit.
-        Reads stop at the high watermark: transaction markers and aborted records take offsets that never
-        arrive as records (read_committed), so they are gaps, not records to wait for."""
+                   offset: int | None = None, body_bytes: int | None = PEEK_BODY_BYTES,
+                   start: PeekFrom | None = None) -> PeekResult:
+        """Up to ``limit`` records from where ``start`` says (``partition`` and ``offset`` are shorthands for its
+        fields; offset negative: that many before the end), oldest first partition by partition unless it asks
+        for newest first. Assigns and seeks: no group, no commit."""
         if limit < 1:
             raise ProbeError("peek needs a message count of at least 1")
-        result: PeekResult = await self._guarded(f"peek {queue}",
-                                                 self._peek(queue, limit, partition, offset, body_bytes))
+        start = start or PeekFrom()
+        if partition is not None or offset is not None:
+            start = dataclasses.replace(start, partition=partition, offset=offset)
+        check_start("kafka", queue, start)
+        result: PeekResult = await self._guarded(f"peek {queue}", self._peek(queue, limit, start, body_bytes))
         return result
 
-    async def _peek(self, queue: str, limit: int, partition: int | None, offset: int | None,
-                    body_bytes: int | None) -> PeekResult:
+    async def _peek(self, queue: str, limit: int, start: PeekFrom, body_bytes: int | None) -> PeekResult:
         md = await self._metadata()
         if queue not in md.topics or md.topics[queue].error is not None:
             raise NotFound(f"topic {queue!r} not found at Kafka {self.client.where}")
-        parts = sorted(md.topics[queue].partitions)
-        if partition is not None:
-            if partition not in parts:
-                raise NotFound(f"topic {queue!r} has no partition {partition} (it has {len(parts)})")
-            parts = [partition]
-        low, high = await self._watermarks([TopicPartition(queue, p) for p in parts])
-        starts = {}
-        for p in parts:
-            lo, hi = low[(queue, p)], high[(queue, p)]
-            starts[p] = lo if offset is None else (max(lo, hi + offset) if offset < 0 else max(lo, offset))
-        wanted = {p: hi for (_t, p), hi in high.items() if starts[p] < hi}
-        try:
-            records = await asyncio.wait_for(asyncio.to_thread(self._read, queue, starts, wanted, limit),
-                                             self.timeout * 2 + 5)
-        except TimeoutError:
-            raise self.client.translate(TimeoutError(), f"peek {queue}") from None
-        return PeekResult(broker=self.target.label, queue=queue,
-                          messages=tuple(_record(i, r, body_bytes) for i, r in enumerate(records)), side_effect=None)
+        pager = KafkaPeek(self.client, self.target.label, self._consumer, self.timeout, self._watermarks)
+        return await pager.page(md, queue, limit, start, body_bytes)
 
     def _consumer(self) -> Consumer:
         conf = client_config(self.target, self.timeout)
@@ -308,38 +293,6 @@ class KafkaProbe:
                      "enable.auto.offset.store": False, "enable.partition.eof": True,
                      "receive.message.max.bytes": 200_000_000})
         return Consumer(conf)
-
-    def _read(self, topic: str, starts: dict[int, int], ends: dict[int, int], limit: int) -> list[Any]:
-        """Partitions one after another, each from its start until the end offset, its end-of-partition
-        event, or ``limit`` records in all; the whole read is bounded by twice the timeout."""
-        consumer = self._consumer()
-        out: list[Any] = []
-        deadline = time.monotonic() + self.timeout * 2
-        try:
-            for p in sorted(ends):
-                if len(out) >= limit:
-                    break
-                consumer.assign([TopicPartition(topic, p, starts[p])])
-                while len(out) < limit:
-                    if time.monotonic() >= deadline:
-                        raise TimeoutError
-                    msg = consumer.poll(0.2)
-                    if msg is None or msg.partition() != p:
-                        continue
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            break
-                        raise KafkaException(err)
-                    out.append(msg)
-                    if (msg.offset() or 0) + 1 >= ends[p]:
-                        break
-                consumer.unassign()
-        except (KafkaException, TimeoutError) as exc:
-            raise self.client.translate(exc, f"peek {topic}") from None
-        finally:
-            consumer.close()  # never subscribed, never committed: leaves no group behind
-        return out
 
     def _sample(self, starts: dict[tuple[str, int], int], ends: dict[tuple[str, int], int]) -> list[Any]:
         """Every partition in ``starts`` at once, each read up to its end offset (or end-of-partition)."""
@@ -370,35 +323,6 @@ class KafkaProbe:
         finally:
             consumer.close()
         return out
-
-
-def _record(position: int, msg: Any, body_bytes: int | None) -> PeekedMessage:
-    value = msg.value() or b""
-    shown, cut = cut_body(value, body_bytes)
-    exact = header_values(msg.headers())
-    headers = header_map(exact)
-    kind, ms = msg.timestamp()
-    stamp = datetime.fromtimestamp(ms / 1000, tz=UTC) if kind != 0 and ms > 0 else None
-    death = death_from_fields(headers, stamp)
-    key: bytes | None = msg.key()
-    key_text = None
-    if key is not None:
-        try:
-            key_text = key.decode("utf-8")
-        except UnicodeDecodeError:
-            key_text = None
-    shown_key = "" if key is None else f" · key {key_text if key_text is not None else 'base64:' + _b64(key)}"
-    return PeekedMessage(position=position, body=shown, size=len(value), body_truncated=cut,
-                         message_id=f"{msg.partition()}:{msg.offset()}{shown_key}",
-                         timestamp=stamp, key=key, partition=msg.partition(), offset=msg.offset(),
-                         headers=headers, deaths=(death,) if death else (),
-                         first_death_reason=death.reason if death else None,
-                         first_death_queue=death.queue if death else None,
-                         key_text=key_text, header_list=exact)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 __all__ = ["KafkaError", "KafkaProbe"]

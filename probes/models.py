@@ -164,7 +164,7 @@ def cut_body(body: bytes, limit: int | None) -> tuple[bytes, bool]:
 
 @dataclass(frozen=True, slots=True)
 class PeekedMessage:
-    position: int  # 0-based position in the peek (or offset / stream id in ``message_id``)
+    position: int  # 0-based place in the walk (pages before included; the offset / stream id is in ``message_id``)
     body: bytes
     size: int  # the full body size in bytes (``body`` may be truncated)
     body_truncated: bool
@@ -185,6 +185,9 @@ class PeekedMessage:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     key_text: str | None = None  # the record key as text when it is valid UTF-8 (``key`` holds the bytes)
     header_list: tuple[HeaderValue, ...] = ()  # Kafka: every header in order, duplicates kept, exactly encoded
+    consumer: str | None = None  # Redis pending entries: the consumer that holds it
+    idle_ms: int | None = None  # Redis pending entries: since its last delivery
+    delivery_count: int | None = None  # Redis pending entries: times delivered
 
     @property
     def death_reason(self) -> str | None:
@@ -220,8 +223,55 @@ class PeekedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaRange:
+    """What is left of one partition in a paged Kafka peek: offsets ``low`` (inclusive) to ``high`` (exclusive).
+    Oldest first reads up from ``low``; newest first reads down from ``high``."""
+
+    partition: int
+    low: int
+    high: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeekCursor:
+    """Where the next page of a peek starts: the rest of the walk, exactly (no gaps, no repeats), in the order and
+    the range the first page chose. ``probes.paging`` writes it as a token (``--after``) and reads it back."""
+
+    kind: str  # the broker kind whose peek made it
+    queue_tag: str  # a checksum of the queue's name: a cursor pages one queue
+    newest: bool
+    shown: int  # messages on the pages before this one
+    total: int | None = None  # the walk's size when it started, where the range is fixed (Kafka, Redis streams)
+    pending: str | None = None  # Redis streams: paging this group's pending entries
+    ranges: tuple[KafkaRange, ...] = ()  # Kafka: what is left per partition
+    low: str | None = None  # Redis streams: the id range left, in XRANGE's words ("-", "ID", "(ID", "+")
+    high: str | None = None
+    skip: int | None = None  # lists, RQ registries, RabbitMQ, memory: messages before this page from the reading end
+
+
+@dataclass(frozen=True, slots=True)
+class PeekFrom:
+    """Where a peek starts and which way it reads. ``after`` continues an earlier peek (it fixes both; nothing else
+    may be set with it). Which broker takes which field is one rule: ``probes.paging.start_problem``."""
+
+    newest: bool = False  # newest first
+    partition: int | None = None  # Kafka: this partition only
+    offset: int | None = None  # Kafka: from this offset (negative: that many before the end)
+    since: datetime | None = None  # Kafka, Redis streams: records at or after this time
+    group: str | None = None  # Kafka: from its committed offsets; Redis streams: after its last-delivered entry
+    pending: str | None = None  # Redis streams: this group's pending entries (idle time, delivery count)
+    after: PeekCursor | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PeekResult:
     broker: str
     queue: str
     messages: tuple[PeekedMessage, ...]
     side_effect: str | None = None  # what the peek did to the broker, said plainly (None: nothing)
+    first: int = 0  # the first message's place in the walk (0-based): messages on the pages before
+    total: int | None = None  # messages in the walk (the queue, or the range asked for); None: not known
+    next: PeekCursor | None = None  # the next page; None: this is the last
+    order: str | None = None  # how the messages are ordered, in words ("oldest first", ...)
+    scope: str | None = None  # the range read when not the whole queue ("since ...", "pending entries of ...")
+    notes: tuple[str, ...] = ()  # what the reader should know (partitions with no committed offset, ...)

@@ -10,6 +10,7 @@
     url = "amqps://ops@rabbit.example.com:5671/inference"
     password_env = "QDECK_PROD_PASSWORD"    # the password comes from the environment, not the file
     management_url = "https://rabbit.example.com:15671"   # any extra key becomes a URL query parameter
+    allow_write = true                      # dead-letter actions may write here (default: read-only)
 
 Strict (house rule 14): an unknown top-level key (``defualt``) is an error naming it, the file and the nearest
 valid key; so is a value of the wrong type. Extra keys inside a profile are URL query parameters, by design.
@@ -27,7 +28,7 @@ from probes.errors import ConfigError
 from probes.strict_keys import ConfigFileError, check_keys, read_toml
 from probes.urls import BrokerTarget, parse_broker_url
 
-_RESERVED = {"url", "password_env", "description"}
+_RESERVED = {"url", "password_env", "description", "allow_write"}
 TOP_KEYS = ("default", "brokers")
 
 
@@ -76,6 +77,8 @@ def load_profiles(path: Path | None = None) -> tuple[dict[str, Profile], str | N
         for key in ("password_env", "description"):
             if key in entry and not isinstance(entry[key], str):
                 raise ConfigError(f"{path}: profile {name!r}: {key} must be a string")
+        if "allow_write" in entry and not isinstance(entry["allow_write"], bool):
+            raise ConfigError(f"{path}: profile {name!r}: allow_write must be true or false")
         for key, value in entry.items():
             if key not in _RESERVED and not isinstance(value, str | int | float):
                 raise ConfigError(f"{path}: profile {name!r}: {key} must be a string or a number (extra keys "
@@ -94,6 +97,8 @@ def load_profiles(path: Path | None = None) -> tuple[dict[str, Profile], str | N
             if password is None:
                 raise ConfigError(f"profile {name!r} takes its password from ${env}, which is not set")
             target = dataclasses.replace(target, password=password)
+        if entry.get("allow_write") is True:
+            target = dataclasses.replace(target, allow_write=True)
         description = entry.get("description")
         profiles[name] = Profile(name, target, description if isinstance(description, str) else None)
     default = data.get("default")

@@ -94,25 +94,34 @@ class RqLayout:
         return rows
 
     # ---- peek -----------------------------------------------------------------------------------------------
-    async def peek(self, client: Any, call: Call, key: str, key_type: bytes, limit: int,
-                   body_bytes: int | None) -> tuple[PeekedMessage, ...] | None:
-        """Jobs in an RQ queue or registry, oldest first; None when ``key`` is not one of RQ's."""
+    async def peek(self, client: Any, call: Call, key: str, key_type: bytes, limit: int, body_bytes: int | None,
+                   *, skip: int = 0, newest: bool = False) -> tuple[tuple[PeekedMessage, ...], bool, int] | None:
+        """(jobs, whether more follow, how many in all) of an RQ queue or registry from its ``skip``-th, oldest
+        first (a queue's head, a registry's lowest score) or newest first; None when ``key`` is not one of RQ's."""
         registry = self.registry(key) if key_type == b"zset" else None
         if key_type == b"list" and self.queue_name(key) is not None:
-            ids = [_s(i) for i in await call(client.lrange(key, 0, limit - 1))]
+            total = int(await call(client.llen(key)))
+            if newest:  # the tail, read backwards; one past the page tells whether more follow
+                ids = [_s(i) for i in reversed(await call(client.lrange(key, -(skip + limit + 1), -(skip + 1))))]
+            else:
+                ids = [_s(i) for i in await call(client.lrange(key, skip, skip + limit))]
         elif registry is not None:
-            members = [_s(i) for i in await call(client.zrange(key, 0, limit - 1))]
+            total = int(await call(client.zcard(key)))
+            read = client.zrevrange if newest else client.zrange
+            members = [_s(i) for i in await call(read(key, skip, skip + limit))]
             ids = [m.rpartition(":")[0] or m for m in members] if registry[0] == "wip" else members
         else:
             return None
+        more, ids = len(ids) > limit, ids[:limit]
         pipe = client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(f"{self.prefix}:job:{job_id}")
             pipe.xrevrange(f"{self.prefix}:results:{job_id}", count=1)
         replies = await call(pipe.execute())
         dead = registry is not None and registry[0] == "failed"
-        return tuple(_job_message(i, job_id, replies[2 * i], replies[2 * i + 1], dead, body_bytes)
+        jobs = tuple(_job_message(skip + i, job_id, replies[2 * i], replies[2 * i + 1], dead, body_bytes)
                      for i, job_id in enumerate(ids))
+        return jobs, more, total
 
     async def workers(self, client: Any, call: Call, key: str) -> list[ConsumerInfo] | None:
         """The workers listening to the RQ queue ``key`` (its consumers); None when ``key`` is not an RQ queue."""

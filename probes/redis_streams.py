@@ -12,10 +12,8 @@ import asyncio
 import fnmatch
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from probes.death_fields import death_from_fields
 from probes.errors import NotFound, ProbeError
 from probes.models import (
     PEEK_BODY_BYTES,
@@ -23,14 +21,15 @@ from probes.models import (
     BrokerSnapshot,
     ConsumerInfo,
     GroupLag,
-    PeekedMessage,
+    PeekFrom,
     PeekResult,
     QueueStats,
-    cut_body,
 )
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
+from probes.paging import check_start
 from probes.redis_celery import BINDING_PREFIX, celery_bound, celery_queues
 from probes.redis_client import checked, redis_client
+from probes.redis_peek import RedisPeek
 from probes.redis_rq import RqLayout
 from probes.redis_scan import ScanBudget, scan_type
 from probes.urls import BrokerTarget
@@ -38,7 +37,6 @@ from probes.urls import BrokerTarget
 DEFAULT_LIST_PATTERNS = ("*queue*", "celery", "*dlq*", "*dead*", "*jobs*", "*tasks*")
 PENDING_SAMPLE = 100  # XPENDING range size for oldest idle / highest delivery count
 LAG_COUNT_LIMIT = 10_000  # Redis < 7: lag counted with XRANGE up to this many entries
-BODY_FIELDS = ("payload", "body", "data", "message", "value")
 
 
 def _s(value: Any) -> str:
@@ -208,52 +206,20 @@ class RedisProbe:
                                                      match=BINDING_PREFIX + "*"))
         return list(keys)
 
-    # ---- peek ---------------------------------------------------------------------------------------------
+    # ---- peek (probes.redis_peek) -----------------------------------------------------------------------------
     async def peek(self, queue: str, limit: int, *, force: bool = False,
-                   body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
+                   body_bytes: int | None = PEEK_BODY_BYTES, start: PeekFrom | None = None) -> PeekResult:
         if limit < 1:
             raise ProbeError("peek needs a message count of at least 1")
+        start = start or PeekFrom()
+        check_start("redis", queue, start)
         key_type = await self._call(self.client.type(queue))
-        jobs = await self.rq.peek(self.client, self._call, queue, key_type, limit, body_bytes)
-        if jobs is not None:
-            messages = jobs
-        elif key_type == b"stream":
-            entries = await self._call(self.client.xrange(queue, min="-", max="+", count=limit))
-            messages = tuple(_stream_message(i, eid, fields, body_bytes) for i, (eid, fields) in enumerate(entries))
-        elif key_type == b"list":
-            items = await self._call(self.client.lrange(queue, 0, limit - 1))
-            messages = tuple(_body_message(i, item, body_bytes) for i, item in enumerate(items))
-        elif key_type == b"none":
-            hint = await self.rq.hint(self.client, self._call, queue)
-            raise NotFound(f"no stream or list named {queue!r} in Redis db {self.target.path or 0}"
-                           + (f" ({hint})" if hint else ""))
-        else:
-            raise NotFound(f"{queue!r} is a Redis {_s(key_type)}, not a stream or list")
-        return PeekResult(broker=self.target.label, queue=queue, messages=messages, side_effect=None)
+        pager = RedisPeek(self.client, self._call, self.target.label, self.rq, str(self.target.path or 0))
+        return await pager.page(queue, key_type, limit, start, body_bytes)
 
 
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, int | str | bytes) and str(_s(value)).isdigit() else None
-
-
-def _body_message(position: int, body: bytes, body_bytes: int | None, **extra: Any) -> PeekedMessage:
-    shown, cut = cut_body(body, body_bytes)
-    return PeekedMessage(position=position, body=shown, size=len(body), body_truncated=cut, **extra)
-
-
-def _stream_message(position: int, entry_id: bytes, fields: Mapping[bytes, bytes],
-                    body_bytes: int | None) -> PeekedMessage:
-    decoded = {_s(k): v for k, v in fields.items()}
-    body_key = next((k for k in BODY_FIELDS if k in decoded), None)
-    body = decoded.pop(body_key) if body_key is not None else b""  # no body field: the fields are the message
-    headers = {k: _s(v) for k, v in decoded.items()}
-    eid = _s(entry_id)
-    stamp = datetime.fromtimestamp(int(eid.split("-")[0]) / 1000, tz=UTC) if eid.split("-")[0].isdigit() else None
-    death = death_from_fields(headers, stamp)
-    deaths = (death,) if death else ()
-    return _body_message(position, body, body_bytes, message_id=eid, timestamp=stamp, headers=headers, deaths=deaths,
-                         first_death_reason=deaths[0].reason if deaths else None,
-                         first_death_queue=deaths[0].queue if deaths else None)
 
 
 __all__ = ["RedisProbe"]

@@ -39,6 +39,8 @@ class BrokerTarget:
     path: str  # the RabbitMQ vhost, the Redis db number, or "" for Kafka
     params: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     name: str | None = None  # the profile name when it came from a profile
+    allow_write: bool = False  # the profile says allow_write = true: dead-letter actions may write (probes.dlq.writes)
+    read_only: bool = False  # --read-only: refuse every write, and RabbitMQ peeks (they requeue)
 
     @property
     def display(self) -> str:

@@ -1,5 +1,6 @@
 """The console app: wiring only. One poller per broker (an exclusive worker, re-armed by a timer after each poll
-completes, backing off on failure); screens read the shared ``BrokerState``s."""
+completes, backing off on failure); screens read the shared ``BrokerState``s. The top-level views are Textual
+modes (each keeps its own screen stack, filter, sort and cursor); screens ask for navigation with messages."""
 
 from __future__ import annotations
 
@@ -15,8 +16,14 @@ from textual.binding import Binding, BindingType
 from textual.timer import Timer
 
 from console.runner import backoff
+from console.safe_text import safe
+from console.tui.brokers import BrokersScreen
 from console.tui.commands import ViewCommands
-from console.tui.messages import DataChanged, OpenQueue, PollFailed, SnapshotArrived
+from console.tui.deadletters import DeadLettersScreen
+from console.tui.detail import QueueDetailScreen
+from console.tui.lag import LagScreen
+from console.tui.messages import DataChanged, OpenQueue, PollFailed, SetScope, SnapshotArrived
+from console.tui.overview import OverviewScreen
 from console.tui.state import BrokerState, short_labels
 from probes import BrokerTarget, Probe, ProbeError, open_probe
 from probes.redact import redact_text
@@ -26,12 +33,16 @@ class QdeckApp(App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "qdeck"
     COMMANDS: ClassVar = App.COMMANDS | {ViewCommands}
+    MODES: ClassVar = {"overview": OverviewScreen, "deadletters": DeadLettersScreen, "lag": LagScreen,
+                       "brokers": BrokersScreen}
+    DEFAULT_MODE: ClassVar[str] = "overview"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("colon", "command_palette", "jump", show=True),
         Binding("question_mark", "help", "help"),
         Binding("o", "overview", "overview", show=False),
         Binding("d", "dead_letters", "dead letters"),
         Binding("l", "lag", "lag"),
+        Binding("b", "brokers", "brokers", show=False),
         Binding("f", "freeze", "pause", show=False),
         Binding("ctrl+r", "refresh_now", "refresh", show=False),
         Binding("plus", "interval(2)", "slower", show=False),
@@ -40,7 +51,8 @@ class QdeckApp(App[None]):
     MIN_INTERVAL, MAX_INTERVAL = 0.5, 300.0
 
     def __init__(self, targets: Sequence[BrokerTarget], *, interval: float = 2.0, timeout: float = 15.0,
-                 probes: Mapping[str, Probe] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 probes: Mapping[str, Probe] | None = None, clock: Callable[[], float] = time.time,
+                 clipboard: bool = False) -> None:
         super().__init__()
         self.targets = {t.label: t for t in targets}
         self.interval, self.timeout = interval, timeout
@@ -52,16 +64,44 @@ class QdeckApp(App[None]):
         self.paused = False  # f: polls stop (the figures stay, marked paused); f again polls every broker at once
         self._next: dict[str, Timer] = {}  # each broker's next poll
         self._waiting: set[str] = set()  # brokers whose poll came back while paused: polled again on resume
+        self.scope: str | None = None  # the one broker every view shows (the brokers view sets it); None: all
+        self.osc52 = clipboard  # y copies through OSC 52 only when the user turned it on (--clipboard)
 
     def on_mount(self) -> None:
-        from console.tui.overview import OverviewScreen
-
         for label, target in self.targets.items():
             if label not in self.probes:
                 self.probes[label] = open_probe(target)
-        self.push_screen(OverviewScreen())
         for label in self.targets:
             self.poll(label)
+
+    def shown_states(self) -> Mapping[str, BrokerState]:
+        """The brokers the views show: every one, or the one the brokers view scoped them to."""
+        if self.scope is None or self.scope not in self.states:
+            return self.states
+        return {self.scope: self.states[self.scope]}
+
+    def add_broker(self, target: BrokerTarget) -> str:
+        """Connect to a profile that is not in this session yet (the brokers view): a state, a probe, a poller."""
+        label = target.label
+        if label in self.targets:
+            return label
+        self.targets[label] = target
+        short = short_labels(list(self.targets.values()))
+        self.states[label] = BrokerState(label, target.kind, short[label])
+        for other, st in self.states.items():
+            st.short = short[other]
+        self.probes.setdefault(label, open_probe(target))
+        self.poll(label)
+        return label
+
+    def on_set_scope(self, message: SetScope) -> None:
+        message.stop()
+        if message.target is not None:
+            self.add_broker(message.target)
+        self.scope = message.target.label if message.target is not None else None
+        what = f"only {safe(self.states[self.scope].short or self.scope, 60)}" if self.scope else "every broker"
+        self.notify(f"showing {what} (b: brokers)", timeout=3)
+        self.action_overview()
 
     async def on_unmount(self) -> None:
         for probe in self.probes.values():
@@ -115,7 +155,10 @@ class QdeckApp(App[None]):
 
     def poll_status(self) -> str:
         """The header's refresh state: paused, or the poll interval."""
-        return "⏸ paused (f resumes)" if self.paused else f"every {self.interval:g}s"
+        polling = "⏸ paused (f resumes)" if self.paused else f"every {self.interval:g}s"
+        if self.scope is not None and self.scope in self.states:
+            polling += f" · showing only {safe(self.states[self.scope].short or self.scope, 40)} (b: brokers)"
+        return polling
 
     def action_freeze(self) -> None:
         self.paused = not self.paused
@@ -144,16 +187,11 @@ class QdeckApp(App[None]):
 
     # -- navigation ----------------------------------------------------------------------------------------------
 
-    def _switch_to(self, name: str) -> None:
-        from console.tui.deadletters import DeadLettersScreen
-        from console.tui.lag import LagScreen
-
-        while len(self.screen_stack) > 2:  # [default, overview, ...]: back to the overview first
+    def _switch_to(self, mode: str) -> None:
+        """A view's key: its mode, on its own list (a detail opened there is closed; filter and sort stay)."""
+        self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
             self.pop_screen()
-        if name == "deadletters":
-            self.push_screen(DeadLettersScreen())
-        elif name == "lag":
-            self.push_screen(LagScreen())
 
     def action_overview(self) -> None:
         self._switch_to("overview")
@@ -164,19 +202,26 @@ class QdeckApp(App[None]):
     def action_lag(self) -> None:
         self._switch_to("lag")
 
+    def action_brokers(self) -> None:
+        self._switch_to("brokers")
+
     def action_help(self) -> None:
         from console.tui.help import HelpScreen
 
         self.push_screen(HelpScreen())
 
     def go_back(self) -> None:
-        """Esc: one view back; on the top view it does nothing (only ``q`` there, or ``:`` quit, leaves)."""
-        if len(self.screen_stack) > 2:
+        """Esc: one view back, then from another view's list to the overview; on the overview it does nothing (only
+        ``q`` there, or ``:`` quit, leaves)."""
+        if len(self.screen_stack) > 1:
             self.pop_screen()
+        elif self.current_mode != "overview":
+            self.switch_mode("overview")
 
     def action_back_or_quit(self) -> None:
-        if len(self.screen_stack) > 2:
-            self.pop_screen()
+        """q: back, like Esc; on the overview's list, quit."""
+        if len(self.screen_stack) > 1 or self.current_mode != "overview":
+            self.go_back()
         else:
             self.exit()
 
@@ -191,9 +236,7 @@ class QdeckApp(App[None]):
         return None
 
     def open_queue(self, broker: str, queue: str, *, auto_peek: bool = False) -> None:
-        """The one way a queue's detail opens (screens and the palette post ``OpenQueue``)."""
-        from console.tui.detail import QueueDetailScreen
-
+        """The one way a queue's detail opens (screens and the palette post ``OpenQueue``), over the current view."""
         self.push_screen(QueueDetailScreen(broker, queue, auto_peek=auto_peek))
 
     def on_open_queue(self, message: OpenQueue) -> None:

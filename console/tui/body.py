@@ -92,8 +92,29 @@ def save_message(queue: str, m: PeekedMessage, directory: Path | None = None) ->
     return path.resolve()
 
 
+OSC52_MAX_CHARS = 100_000  # what terminals take in one OSC 52 (xterm's default limit is about this)
+
+
+def clipboard_text(m: PeekedMessage) -> tuple[str | None, str]:
+    """(the body as it is copied, what to tell the user): its text as qdeck shows it anywhere (control characters
+    escaped: a clipboard pasted into a shell must not carry escape sequences), cut to OSC52_MAX_CHARS; None for a
+    binary body (``w`` saves it whole, in base64)."""
+    if is_binary(m.body):
+        return None, "the body is binary: w saves it whole (base64 in JSON) instead"
+    text = safe(m.body.decode("utf-8", errors="backslashreplace"), None, keep_newlines=True)
+    notes = []
+    if len(text) > OSC52_MAX_CHARS:
+        text = text[:OSC52_MAX_CHARS]
+        notes.append(f"cut to {OSC52_MAX_CHARS:,} characters (terminals take no more at once; w saves it whole)")
+    if m.body_truncated:
+        notes.append(f"the peek read {len(m.body):,} of {m.size:,} bytes")
+    return text, f"copied the body ({len(text):,} characters) through OSC 52" + (f": {'; '.join(notes)}" if notes
+                                                                                   else "")
+
+
 class BodyScreen(BaseScreen):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("w", "save", "save to a file")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("w", "save", "save to a file"),
+                                             Binding("y", "copy", "copy body")]
 
     def __init__(self, queue: str, message: PeekedMessage) -> None:
         super().__init__(name="body")
@@ -111,6 +132,21 @@ class BodyScreen(BaseScreen):
         cut = (f"; its body was cut at {len(self.message.body):,} of {self.message.size:,} bytes by the peek"
                if self.message.body_truncated else "")
         self.notify(f"saved to {safe(str(saved), 300)}{cut}", title="Save", markup=False)
+
+    def action_copy(self) -> None:
+        """y: the body to the clipboard through OSC 52 (the terminal puts it there, over SSH too), only when the
+        console was started with --clipboard; otherwise it says how to turn it on."""
+        if not self.qapp.osc52:
+            self.notify("copying is off: start the console with --clipboard to copy through OSC 52 (the terminal "
+                        "sets your clipboard; tmux needs set-clipboard on); w saves the message to a file",
+                        title="Copy", severity="warning", markup=False)
+            return
+        text, said = clipboard_text(self.message)
+        if text is None:
+            self.notify(said, title="Copy", severity="warning", markup=False)
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify(said, title="Copy", markup=False)
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 VIEWS = [("overview", "every queue, topic and stream", "overview"),
          ("dead letters", "dead-letter queues and their messages", "dead_letters"),
          ("lag", "consumer-group lag and time to drain", "lag"),
+         ("brokers (ctx)", "every broker and profile with its full error; Enter shows only that one", "brokers"),
          ("help", "the keys", "help")]
 MAX_QUEUE_HITS = 50
 
@@ -36,7 +37,7 @@ class ViewCommands(Provider):
             if score > 0:
                 yield Hit(score, matcher.highlight(name), partial(self.app.run_action, action), help=help_text)
         hits = 0
-        for label, st in self.qapp.states.items():
+        for label, st in self.qapp.shown_states().items():
             for q in st.queues():
                 shown = safe(q.name, 80)
                 score = matcher.match(shown)

@@ -4,10 +4,17 @@ A peek runs only when asked (``p``). On RabbitMQ it first says what it does — 
 marked redelivered — and waits for ``y`` (``P`` on a quorum queue with a delivery limit, where each peek counts as a
 delivery); a RabbitMQ stream cannot be peeked, and it says so without asking. A DLQ's messages show their reason,
 original queue, death count and first/last death times; Enter opens the body viewer.
+
+The messages come a page at a time: ``]`` the next page, ``[`` the one before, ``r`` newest first / oldest first,
+``i`` (Redis streams) a consumer group's pending entries with idle time, delivery count and consumer. The title says
+which messages of how many are shown, in which order. Pages follow the probe's cursor (``PeekResult.next``), so they
+neither repeat nor skip; ``[`` reads the page before again from its own cursor. RabbitMQ cannot seek: every page asks
+first, and the dialog says how many messages it takes again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
@@ -16,14 +23,15 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline, Static
 
-from console.render import fmt_duration, fmt_rate, fmt_time, fmt_ttl
+from console.render import fmt_duration, fmt_rate, fmt_time, fmt_ttl, page_caption
 from console.safe_text import preview_bytes, safe
 from console.tui.base import BaseScreen
 from console.tui.confirm import ConfirmPeek
 from console.tui.messages import ConsumersDone, PeekDone
 from console.tui.table import Column, VirtualTable
 from probes.errors import ProbeError, UnsafeOperation
-from probes.models import PeekedMessage, QueueStats
+from probes.models import PeekCursor, PeekedMessage, PeekFrom, PeekResult, QueueStats
+from probes.paging import rabbitmq_fetch_count
 from probes.redact import redact_text
 
 PEEK_LIMIT = 20
@@ -33,8 +41,12 @@ MESSAGE_COLUMNS = [Column("pos", "#", 0, max_width=ID_WIDTH, min_width=8),
                    Column("reason", "reason", 0, max_width=28, priority=1),
                    Column("origin", "original queue", 0, max_width=30, priority=3),
                    Column("count", "deaths", 6, right=True, priority=4),
+                   # a group's pending entries only (Redis streams, ``i``): hidden otherwise
+                   Column("idle", "idle", 6, right=True), Column("deliveries", "deliveries", 10, right=True),
+                   Column("consumer", "consumer", 0, max_width=24, priority=2),
                    Column("first", "first death", 23, priority=7), Column("last", "last death", 23, priority=6),
                    Column("size", "bytes", 9, right=True, priority=5), Column("body", "body", 0, max_width=80)]
+PENDING_COLUMNS = {"idle", "deliveries", "consumer"}
 CONSUMER_COLUMNS = [Column("tag", "consumer", 0, max_width=40),
                     Column("conn", "connection", 0, max_width=30, priority=3),
                     Column("prefetch", "prefetch", 8, right=True, priority=2), Column("ack", "ack", 5, priority=4),
@@ -52,15 +64,32 @@ def message_ref(m: PeekedMessage) -> str:
 
 
 def message_row(m: PeekedMessage) -> tuple[str, ...]:
+    idle = fmt_duration(None if m.idle_ms is None else m.idle_ms / 1000)
+    deliveries = "-" if m.delivery_count is None else f"{m.delivery_count:,}"
     return (message_ref(m), safe(m.death_reason or "-", 60), safe(m.original_queue or "-", 60),
-            str(m.death_count) if m.deaths else "-", fmt_time(m.first_death_time), fmt_time(m.last_death_time),
+            str(m.death_count) if m.deaths else "-", idle, deliveries, safe(m.consumer or "-", 60),
+            fmt_time(m.first_death_time), fmt_time(m.last_death_time),
             f"{m.size:,}", preview_bytes(m.body, 80, total=m.size))
+
+
+@dataclass
+class PageDone(PeekDone):
+    """A page arrived: ``request`` numbers the ask it answers (a later ask wins), ``step`` is where it moves the
+    walk (``first`` page, ``next`` page, ``back`` a page), ``start`` the cursor it was read from."""
+
+    request: int = 0
+    step: str = "first"
+    start: PeekCursor | None = None
 
 
 class QueueDetailScreen(BaseScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "peek", "peek messages"),
         Binding("P", "peek(True)", "peek anyway", show=False),
+        Binding("right_square_bracket", "page_next", "next page", show=False),
+        Binding("left_square_bracket", "page_back", "previous page", show=False),
+        Binding("r", "newest", "newest first", show=False),
+        Binding("i", "pending", "pending entries", show=False),
         Binding("c", "consumers", "consumers"),
         Binding("tab", "app.focus_next", "next table", show=False),
     ]
@@ -70,6 +99,12 @@ class QueueDetailScreen(BaseScreen):
         self.broker, self.queue = broker, queue
         self.auto_peek = auto_peek
         self.messages: list[PeekedMessage] = []
+        self.newest = False  # newest first (r)
+        self.pending: str | None = None  # Redis streams: the group whose pending entries are shown (i)
+        self.pages: list[PeekCursor | None] = []  # where each page up to the one shown started (None: the first)
+        self.result: PeekResult | None = None  # the page shown
+        self.asked = 0  # the last page asked for (a slower, earlier answer is dropped)
+        self.scope: str | None = None  # the walk's range, as its first page said
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -87,7 +122,9 @@ class QueueDetailScreen(BaseScreen):
             yield Label("consumers (c to refresh)", classes="section")
             yield VirtualTable(CONSUMER_COLUMNS, id="consumers")
             yield Label("messages: p to peek", id="messages-title", classes="section")
-            yield VirtualTable(MESSAGE_COLUMNS, id="messages")
+            messages = VirtualTable(MESSAGE_COLUMNS, id="messages")
+            messages.hidden = set(PENDING_COLUMNS)
+            yield messages
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
@@ -170,10 +207,66 @@ class QueueDetailScreen(BaseScreen):
     # -- peek ----------------------------------------------------------------------------------------------------
 
     def action_peek(self, force: bool = False) -> None:
+        """The first page, in the order and view chosen (``r``, ``i``)."""
+        self._ask(None, "first", force)
+
+    def action_page_next(self) -> None:
+        if self.result is None:
+            self._ask(None, "first")
+        elif self.result.next is None:
+            self._say("this is the last page (p reads from the start again)")
+        else:
+            self._ask(self.result.next, "next")
+
+    def action_page_back(self) -> None:
+        if len(self.pages) < 2:
+            self._say("this is the first page")
+        else:
+            self._ask(self.pages[-2], "back")
+
+    def action_newest(self) -> None:
+        if self.pending is not None:
+            self._say("pending entries come oldest first only (Redis's XPENDING has no reverse)")
+            return
+        self.newest = not self.newest
+        if self.result is not None:
+            self._ask(None, "first")
+        else:
+            self._say(f"{'newest' if self.newest else 'oldest'} first: p to peek")
+
+    def action_pending(self) -> None:
+        """Step through the stream's consumer groups' pending entries, then back to its messages."""
+        q = self.stats
+        st = self.qapp.states.get(self.broker)
+        if st is None or st.kind != "redis" or (q is not None and q.kind != "stream"):
+            self._say("pending entries (delivered, not acknowledged) are Redis streams' consumer-group lists")
+            return
+        groups = sorted({g.group for g in (st.snapshot.groups if st.snapshot else ()) if g.source == self.queue})
+        if not groups:
+            self._say("no consumer group reads this stream: nothing is pending")
+            return
+        at = groups.index(self.pending) + 1 if self.pending in groups else 0
+        self.pending = groups[at] if at < len(groups) else None
+        if self.pending is not None:
+            self.newest = False
+        self.query_one("#messages", VirtualTable).hidden = set() if self.pending is not None else set(PENDING_COLUMNS)
+        self._ask(None, "first")
+
+    def _say(self, text: str) -> None:
+        """A line under the peek title (what a key could not do), the title itself kept."""
+        title = self.query_one("#messages-title", Label)
+        shown = Text(self._caption()) if self.result is not None else Text("messages: p to peek")
+        shown.append(f"\n{safe(text, 200)}", style="yellow")
+        title.update(shown)
+
+    def _ask(self, after: PeekCursor | None, step: str, force: bool = False) -> None:
         """Say what a peek does before asking: a RabbitMQ stream cannot be peeked at all (no dialog); any other
-        RabbitMQ queue asks, and one with a delivery limit asks for the forced peek, the only one it accepts."""
+        RabbitMQ queue asks for every page, saying how many messages it takes (RabbitMQ cannot seek: page N takes
+        the pages before it again), and one with a delivery limit asks for the forced peek, the only one it
+        accepts."""
+        start = PeekFrom(after=after) if after is not None else PeekFrom(newest=self.newest, pending=self.pending)
         if self.qapp.states[self.broker].kind != "rabbitmq":
-            self._start_peek(force)
+            self._start_peek(start, step, force)
             return
         q = self.stats
         if q is not None and q.queue_type == "stream":
@@ -182,36 +275,80 @@ class QueueDetailScreen(BaseScreen):
                 "stream with a stream consumer from an offset)", style="yellow"))
             return
         limit = q.delivery_limit if q else None
-        self.app.push_screen(ConfirmPeek(self.queue, limit, PEEK_LIMIT),
-                             lambda ok: self._start_peek(force or limit is not None) if ok else None)
+        self.app.push_screen(ConfirmPeek(self.queue, limit, rabbitmq_fetch_count(PEEK_LIMIT, start)),
+                             lambda ok: self._start_peek(start, step, force or limit is not None) if ok else None)
 
-    def _start_peek(self, force: bool) -> None:
+    def _start_peek(self, start: PeekFrom, step: str, force: bool) -> None:
+        self.asked += 1
         self.query_one("#messages-title", Label).update("messages: peeking…")
-        self.run_worker(self._peek(force), group="peek", exclusive=True, exit_on_error=False)
+        self.run_worker(self._peek(start, step, force, self.asked), group="peek", exclusive=True,
+                        exit_on_error=False)
 
-    async def _peek(self, force: bool) -> None:
+    async def _peek(self, start: PeekFrom, step: str, force: bool, request: int) -> None:
         probe = self.qapp.probes[self.broker]
-        try:
-            result = await probe.peek(self.queue, PEEK_LIMIT, force=force)
+
+        def done(result: PeekResult | None, error: str | None = None) -> PageDone:
+            return PageDone(self.broker, self.queue, result, error, request=request, step=step, start=start.after)
+
+        try:  # the first page of the default view is asked for as it always was (test doubles take no start)
+            if start == PeekFrom():
+                result = await probe.peek(self.queue, PEEK_LIMIT, force=force)
+            else:
+                result = await probe.peek(self.queue, PEEK_LIMIT, force=force, start=start)
         except UnsafeOperation as exc:
-            self.post_message(PeekDone(self.broker, self.queue, None, f"refused: {exc} — P peeks anyway"))
+            self.post_message(done(None, f"refused: {exc} — P peeks anyway"))
             return
         except ProbeError as exc:
-            self.post_message(PeekDone(self.broker, self.queue, None, redact_text(str(exc))))
+            self.post_message(done(None, redact_text(str(exc))))
             return
-        self.post_message(PeekDone(self.broker, self.queue, result))
+        self.post_message(done(result))
+
+    def on_page_done(self, message: PageDone) -> None:
+        if message.request != self.asked:
+            return  # an answer to an earlier ask: the later one is coming
+        if message.result is not None:
+            if message.step == "next":
+                self.pages.append(message.start)
+            elif message.step == "back":
+                self.pages.pop()
+            else:
+                self.pages = [None]
+                self.scope = message.result.scope
+        self._show(message)
 
     def on_peek_done(self, message: PeekDone) -> None:
+        if message.result is not None:
+            self.pages, self.scope = [None], message.result.scope
+        self._show(message)
+
+    def _caption(self) -> str:
+        result = self.result
+        if result is None:
+            return "messages"
+        if result.scope is None and self.scope is not None:  # a later page: the range the walk started with
+            result = PeekResult(result.broker, result.queue, result.messages, first=result.first,
+                                total=result.total, next=result.next, order=result.order, scope=self.scope)
+        page = len(self.pages)
+        keys = ["] next" if result.next is not None else "last page", "[ previous" if page > 1 else "",
+                "r " + ("oldest" if self.newest else "newest") + " first" if self.pending is None else "",
+                "i next group" if self.pending is not None else "", "Enter opens one"]
+        return f"{page_caption(result)} · page {page}  —  {', '.join(k for k in keys if k)}"
+
+    def _show(self, message: PeekDone) -> None:
         title = self.query_one("#messages-title", Label)
         if message.result is None:
             title.update(Text(f"messages: {safe(message.error or '', 200)}", style="red"))
             return
+        self.result = message.result
         self.messages = list(message.result.messages)
-        text = Text(f"messages: {len(self.messages)} shown (p again to refresh, Enter opens one)")
-        if message.result.side_effect:
-            text.append(f"\nnote: {safe(message.result.side_effect, 300)}", style="yellow")
+        text = Text(self._caption())
+        for note in (message.result.side_effect, *message.result.notes):
+            if note:
+                text.append(f"\nnote: {safe(note, 300)}", style="yellow")
         title.update(text)
         table = self.query_one("#messages", VirtualTable)
+        table.hidden = set() if self.pending is not None else set(PENDING_COLUMNS)
+        table.chosen = False  # a new page starts at its first row
         table.set_rows(list(range(len(self.messages))), [message_row(m) for m in self.messages])
         table.focus()
 

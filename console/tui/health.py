@@ -62,7 +62,9 @@ class HealthBar(Static):
         self.set_interval(1.0, self.update_health)
 
     def update_health(self) -> None:
-        self.update(health_text(self.states, self.clock(), self.status(), self.size.width))
+        # the terminal's width, not the widget's: before its first layout the widget's is 0, and a header drawn
+        # wide then wraps to two lines at 80 columns (the screen's width is known from the start)
+        self.update(health_text(self.states, self.clock(), self.status(), self.app.size.width or self.size.width))
 
     def on_resize(self) -> None:
         self.update_health()

@@ -13,7 +13,7 @@ from textual.widgets import Static
 
 KEYS = [
     ("everywhere", ":", "command palette: jump to a view or a queue"),
-    ("", "o / d / l", "overview / dead letters / lag"),
+    ("", "o / d / l / b", "overview / dead letters / lag / brokers (each keeps its filter, sort and cursor)"),
     ("", "?", "this help"),
     ("", "Esc", "back (never quits)"),
     ("", "q", "back; on the overview, quit"),
@@ -21,13 +21,18 @@ KEYS = [
     ("", "j k g G, Ctrl-D Ctrl-U", "the same, vim's way: down, up, top, bottom, half a page"),
     ("", "f, Ctrl-R", "pause / resume polling, poll every broker now"),
     ("", "+ / -", "poll half / twice as often (0.5 s to 5 min)"),
-    ("overview", "/", "filter (substring, or a glob like embed.*); Esc clears"),
-    ("", "s, r", "sort by the next column, reverse (or click a column title)"),
-    ("", "!", "only dead-letter queues with messages → lagging → no consumers → all"),
+    ("lists", "/", "filter (substring, or a glob like embed.*); Esc clears"),
+    ("", "s, r", "sort by the next column, reverse (or click a column title); ▼ biggest first"),
+    ("overview", "!", "only dead-letter queues with messages → lagging → no consumers → all"),
+    ("brokers", "Enter", "show only this broker in every view (connects a profile); 'every broker' undoes it"),
     ("queue", "p", "peek messages (RabbitMQ asks first: its peek requeues them)"),
     ("", "P", "peek a quorum queue that has a delivery limit anyway"),
+    ("", "] / [", "next / previous page of messages (the title says which of how many)"),
+    ("", "r", "messages newest first / oldest first"),
+    ("", "i", "Redis stream: a group's pending entries (idle, deliveries); again: the next group"),
     ("", "c, Tab", "refresh consumers, move between tables"),
     ("message", "w", "save it (headers, deaths, whole body) as JSON; the notice says where"),
+    ("", "y", "copy the body through OSC 52 (only with qdeck console --clipboard)"),
 ]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from console.queue_filter import LAG_NUMERIC, LagSort, select_lag
 from console.render import drain_text, fmt_net_rate, fmt_rate
 from console.safe_text import safe
 from console.tui.base import TableScreen
@@ -24,6 +27,11 @@ class LagScreen(TableScreen):
     columns = COLUMNS
     caption = "lag — net/s = out/s − in/s · to drain = backlog ÷ net · '?' until a rate is known"
 
+    filter_hint = "filter: a queue, topic, stream or group name; substring or glob (Esc clears)"
+    sortable: ClassVar[list[str]] = [str(s) for s in LagSort]
+    numeric = LAG_NUMERIC
+    default_sort = "backlog"
+
     def __init__(self) -> None:
         super().__init__(name="lag")
 
@@ -33,20 +41,26 @@ class LagScreen(TableScreen):
         alerts: set[int] = set()
         stale: set[int] = set()
         now = self.qapp.clock()
-        for label, st in self.qapp.states.items():
-            shown, old = st.shown_label(now), st.stale_s(now) is not None
-            for r in st.lag():
-                if r.backlog and r.consumers == 0:
-                    alerts.add(len(rows))
-                if old:
-                    stale.add(len(rows))
-                keys.append((label, r.source, r.group))
-                rows.append((safe(shown, 60), safe(r.source, 120), safe(r.group or "-", 60),
-                             f"{r.backlog:,}" + ("" if r.exact else "+"),
-                             f"{r.pending:,}" if r.pending is not None else "-", f"{r.consumers:,}",
-                             fmt_rate(r.produce_rate), fmt_rate(r.consume_rate), fmt_net_rate(r.net_rate),
-                             drain_text(r), r.trend or "?", safe(r.state or "", 20), safe(r.rate_basis or "", 30)))
-        self.broker_column(self.query_one(VirtualTable)).set_rows(keys, rows, alerts, stale=stale)
+        states = self.qapp.shown_states()
+        every = [(label, r) for label, st in states.items() for r in st.lag()]
+        by_row = {id(r): label for label, r in every}
+        chosen = select_lag((r for _l, r in every), self.pattern, self.sort_column, self.sort_reverse)
+        shown = {label: st.shown_label(now) for label, st in states.items()}
+        old = {label for label, st in states.items() if st.stale_s(now) is not None}
+        for r in chosen:
+            label = by_row[id(r)]
+            if r.backlog and r.consumers == 0:
+                alerts.add(len(rows))
+            if label in old:
+                stale.add(len(rows))
+            keys.append((label, r.source, r.group))
+            rows.append((safe(shown[label], 60), safe(r.source, 120), safe(r.group or "-", 60),
+                         f"{r.backlog:,}" + ("" if r.exact else "+"),
+                         f"{r.pending:,}" if r.pending is not None else "-", f"{r.consumers:,}",
+                         fmt_rate(r.produce_rate), fmt_rate(r.consume_rate), fmt_net_rate(r.net_rate),
+                         drain_text(r), r.trend or "?", safe(r.state or "", 20), safe(r.rate_basis or "", 30)))
+        self.sorted_table().set_rows(keys, rows, alerts, stale=stale)
+        self.set_caption(len(chosen), len(every))
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
         if message.key is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from probes.models import BrokerSnapshot, ConsumerInfo, PeekResult
+from probes.urls import BrokerTarget
 
 
 @dataclass
@@ -54,3 +55,11 @@ class ConsumersDone(Message):
     queue: str
     consumers: tuple[ConsumerInfo, ...]
     error: str | None = None
+
+
+@dataclass
+class SetScope(Message):
+    """The brokers view asks the app to show one broker in every view (``target``; connected first when it is a
+    profile this session has not polled yet), or every broker (None)."""
+
+    target: BrokerTarget | None

@@ -10,12 +10,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import Input, Label, Sparkline, Static
+from textual.widgets import Label, Sparkline, Static
 
 from console.queue_filter import NUMERIC, Only, select_entries
 from console.render import fmt_rate, snapshot_notes, type_text
 from console.safe_text import safe
-from console.tui.base import BaseScreen
+from console.tui.base import FilteredScreen
 from console.tui.messages import DataChanged
 from console.tui.table import Column, Row, VirtualTable
 from probes.models import QueueStats
@@ -94,28 +94,24 @@ class EntryKeys(Sequence[tuple[str, str]]):
         raise ValueError(key)
 
 
-class OverviewScreen(BaseScreen):
+class OverviewScreen(FilteredScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "filter", "filter"),
-        Binding("s", "sort_next", "sort"),
-        Binding("r", "reverse", "reverse"),
         Binding("exclamation_mark", "quick", "only…", show=False),
         Binding("enter", "open", "open", show=False),
     ]
+    sortable = SORTABLE
+    numeric = NUMERIC
+    default_sort = "depth"
 
     def __init__(self) -> None:
         super().__init__(name="overview")
-        self.pattern = ""
         self.quick: str | None = None  # the quick filter (``!`` cycles: QUICK)
-        self.sort_column = "depth"
-        self.sort_reverse = False  # numbers: largest first unless reversed
         self.last_update_ms: float | None = None
         self.last_latency_ms: float | None = None
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
-        yield Input(placeholder="filter: substring, or a glob like embed.*  (Enter keeps it, Esc clears)",
-                    id="filter")
+        yield from self.compose_filter()
         yield VirtualTable(COLUMNS, id="queues")
         yield Static("", id="notes")
         with Horizontal(id="spark-row"):
@@ -124,22 +120,13 @@ class OverviewScreen(BaseScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        self.query_one("#filter", Input).display = False
-        table = self.query_one(VirtualTable)
-        table.sort_column, table.sort_descending = self.sort_column, self.descending
-        table.focus()
+        self.query_one(VirtualTable).focus()
         self.refresh_data()
 
     # -- data ----------------------------------------------------------------------------------------------------
 
-    @property
-    def descending(self) -> bool:
-        """Whether the rows run biggest first: ``select_entries`` puts numbers largest first and names A→Z unless
-        reversed."""
-        return (self.sort_column in NUMERIC) != self.sort_reverse
-
     def entries(self) -> list[tuple[str, QueueStats]]:
-        return select_entries(((label, q) for label, st in self.qapp.states.items() for q in st.queues()),
+        return select_entries(((label, q) for label, st in self.qapp.shown_states().items() for q in st.queues()),
                               self.pattern, self.sort_column, self.sort_reverse, self.quick)
 
     def refresh_data(self) -> None:
@@ -147,14 +134,14 @@ class OverviewScreen(BaseScreen):
         entries = self.entries()
         alerts = {i for i, (_l, q) in enumerate(entries) if q.is_dead_letter and q.depth > 0}
         now = self.qapp.clock()
-        shown = {label: st.shown_label(now) for label, st in self.qapp.states.items()}
-        stale_brokers = {label for label, st in self.qapp.states.items() if st.stale_s(now) is not None}
+        states = self.qapp.shown_states()
+        shown = {label: st.shown_label(now) for label, st in states.items()}
+        stale_brokers = {label for label, st in states.items() if st.stale_s(now) is not None}
         stale = {i for i, (label, _q) in enumerate(entries) if label in stale_brokers} if stale_brokers else set()
         widest = {"broker": max((len(text) for text in shown.values()), default=0),
                   "name": max((len(q.name) for _l, q in entries), default=0),
                   "dlq": max((len(q.dead_letter_target or "") + 2 for _l, q in entries), default=3)}
-        table = self.broker_column(self.query_one(VirtualTable))
-        table.sort_column, table.sort_descending = self.sort_column, self.descending
+        table = self.sorted_table()
         table.set_rows(EntryKeys(entries), QueueRows(entries, shown), alerts, widest, stale)
         self._notes()
         self.last_update_ms = (time.perf_counter() - t0) * 1000
@@ -163,9 +150,10 @@ class OverviewScreen(BaseScreen):
     def _notes(self) -> None:
         """What the snapshots say besides their rows (as the CLI prints them under its table): a missing or
         unroutable dead-letter exchange, a scan cut short; the first NOTES_SHOWN, then how many more."""
-        several = len(self.qapp.states) > 1
+        states = self.qapp.shown_states()
+        several = len(states) > 1
         notes = [f"! {safe(st.short or label, 40) + ': ' if several else ''}{safe(note, 300)}"
-                 for label, st in self.qapp.states.items() if st.snapshot is not None
+                 for label, st in states.items() if st.snapshot is not None
                  for note in snapshot_notes(st.snapshot)]
         shown = notes[:NOTES_SHOWN]
         if len(notes) > NOTES_SHOWN:
@@ -202,54 +190,13 @@ class OverviewScreen(BaseScreen):
         if message.key is not None:
             self.open_detail(*message.key)
 
-    def on_virtual_table_sorted(self, message: VirtualTable.Sorted) -> None:
-        if message.column == self.sort_column:
-            self.sort_reverse = not self.sort_reverse
-        else:
-            self.sort_column, self.sort_reverse = message.column, False
-        self.refresh_data()
-
     # -- keys ----------------------------------------------------------------------------------------------------
-
-    def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.pattern = event.value.strip()
-        self.refresh_data()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = bool(self.pattern)
-        self.query_one(VirtualTable).focus()
-
-    def action_escape(self) -> None:
-        box = self.query_one("#filter", Input)
-        if box.has_focus or self.pattern:
-            box.value = ""
-            box.display = False
-            self.pattern = ""
-            self.refresh_data()
-            self.query_one(VirtualTable).focus()
-            return
-        super().action_escape()
-
-    def action_sort_next(self) -> None:
-        i = SORTABLE.index(self.sort_column)
-        self.sort_column, self.sort_reverse = SORTABLE[(i + 1) % len(SORTABLE)], False
-        self.refresh_data()
 
     def action_quick(self) -> None:
         """!: every queue → dead-letter queues holding messages → lagging → no consumers → every queue."""
         i = QUICK.index(self.quick)
         self.quick = QUICK[(i + 1) % len(QUICK)]
         self.notify(f"showing {QUICK_TEXT[self.quick]} (! for the next)", timeout=3)
-        self.refresh_data()
-
-    def action_reverse(self) -> None:
-        self.sort_reverse = not self.sort_reverse
         self.refresh_data()
 
     def action_open(self) -> None:

@@ -8,13 +8,20 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from console.tui.state import BrokerState
-from probes import Probe
+from probes import BrokerTarget, Probe
 
 
 class ConsoleApp(Protocol):
-    states: Mapping[str, BrokerState]
+    states: Mapping[str, BrokerState]  # every broker of the session, by label
+    targets: Mapping[str, BrokerTarget]
     probes: Mapping[str, Probe]
     clock: Callable[[], float]  # the header's "polled Ns ago" (tests freeze it)
+    scope: str | None  # the one broker the views show (the brokers view sets it); None: every one
+    osc52: bool  # whether copying through OSC 52 is on (--clipboard)
+
+    def shown_states(self) -> Mapping[str, BrokerState]:
+        """The brokers the views show: every one, or the one in scope."""
+        ...
 
     def poll_status(self) -> str:
         """The polling as the header shows it: its interval, or paused."""

@@ -10,17 +10,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from probes.death_fields import death_from_fields
-from probes.errors import NotFound, ProbeError, UnsafeOperation, Unsupported
+from probes.errors import NotFound, ProbeError, ReadOnly, UnsafeOperation, Unsupported
 from probes.models import (
     PEEK_BODY_BYTES,
     BrokerOverview,
     BrokerSnapshot,
     ConsumerInfo,
+    PeekCursor,
     PeekedMessage,
+    PeekFrom,
     PeekResult,
     QueueStats,
 )
 from probes.naming import DEFAULT_DLQ_PATTERNS, matches_dlq_name
+from probes.paging import RABBITMQ_NEWEST_MAX, check_start, queue_tag, rabbitmq_fetch_count
 from probes.rabbitmq.deadletter import (
     DeadLetterConfig,
     dead_letter_config,
@@ -232,9 +235,20 @@ class RabbitMQProbe:
 
     # ---- peek ---------------------------------------------------------------------------------------------
     async def peek(self, queue: str, limit: int, *, force: bool = False,
-                   body_bytes: int | None = PEEK_BODY_BYTES) -> PeekResult:
+                   body_bytes: int | None = PEEK_BODY_BYTES, start: PeekFrom | None = None) -> PeekResult:
+        """A page of ``limit`` messages through the management API's get with requeue. RabbitMQ cannot seek: page
+        N takes every message before it again (``probes.paging.rabbitmq_fetch_count``), and newest first takes the
+        whole queue; the side effect says how many were redelivered."""
         if limit < 1:
             raise ProbeError("peek needs a message count of at least 1")
+        if self.target.read_only:
+            raise ReadOnly(f"refusing to peek {queue!r} on {self.target.label}: --read-only is set, and a RabbitMQ "
+                           "peek takes the messages and requeues them (they come back marked redelivered)")
+        start = start or PeekFrom()
+        check_start("rabbitmq", queue, start)
+        cursor = start.after
+        newest = cursor.newest if cursor is not None else start.newest
+        skip = (cursor.skip or 0) if cursor is not None else 0
         path = f"/queues/{vhost_path(self.vhost)}/{vhost_path(queue)}"
         if self._version is None or not self._node_checked:
             await self._checked_overview()
@@ -254,13 +268,49 @@ class RabbitMQProbe:
                     f"refusing to peek quorum queue {queue!r}: it has a delivery limit of {limit_n} and {how}; "
                     "pass --force to peek anyway")
             side_effect += "; on this quorum queue each peek also raised the messages' x-delivery-count by one"
-        body: dict[str, object] = {"count": limit, "ackmode": "ack_requeue_true", "encoding": "auto"}
+        ready = info.get("messages_ready")
+        if newest and isinstance(ready, int) and ready > RABBITMQ_NEWEST_MAX:
+            raise Unsupported(f"newest first on RabbitMQ reads the whole queue from the head (the management API "
+                              f"cannot read from the tail), and {queue!r} holds {ready:,} ready messages, more than "
+                              f"{RABBITMQ_NEWEST_MAX:,}: page oldest first instead")
+        count = rabbitmq_fetch_count(limit, start)
+        body: dict[str, object] = {"count": count, "ackmode": "ack_requeue_true", "encoding": "auto"}
         if body_bytes is not None:
             body["truncate"] = body_bytes
         raw = await self.http.post(f"{path}/get", body, what=f"queue {queue!r} in vhost {self.vhost!r}")
-        messages = tuple(_peeked(i, m) for i, m in enumerate(raw))
+        if newest:
+            if len(raw) >= count:
+                raise Unsupported(f"newest first on RabbitMQ: {queue!r} grew past {RABBITMQ_NEWEST_MAX:,} messages "
+                                  f"while it was read ({len(raw):,} were read and requeued, marked redelivered); "
+                                  "page oldest first instead")
+            total = len(raw)
+            page = list(reversed(raw[max(0, total - skip - limit):max(0, total - skip)]))
+            more = total - skip - limit > 0
+        else:
+            page = raw[skip:skip + limit]
+            more = len(raw) > skip + limit
+            total = len(raw) if not more else max(len(raw), int(ready or info.get("messages") or 0))
+        messages = tuple(_peeked(skip + i, m) for i, m in enumerate(page))
+        if raw:
+            side_effect += _paging_cost(len(raw), skip, newest)
+        shown = skip + len(messages)
+        nxt = PeekCursor("rabbitmq", queue_tag(queue), newest, shown, skip=shown) if more else None
         return PeekResult(broker=self.target.label, queue=queue, messages=messages,
-                          side_effect=side_effect if messages else None)
+                          side_effect=side_effect if raw else None, first=skip, total=total, next=nxt,
+                          order="newest first" if newest else "oldest first",
+                          notes=("pages are positions: messages consumed or published between pages shift them",)
+                          if nxt is not None or skip else ())
+
+
+def _paging_cost(read: int, skip: int, newest: bool) -> str:
+    """What paging cost on a broker that cannot seek, said plainly."""
+    if newest:
+        return (f"; newest first read the whole queue from the head to find its tail: all {read:,} messages were "
+                "requeued and marked redelivered")
+    if skip:
+        return (f"; RabbitMQ cannot seek, so this page took the {min(skip, read):,} message(s) before it again "
+                f"({read:,} requeued in all); every later page costs more")
+    return ""
 
 
 def _rate(stats: Mapping[str, Any], key: str) -> float | None:

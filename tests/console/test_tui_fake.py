@@ -3,6 +3,8 @@ of the main screens (pytest-textual-snapshot; update with --snapshot-update afte
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from console.safe_text import is_binary
@@ -90,7 +92,7 @@ def test_body_viewer_formats() -> None:
 
 SCREENS = {"overview": [], "dead-letters": ["d"], "lag": ["l"], "queue-detail": ["enter"],
            "dlq-messages": ["d", "enter"], "body": ["d", "enter", "enter"], "help": ["question_mark"],
-           "sorted-in-flight": ["s"]}
+           "sorted-in-flight": ["s"], "brokers": ["b"]}
 # Every screen at 160×45 and at 80×24 (issue 17 item 4: usable in a small terminal).
 SIZES = {"": (160, 45), "-80x24": (80, 24)}
 
@@ -98,7 +100,12 @@ SIZES = {"": (160, 45), "-80x24": (80, 24)}
 @pytest.mark.parametrize(("keys", "size"),
                          [(keys, size) for _suffix, size in SIZES.items() for keys in SCREENS.values()],
                          ids=[name + suffix for suffix in SIZES for name in SCREENS])
-def test_snapshots(snap_compare, keys: list[str], size: tuple[int, int]) -> None:
+def test_snapshots(snap_compare, keys: list[str], size: tuple[int, int], tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "brokers.toml"  # the brokers view lists the profile file's brokers: one, not connected
+    config.write_text('[brokers.standby]\nurl = "amqp://ops@rabbit-standby.example:5672/%2F"\n'
+                      'description = "the standby cluster"\n')
+    monkeypatch.setenv("QDECK_CONFIG", str(config))
     app, _broker = demo_app(f"snap-{'-'.join(keys) or 'overview'}")
 
     async def settle(pilot) -> None:
