@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ from probes.dlq.selection import Selection
 from probes.rabbitmq.amqp_link import connection_parameters
 from probes.urls import BrokerTarget, parse_broker_url
 
+PROMPT = "summarise the incident report and list the services it names, " * 4
+
 
 def fill(target: BrokerTarget, origin: str, dlq: str, n: int, qtype: str) -> None:
     """``n`` broker-made dead letters in ``dlq`` whose origin is ``origin`` (both declared, ``origin`` empty)."""
@@ -60,7 +63,7 @@ def fill(target: BrokerTarget, origin: str, dlq: str, n: int, qtype: str) -> Non
     ch.queue_purge(origin)
     ch.queue_purge(dlq)
     for i in range(n):
-        body = json.dumps({"request": i, "prompt": "summarise the incident report " * 5}).encode()[:200]
+        body = json.dumps({"request": i, "prompt": PROMPT[:180 - len(str(i))]}).encode()  # ~200 bytes of JSON
         ch.basic_publish("", origin, body, pika.BasicProperties(
             delivery_mode=2, message_id=f"req-{i}", content_type="application/json", expiration="0",
             headers={"tenant": "acme"}))
@@ -70,6 +73,59 @@ def fill(target: BrokerTarget, origin: str, dlq: str, n: int, qtype: str) -> Non
             raise SystemExit(f"the broker did not dead-letter {n} messages into {dlq} in 120 s")
         time.sleep(0.05)
     conn.close()
+
+
+class FaultsQueues:
+    """The same dead letters for ``bench.dlq_faults`` (kill -9 a redrive and resume it): a uniquely named origin
+    queue and its DLQ filled by ``fill``, and what arrived at the origin, by request number."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.target = parse_broker_url(url)
+        self.origin = f"qdeck-bench-faults-{uuid.uuid4().hex[:8]}"
+        self.dlq = f"{self.origin}.dlq"
+
+    def _channel(self) -> tuple[Any, Any]:
+        conn = pika.BlockingConnection(connection_parameters(self.target))
+        return conn, conn.channel()
+
+    def setup(self, n: int) -> None:
+        fill(self.target, self.origin, self.dlq, n, "classic")
+
+    def _ready(self, queue: str) -> int:
+        conn, ch = self._channel()
+        try:
+            return int(ch.queue_declare(queue, passive=True).method.message_count)
+        finally:
+            conn.close()
+
+    def delivered(self) -> int:
+        return self._ready(self.origin)
+
+    def left_in_dlq(self) -> int:
+        return self._ready(self.dlq)
+
+    def ids_at_origin(self) -> Counter[str]:
+        """Every message at the origin, taken (the bench is over), counted by its request number."""
+        ids: Counter[str] = Counter()
+        conn, ch = self._channel()
+        try:
+            ch.basic_qos(prefetch_count=1000)
+            for method, _props, body in ch.consume(self.origin, auto_ack=True, inactivity_timeout=1.0):
+                if method is None:
+                    break
+                ids[str(json.loads(body)["request"])] += 1
+        finally:
+            conn.close()
+        return ids
+
+    def cleanup(self) -> None:
+        conn, ch = self._channel()
+        try:
+            for q in (self.origin, self.dlq):
+                ch.queue_delete(q)
+        finally:
+            conn.close()
 
 
 async def bare(target: BrokerTarget, dlq: str, n: int) -> int:

@@ -91,7 +91,9 @@ def _yes() -> Any:
 
 def _force() -> Any:
     return typer.Option(False, "--force", help="Write even where the pre-flight found a problem (the destination is "
-                                               "missing, has no consumer, or routes straight back here).")
+                                               "missing, has no consumer, or routes straight back here); RabbitMQ: "
+                                               "read a quorum queue that has a delivery limit (each read counts as a "
+                                               "delivery).")
 
 
 def _read_only() -> Any:
@@ -124,7 +126,7 @@ def run(target: BrokerTarget, source: str, action: Action, selection: Selection,
 
     async def go() -> Report:
         stop = asyncio.Event()
-        store = open_store(target, source, **(options or {}))
+        store = open_store(target, source, force=action.force, **(options or {}))
         with _stop_on_ctrl_c(stop):
             async with store:
                 act = action
@@ -297,7 +299,8 @@ def purge(
     reason: list[str] = _reason(), older_than: str | None = _older(), newer_than: str | None = _newer(),
     header: list[str] = _header(), match: str | None = _match(), max_n: int | None = _max(),
     rate: str | None = _rate(), yes: bool = _yes(),
-    force: bool = typer.Option(False, "--force", help="Kafka: delete the records from the log (DeleteRecords) "
+    force: bool = typer.Option(False, "--force", help="RabbitMQ: read a quorum queue that has a delivery limit. "
+                                                      "Kafka: delete the records from the log (DeleteRecords) "
                                                       "instead of moving qdeck's position past them."),
     read_only: bool = _read_only(), broker: str | None = broker_option(), as_json: bool = _json(),
 ) -> None:
@@ -313,12 +316,12 @@ def delete(
     dlq: str = typer.Argument(..., help="The queue holding the messages."),
     ids: list[str] = typer.Option(..., "--id", metavar="ID", help="The messages to delete (as `qdeck dlq peek` "
                                                                   "shows them); repeat for several."),
-    yes: bool = _yes(), read_only: bool = _read_only(), broker: str | None = broker_option(),
+    yes: bool = _yes(), force: bool = _force(), read_only: bool = _read_only(), broker: str | None = broker_option(),
     as_json: bool = _json(),
 ) -> None:
     """Delete messages by id; a dry run unless --yes."""
     selection = selection_of([], None, None, [], None, ids, None)
-    action = Action("delete", dry_run=not yes)
+    action = Action("delete", dry_run=not yes, force=force)
     report = run(target_of(broker, read_only), _name(dlq, "DLQ"), action, selection, as_json=as_json)
     if report.ledger.selected < len(selection.ids) and not as_json:
         warn(f"{len(selection.ids) - report.ledger.selected} of the {len(selection.ids)} ids given were not found "
@@ -332,7 +335,7 @@ def export(
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE.jsonl", help="Where to write (- for stdout)."),
     reason: list[str] = _reason(), older_than: str | None = _older(), newer_than: str | None = _newer(),
     header: list[str] = _header(), match: str | None = _match(), ids: list[str] = _ids(), max_n: int | None = _max(),
-    read_only: bool = _read_only(), broker: str | None = broker_option(),
+    force: bool = _force(), read_only: bool = _read_only(), broker: str | None = broker_option(),
 ) -> None:
     """Write the selected messages to a JSON Lines file, exactly: every property, header (types, order) and body
     byte. Nothing is removed (RabbitMQ: the messages are read and requeued, so they come back marked
@@ -351,7 +354,8 @@ def export(
         stream.write(json_text(record_to_json(r), indent=None) + "\n")
 
     try:
-        report = run(target, source, Action("export", dry_run=True), selection, as_json=False, quiet=to_stdout,
+        report = run(target, source, Action("export", dry_run=True, force=force), selection, as_json=False,
+                     quiet=to_stdout,
                      on_export=write)
     except BaseException:
         if not to_stdout:

@@ -25,7 +25,12 @@ TIME_FIELDS = ("failed_at", "dead_lettered_at")
 
 
 def _first(fields: Mapping[str, str], names: tuple[str, ...]) -> str | None:
-    return next((fields[n] for n in names if fields.get(n)), None)
+    """The first non-empty field of ``names`` (a plain loop: it runs for every message a redrive reads)."""
+    for n in names:
+        value = fields.get(n)
+        if value:
+            return value
+    return None
 
 
 def _when(text: str) -> datetime | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
 from typing import ClassVar, cast
 
 from textual.binding import Binding, BindingType
@@ -12,7 +10,7 @@ from console.queue_filter import DeadLetterSort, dead_letter_queues, select_dead
 from console.safe_text import safe
 from console.tui.base import TableScreen
 from console.tui.dlq_action import ActionDialog, writable
-from console.tui.screenshot import screenshot_dir
+from console.tui.peek_marks import export_path
 from console.tui.table import Column, VirtualTable
 from probes.dlq.engine import Action, ActionKind
 from probes.urls import BrokerTarget
@@ -91,11 +89,7 @@ class DeadLettersScreen(TableScreen):
         if chosen is None:
             return
         target, queue = chosen
-        export_to = None
-        if kind == "export":
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"qdeck-export-{queue}-{stamp}")[:150] + ".jsonl"
-            export_to = screenshot_dir() / name
+        export_to = export_path(queue) if kind == "export" else None
         self.app.push_screen(ActionDialog(target, queue, Action(cast("ActionKind", kind)), export_to=export_to))
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:

@@ -10,6 +10,9 @@ The messages come a page at a time: ``]`` the next page, ``[`` the one before, `
 which messages of how many are shown, in which order. Pages follow the probe's cursor (``PeekResult.next``), so they
 neither repeat nor skip; ``[`` reads the page before again from its own cursor. RabbitMQ cannot seek: every page asks
 first, and the dialog says how many messages it takes again.
+
+``space`` marks messages, ``/`` filters the page, ``*`` marks what it shows; ``R`` ``M`` ``X`` ``E`` redrive, move,
+delete (purge) or export the marked ones, or the whole queue (``console/tui/peek_marks.py``).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Label, Sparkline, Static
+from textual.widgets import Input, Label, Sparkline, Static
 
 from console.render import fmt_duration, fmt_rate, fmt_time, fmt_ttl, page_caption
 from console.safe_text import preview_bytes, safe
-from console.tui.base import BaseScreen
 from console.tui.confirm import ConfirmPeek
+from console.tui.dlq_action import writable
 from console.tui.messages import ConsumersDone, PeekDone
+from console.tui.peek_marks import MARK, MarkingScreen, Marks, matches
 from console.tui.table import Column, VirtualTable
 from probes.errors import ProbeError, UnsafeOperation
 from probes.models import PeekCursor, PeekedMessage, PeekFrom, PeekResult, QueueStats
@@ -37,7 +41,7 @@ from probes.redact import redact_text
 PEEK_LIMIT = 20
 ID_WIDTH = 41  # a Redis entry id (two 20-digit numbers and a dash), a UUID message id, a Kafka partition:offset
 # priority: on a narrow screen the times give way first; the id, the reason and the body stay
-MESSAGE_COLUMNS = [Column("pos", "#", 0, max_width=ID_WIDTH, min_width=8),
+MESSAGE_COLUMNS = [Column("pos", "#", 0, max_width=ID_WIDTH + len(MARK), min_width=8),
                    Column("reason", "reason", 0, max_width=28, priority=1),
                    Column("origin", "original queue", 0, max_width=30, priority=3),
                    Column("count", "deaths", 6, right=True, priority=4),
@@ -63,10 +67,11 @@ def message_ref(m: PeekedMessage) -> str:
     return str(m.offset if m.offset is not None else m.position)
 
 
-def message_row(m: PeekedMessage) -> tuple[str, ...]:
+def message_row(m: PeekedMessage, mark: str = "") -> tuple[str, ...]:
+    """A peeked message's row; ``mark`` goes before its id (``MARK``, or as many spaces while others are marked)."""
     idle = fmt_duration(None if m.idle_ms is None else m.idle_ms / 1000)
     deliveries = "-" if m.delivery_count is None else f"{m.delivery_count:,}"
-    return (message_ref(m), safe(m.death_reason or "-", 60), safe(m.original_queue or "-", 60),
+    return (mark + message_ref(m), safe(m.death_reason or "-", 60), safe(m.original_queue or "-", 60),
             str(m.death_count) if m.deaths else "-", idle, deliveries, safe(m.consumer or "-", 60),
             fmt_time(m.first_death_time), fmt_time(m.last_death_time),
             f"{m.size:,}", preview_bytes(m.body, 80, total=m.size))
@@ -82,7 +87,7 @@ class PageDone(PeekDone):
     start: PeekCursor | None = None
 
 
-class QueueDetailScreen(BaseScreen):
+class QueueDetailScreen(MarkingScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "peek", "peek messages"),
         Binding("P", "peek(True)", "peek anyway", show=False),
@@ -92,6 +97,13 @@ class QueueDetailScreen(BaseScreen):
         Binding("i", "pending", "pending entries", show=False),
         Binding("c", "consumers", "consumers"),
         Binding("tab", "app.focus_next", "next table", show=False),
+        Binding("space", "mark", "mark", show=False),
+        Binding("asterisk", "mark_all", "mark all shown", show=False),
+        Binding("slash", "filter", "filter messages", show=False),
+        Binding("R", "act('redrive')", "redrive"),
+        Binding("M", "act('move')", "move"),
+        Binding("X", "act('delete')", "purge/delete"),
+        Binding("E", "act('export')", "export"),
     ]
 
     def __init__(self, broker: str, queue: str, *, auto_peek: bool = False) -> None:
@@ -105,6 +117,8 @@ class QueueDetailScreen(BaseScreen):
         self.result: PeekResult | None = None  # the page shown
         self.asked = 0  # the last page asked for (a slower, earlier answer is dropped)
         self.scope: str | None = None  # the walk's range, as its first page said
+        self.marks = Marks("")  # space, *: what R M X E act on (its broker kind is set on mount)
+        self.needle = ""  # the peek filter (/): the rows shown and what * marks
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -122,12 +136,18 @@ class QueueDetailScreen(BaseScreen):
             yield Label("consumers (c to refresh)", classes="section")
             yield VirtualTable(CONSUMER_COLUMNS, id="consumers")
             yield Label("messages: p to peek", id="messages-title", classes="section")
+            box = Input(placeholder="filter these messages: id, reason, original queue or body text (Enter keeps "
+                                    "it, Esc clears; * marks what it shows)", id="filter")
+            box.display = False
+            yield box
             messages = VirtualTable(MESSAGE_COLUMNS, id="messages")
             messages.hidden = set(PENDING_COLUMNS)
             yield messages
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
+        target = self.qapp.targets.get(self.broker)
+        self.marks.kind = target.kind if target is not None else ""
         self.refresh_data()
         self.action_consumers()
         self.query_one("#messages", VirtualTable).focus()
@@ -174,6 +194,9 @@ class QueueDetailScreen(BaseScreen):
             if q.delivery_limit is not None:
                 info.append(f"\ndelivery limit {q.delivery_limit}: each RabbitMQ peek counts as a delivery",
                             style="yellow")
+        target = self.qapp.targets.get(self.broker)
+        if target is not None and not writable(target):
+            info.append("\nread-only: R M X need allow_write = true in the profile (E exports)", style="dim")
         self.query_one("#info", Static).update(info)
         st = self.qapp.states.get(self.broker)
         hist = st.history.get(self.queue) if st else None
@@ -255,7 +278,7 @@ class QueueDetailScreen(BaseScreen):
     def _say(self, text: str) -> None:
         """A line under the peek title (what a key could not do), the title itself kept."""
         title = self.query_one("#messages-title", Label)
-        shown = Text(self._caption()) if self.result is not None else Text("messages: p to peek")
+        shown = self._title() if self.result is not None else Text("messages: p to peek")
         shown.append(f"\n{safe(text, 200)}", style="yellow")
         title.update(shown)
 
@@ -331,8 +354,9 @@ class QueueDetailScreen(BaseScreen):
         page = len(self.pages)
         keys = ["] next" if result.next is not None else "last page", "[ previous" if page > 1 else "",
                 "r " + ("oldest" if self.newest else "newest") + " first" if self.pending is None else "",
-                "i next group" if self.pending is not None else "", "Enter opens one"]
-        return f"{page_caption(result)} · page {page}  —  {', '.join(k for k in keys if k)}"
+                "i next group" if self.pending is not None else "", "space / * mark", "Enter opens one"]
+        marked = f" · {len(self.marks):,} marked" if len(self.marks) else ""
+        return f"{page_caption(result)} · page {page}{marked}  —  {', '.join(k for k in keys if k)}"
 
     def _show(self, message: PeekDone) -> None:
         title = self.query_one("#messages-title", Label)
@@ -341,16 +365,42 @@ class QueueDetailScreen(BaseScreen):
             return
         self.result = message.result
         self.messages = list(message.result.messages)
-        text = Text(self._caption())
-        for note in (message.result.side_effect, *message.result.notes):
-            if note:
-                text.append(f"\nnote: {safe(note, 300)}", style="yellow")
-        title.update(text)
         table = self.query_one("#messages", VirtualTable)
         table.hidden = set() if self.pending is not None else set(PENDING_COLUMNS)
         table.chosen = False  # a new page starts at its first row
-        table.set_rows(list(range(len(self.messages))), [message_row(m) for m in self.messages])
+        self._rows()
         table.focus()
+
+    def _title(self) -> Text:
+        """The peek title: the caption, the filter, the page's notes."""
+        text = Text(self._caption())
+        if self.needle:
+            shown = len(self.query_one("#messages", VirtualTable).keys)
+            text.append(f"\nfilter {safe(self.needle, 60)!r}: {shown} of {len(self.messages)} shown", style="bold")
+        if self.result is not None:
+            for note in (self.result.side_effect, *self.result.notes):
+                if note:
+                    text.append(f"\nnote: {safe(note, 300)}", style="yellow")
+        return text
+
+    def _rows(self) -> None:
+        """The page's rows that the filter shows (keys: their index in the page), marks before the ids, and the
+        title."""
+        table = self.query_one("#messages", VirtualTable)
+        keys = [i for i, m in enumerate(self.messages) if matches(m, message_ref(m), self.needle)]
+        pad = " " * len(MARK) if len(self.marks) else ""
+        table.set_rows(keys, [message_row(m, MARK if pad and self.marks.marked(m) else pad)
+                              for m in (self.messages[i] for i in keys)])
+        self.query_one("#messages-title", Label).update(self._title())
+
+    def reread(self, kind: str) -> None:
+        """After an action changed the queue: its first page again (on RabbitMQ, whose peek requeues, p does it)."""
+        if self.qapp.states[self.broker].kind == "rabbitmq":
+            self.result, self.messages = None, []
+            self.query_one("#messages", VirtualTable).set_rows([], [])
+            self.query_one("#messages-title", Label).update(f"messages: the queue changed ({kind}) — p peeks again")
+            return
+        self._ask(None, "first")
 
     def on_virtual_table_opened(self, message: VirtualTable.Opened) -> None:
         if message.table.id == "messages" and isinstance(message.key, int) and message.key < len(self.messages):

@@ -31,6 +31,9 @@ KEYS = [
     ("", "r", "messages newest first / oldest first"),
     ("", "i", "Redis stream: a group's pending entries (idle, deliveries); again: the next group"),
     ("", "c, Tab", "refresh consumers, move between tables"),
+    ("", "space, /, *", "mark a message (again: unmark); filter the page (id, reason, queue, body); mark all shown"),
+    ("", "R M X E", "redrive / move / delete / export the marked messages, or the whole queue (X: purge); dry run "
+                    "first; R M X need allow_write"),
     ("message", "w", "save it (headers, deaths, whole body) as JSON; the notice says where"),
     ("", "y", "copy the body through OSC 52 (only with qdeck console --clipboard)"),
 ]
@@ -47,8 +50,9 @@ class HelpScreen(ModalScreen[None]):
             t.add_row(*row)
         with VerticalScroll(id="help"):
             yield Static(t)
-            yield Static("read-only: the console never changes broker state, except that a RabbitMQ peek requeues "
-                         "(after you confirm). Esc closes this.")
+            yield Static("The console changes nothing unless you ask: a RabbitMQ peek requeues (after you confirm); "
+                         "R M X show a dry run and act on y, only on a broker whose profile says allow_write = true "
+                         "(qdeck console --read-only turns both off). Esc closes this.")
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)

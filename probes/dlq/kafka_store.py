@@ -49,7 +49,7 @@ class KafkaStore:
     atomic = False
 
     def __init__(self, target: BrokerTarget, source: str, *, delete_records: bool = False,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, **_options: Any) -> None:
         self.target, self.source = target, source
         self.delete_records = delete_records
         self.timeout = timeout

@@ -9,7 +9,8 @@
   message published meanwhile and delivered before the cancel is sent straight back), or when nothing arrives for
   ``idle_s`` (someone else took the rest).
 - Settling: acks after their confirms, one ``multiple`` ack for those in front of the oldest still held, single
-  ones behind it. At the end the consumers are cancelled first, then everything still held is requeued: a classic
+  ones behind it, and a round trip on the channel so that "removed" means the broker has the acks (``ack``).
+  At the end the consumers are cancelled first, then everything still held is requeued: a classic
   queue puts requeued messages back in their places (one multiple nack); a quorum queue appends them to its returns
   in the order the nacks reach it (see ``_requeue_in_order``).
 """
@@ -20,31 +21,40 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+import pika.exceptions as pexc
 from pika.channel import Channel
 
 from probes.errors import NotFound, ProbeError
 from probes.rabbitmq.amqp_link import AmqpConnection, Chan, amqp_error
 
 MAX_PREFETCH = 65535  # basic.qos prefetch-count is a short
+WINDOW_BATCHES = 2  # the prefetch window, in batches
 REQUEUE_CHUNK = 16  # quorum requeues between round trips (see Walk._requeue_in_order)
-Delivery = tuple[int, Any, bytes]  # delivery tag, pika's BasicProperties, body
+Convert = Callable[[int, Any, bytes], Any]  # (delivery tag, pika's BasicProperties, body) -> what a batch holds
 
 
 class Walk:
-    def __init__(self, link: AmqpConnection, chan: Chan, queue: str, start: int, batch: int, *,
+    """``convert`` turns each delivery into what ``next_batch`` returns as it arrives (while the caller waits for
+    the broker, not after)."""
+
+    def __init__(self, link: AmqpConnection, chan: Chan, queue: str, start: int, batch: int, convert: Convert, *,
                  first_prefetch: int | None = None, classic: bool = False, idle_s: float = 1.0,
                  linger_s: float = 0.02) -> None:
         self.link, self.chan, self.channel, self.queue = link, chan, chan.channel, queue
+        self.convert = convert
         self.start, self.batch, self.classic = start, batch, classic
         self.idle_s, self.linger_s = idle_s, linger_s
-        self.window = min(MAX_PREFETCH, max(2 * batch, 100))  # room beyond what is held, for deliveries to flow
+        # room beyond what is held, for deliveries to flow while the caller publishes and settles a batch
+        self.window = min(MAX_PREFETCH, max(WINDOW_BATCHES * batch, 100))
         self.first_prefetch = min(MAX_PREFETCH, start, max(first_prefetch or 0, self.window))
-        self.buffer: list[Delivery] = []
+        self.buffer: list[Any] = []
         self.received = 0
         self.held = 0  # left in place (released): unacked until the walk ends
         self.room = 0  # the prefetch of every consumer, together
+        self.qos = 0
         self.tags: list[str] = []  # the live consumers' tags
         self.consumers = 0  # every consumer started
         self.name = uuid.uuid4().hex[:12]
@@ -66,10 +76,15 @@ class Walk:
 
     def _on_message(self, _ch: Channel, method: Any, props: Any, body: bytes) -> None:
         if self.done:  # published after the walk started, delivered before the cancel: not this walk's
-            self.channel.basic_nack(method.delivery_tag, requeue=True)
+            with contextlib.suppress(Exception):  # a closing channel requeues it anyway
+                self.channel.basic_nack(method.delivery_tag, requeue=True)
             return
         tag = method.delivery_tag
-        self.buffer.append((tag, props, body))
+        try:
+            self.buffer.append(self.convert(tag, props, body))
+        except Exception as exc:  # a converter bug must not vanish inside pika's callback: the walk stops on it
+            self.broken = exc
+            self.wake.set()
         self.order.append(tag)
         self.last_tag = tag
         self.received += 1
@@ -92,6 +107,7 @@ class Walk:
 
     async def _add_consumer(self, prefetch: int) -> None:
         await self.link.call(self.chan, self.channel.basic_qos, prefetch_count=prefetch, what="basic.qos")
+        self.qos = prefetch  # what the channel gives consumers started later: the acks' round trip repeats it
         self.room += prefetch
         # tags that sort in the order the consumers start: where RabbitMQ groups a quorum queue's returns by
         # consumer, it takes them in tag order, oldest consumer (oldest messages) first
@@ -111,7 +127,7 @@ class Walk:
         if not self.done and self.room - self.held < self.window and self.chan.is_open:
             await self._add_consumer(min(MAX_PREFETCH, max(self.window, self.held)))
 
-    async def next_batch(self) -> list[Delivery]:
+    async def next_batch(self) -> list[Any]:
         """Up to ``batch`` deliveries: at once when that many are here; else what comes before the deliveries pause
         for ``linger_s``; [] when the walk is over."""
         loop = asyncio.get_running_loop()
@@ -145,13 +161,19 @@ class Walk:
         return len(self.order) - len(self.gone) >= self.room
 
     def _check(self) -> None:
-        if self.broken is not None:
+        if self.broken is None:
+            return
+        if isinstance(self.broken, ProbeError | pexc.AMQPError | OSError):
             raise amqp_error(self.link.target, self.broken, f"reading {self.queue!r}")
+        raise self.broken  # not the broker's doing: a bug, shown as one
 
     # ---- settling ------------------------------------------------------------------------------------------------
-    def ack(self, tags: list[int]) -> None:
+    async def ack(self, tags: list[int]) -> None:
         """Ack settled deliveries: one ``multiple`` ack for those in front of the oldest unsettled one, single acks
-        for the rest (a multiple ack would take held ones with it)."""
+        for the rest (a multiple ack would take held ones with it); returns once the broker has taken the acks.
+        An ack has no answer, and pika writes it out on a later turn of the loop: without the round trip (the
+        broker handles a channel's frames in order) a journal could say "removed" of a message whose ack a kill -9
+        never let out, and the next run would send it again, uncounted."""
         if not self.chan.is_open:
             raise amqp_error(self.link.target, self.broken or self.link.lost or ProbeError("the channel closed"),
                              f"acking messages of {self.queue!r}")
@@ -166,6 +188,7 @@ class Walk:
             self.channel.basic_ack(below[-1], multiple=len(below) > 1)
         for t in settled[len(below):]:
             self.channel.basic_ack(t)
+        await self.link.call(self.chan, self.channel.basic_qos, prefetch_count=self.qos, what="acking (basic.qos)")
 
     async def finish(self) -> None:
         """Cancel the consumers, then requeue every message still held, in order, and close the channel."""
@@ -188,9 +211,21 @@ class Walk:
                     # a round trip before the channel closes: closing returns what it still holds its own way
                     with contextlib.suppress(ProbeError):
                         await self.link.call(self.chan, self.channel.basic_qos, prefetch_count=1, what="basic.qos")
+                    if not self.classic:
+                        await self._until_back(len(held))
         finally:
             self.buffer.clear()
             self.chan.close()
+
+    async def _until_back(self, n: int, timeout: float = 2.0) -> None:
+        """Wait (a little) until the queue counts the ``n`` requeued messages as ready: a quorum queue applies
+        returns through its log, a moment after the nacks, and a walk started right after this one (a dry run,
+        then the real one) would otherwise count fewer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with contextlib.suppress(ProbeError):
+            while (await self.link.queue_state(self.queue)).ready < n and loop.time() < deadline:
+                await asyncio.sleep(0.01)
 
     async def _requeue_in_order(self, held: list[int]) -> None:
         """Requeue on a quorum queue (or one of unknown type), oldest first, as well as RabbitMQ lets a client: its

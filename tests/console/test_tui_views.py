@@ -295,7 +295,7 @@ async def test_redrive_move_and_export_from_the_dead_letter_view(tmp_path: Path,
     from probes.dlq.memory_store import MEMORY
 
     monkeypatch.setenv("QDECK_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setattr("console.tui.deadletters.screenshot_dir", lambda: tmp_path)
+    monkeypatch.setattr("console.tui.peek_marks.screenshot_dir", lambda: tmp_path)
     app = action_app("dlq-rw", writable=True)
     try:
         async with app.run_test(size=SIZE) as pilot:

@@ -128,3 +128,14 @@ def test_selection_parses_and_refuses_bad_words() -> None:
         with pytest.raises(Exception) as info:
             Selection.parse(**bad)  # type: ignore[arg-type]
         assert "\n" not in str(info.value)
+
+
+def test_every_store_takes_the_options_the_cli_passes() -> None:
+    """``open_store(..., force=..., delete_records=...)``: each store ignores what is not its own."""
+    from probes.dlq.store import open_store
+
+    for url in ("memory://opts", "redis://127.0.0.1:1/0", "amqp://guest:guest@127.0.0.1:1/%2F",
+                "kafka://127.0.0.1:1"):
+        target = parse_broker_url(url)
+        store = open_store(target, "q", force=True, delete_records=True)
+        assert store.source == "q"
