@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,inference]"
 	@touch $@
 
-# The whole suite against real brokers (tests/brokers.py finds or starts them and stops what it started).
+# The whole suite against real brokers: tests/brokers.py finds or starts them once, for both pytest workers (the
+# suite mostly waits on brokers, so two workers halve its time on two cores), and stops what it started.
+PYTEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m tests.brokers run -- $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 check: setup
 	$(VENV)/bin/ruff check .

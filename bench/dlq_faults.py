@@ -258,7 +258,10 @@ def run_case(name: str, case: Case, n: int, kills: int, rate: float) -> Row:
     return row
 
 
-def cases(brokers: list[str]) -> Iterator[tuple[str, Callable[[], Case], Callable[[], contextlib.AbstractContextManager[Any]]]]:
+Around = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+def cases(brokers: list[str]) -> Iterator[tuple[str, Callable[[], Case], Around]]:
     for b in brokers:
         if b == "redis":
             yield b, lambda: RedisCase(os.environ.get("QDECK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")), \

@@ -3,6 +3,7 @@
     python -m tests.brokers up      # start what is missing; print the URLs as shell exports
     python -m tests.brokers status  # what answers now (each broker checked; exit 1 when one is down)
     python -m tests.brokers down    # stop what 'up' started (by PID)
+    python -m tests.brokers run -- CMD   # brokers up for CMD (make test: pytest and its workers), then down
 
 - RabbitMQ: the running node (management and prometheus plugins enabled if off; ready = GET /api/overview answers);
   ``rabbitmq-server -detached`` only when none runs and it is installed.
@@ -296,6 +297,18 @@ def main(argv: list[str]) -> int:
         for name, why in brokers.problems.items():
             log(f"{name}: MISSING: {why}")
         return 1 if brokers.problems else 0
+    if command == "run":  # run -- CMD...: brokers up for CMD (and its children: pytest's workers), then down
+        cmd = argv[2:] if argv[1:2] == ["--"] else argv[1:]
+        brokers = up()
+        env = {**os.environ, **{ENV[name]: url for name, url in brokers.urls.items()}}
+        for name, why in brokers.problems.items():
+            log(f"{name}: MISSING: {why}")
+        try:
+            return subprocess.run(cmd, env=env, check=False).returncode
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            down(brokers.started)
     if command == "down":
         if not STATE_FILE.exists():
             log("nothing started by 'up'")

@@ -105,3 +105,12 @@ def private_kafka() -> Iterator[PrivateKafka]:
         yield broker
     finally:
         broker.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n`` (``make test`` runs two workers): the tests that start private brokers share one worker
+    (``--dist loadgroup``), so one private RabbitMQ node boots, not one per worker."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "private_rabbit" in names or "private_kafka" in names:
+            item.add_marker(pytest.mark.xdist_group("private-brokers"))
