@@ -107,9 +107,10 @@ def private_kafka() -> Iterator[PrivateKafka]:
         broker.close()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the mark into the worker's group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``pytest -n`` (``make test`` runs two workers): the tests that start private brokers share one worker
-    (``--dist loadgroup``), so one private RabbitMQ node boots, not one per worker."""
+    (``--dist loadgroup``), so one private RabbitMQ node boots, not two with the same node name."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "private_rabbit" in names or "private_kafka" in names:
