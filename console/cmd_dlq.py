@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 
 import typer
@@ -13,7 +12,7 @@ from console.queue_filter import dead_letter_queues
 from console.render import dlq_table, peek_view
 from console.runner import brokers_option, cli_errors, fail, one_broker, run_probe, run_probes
 from console.safe_text import TABLE_PREVIEW_BYTES
-from probes import resolve_broker
+from probes import ConfigError, resolve_broker
 from probes.dlq.selection import parse_age
 from probes.models import PEEK_BODY_BYTES, PeekFrom
 from probes.paging import RABBITMQ_NEWEST_MAX, cursor_token, parse_cursor, start_problem
@@ -117,14 +116,11 @@ def peek(
     stdout_console().print(peek_view(result, body_bytes if body_bytes is not None else TABLE_PREVIEW_BYTES))
 
 
-_AGE = re.compile(r"^\s*\d+(?:\.\d+)?\s*(ms|s|m|h|d|w)\s*$")  # an age (selection.parse_age), else a time
-
-
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """``--since``: an ISO 8601 time (UTC unless it names a zone) or an age before now (90s, 15m, 2h, 3d)."""
-    if _AGE.match(text):
+    try:
         when = (now or datetime.now(UTC)) - timedelta(seconds=parse_age(text, "--since"))
-    else:
+    except ConfigError:  # not an age: a time
         try:
             when = datetime.fromisoformat(text.strip())
         except ValueError:

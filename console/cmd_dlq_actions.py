@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,12 +22,12 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from console.dlq_report import make_journal, report_view
+from console.dlq_report import make_journal, report_view, start_export
 from console.output import emit_json, stderr_console, stdout_console, warn
 from console.runner import broker_option, cli_errors, fail
-from console.safe_text import json_text, safe
+from console.safe_text import safe
 from probes import BrokerTarget, ConfigError, ProbeError, redact_text, resolve_broker
-from probes.dlq.codec import check_header, header_line, record_from_json, record_to_json
+from probes.dlq.codec import check_header, record_from_json
 from probes.dlq.engine import WRITES, Action, Report, run_action
 from probes.dlq.journal import Journal
 from probes.dlq.model import Record
@@ -199,12 +198,9 @@ def _progress(action: Action, quiet: bool) -> Iterator[Callable[[Report], None] 
     task: list[Any] = []
 
     def update(report: Report) -> None:
-        total = report.total
-        if report.selection.max is not None:
-            total = min(total, report.selection.max) if total is not None else report.selection.max
+        total, done = report.expected, report.progressed
         if not task:
             task.append(bar.add_task(f"{verb} {safe(report.source, 40)}", total=total))
-        done = report.ledger.selected if report.selection.max is not None else report.ledger.examined
         bar.update(task[0], completed=done, total=max(total or 0, done) or None)
 
     with bar:
@@ -349,10 +345,7 @@ def export(
         stream: IO[str] = sys.stdout if to_stdout else partial.open("w", encoding="ascii")
     except OSError as exc:
         raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
-    stream.write(json_text(header_line(target.kind, target.display, source, datetime.now(UTC)), indent=None) + "\n")
-    def write(r: Record) -> None:
-        stream.write(json_text(record_to_json(r), indent=None) + "\n")
-
+    write = start_export(stream, target, source)
     try:
         report = run(target, source, Action("export", dry_run=True, force=force), selection, as_json=False,
                      quiet=to_stdout,

@@ -4,15 +4,19 @@ where an action's journal lives."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import IO
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from console.safe_text import json_text, preview_bytes, safe
+from probes.dlq.codec import header_line, record_to_json
 from probes.dlq.engine import Action, Report
 from probes.dlq.journal import Journal, journal_path
+from probes.dlq.model import Record
 from probes.dlq.selection import Selection
 from probes.urls import BrokerTarget
 
@@ -93,3 +97,14 @@ def make_journal(target: BrokerTarget, source: str, action: Action, selection: S
                    {"action": action.kind, "broker": target.display, "source": source,
                     "to": str(action.to) if action.to else None, "selection": selection.describe(),
                     "started": datetime.now(UTC).isoformat()})
+
+
+def start_export(stream: IO[str], target: BrokerTarget, source: str) -> Callable[[Record], None]:
+    """Write an export's first line (what it is, from where, when) to ``stream``; the writer of each record's line.
+    Every line passes the one sanitiser (``json_text``: ASCII only)."""
+    stream.write(json_text(header_line(target.kind, target.display, source, datetime.now(UTC)), indent=None) + "\n")
+
+    def write(r: Record) -> None:
+        stream.write(json_text(record_to_json(r), indent=None) + "\n")
+
+    return write

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -23,12 +22,10 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, ProgressBar, Static
 
-from console.dlq_report import VERBS, ledger_line, make_journal, report_view
-from console.safe_text import json_text, safe
-from probes.dlq.codec import header_line, record_to_json
+from console.dlq_report import VERBS, ledger_line, make_journal, report_view, start_export
+from console.safe_text import safe
 from probes.dlq.engine import Action, Report, run_action
 from probes.dlq.journal import Journal
-from probes.dlq.model import Record
 from probes.dlq.selection import Selection
 from probes.dlq.store import open_store
 from probes.errors import ProbeError
@@ -181,12 +178,7 @@ class ActionDialog(ModalScreen[None]):
                 on_export = None
                 if action.kind == "export" and not dry and self.export_to is not None:
                     out = self.export_to.open("w", encoding="ascii")
-                    out.write(json_text(header_line(self.target.kind, self.target.display, self.source,
-                                                    datetime.now(UTC)), indent=None) + "\n")
-
-                    def on_export(r: Record) -> None:
-                        assert out is not None
-                        out.write(json_text(record_to_json(r), indent=None) + "\n")
+                    on_export = start_export(out, self.target, self.source)
                 self.report = await run_action(store, action, self.selection, journal=journal,
                                                stop=self.stop, progress=None if dry else self._progress,
                                                on_export=on_export)
@@ -216,9 +208,5 @@ class ActionDialog(ModalScreen[None]):
         self.refresh_bindings()
 
     def _progress(self, report: Report) -> None:
-        bar = self.query_one("#action-progress", ProgressBar)
-        total = report.total
-        if report.selection.max is not None:
-            total = min(total, report.selection.max) if total is not None else report.selection.max
-        bar.update(total=total, progress=report.ledger.examined)
+        self.query_one("#action-progress", ProgressBar).update(total=report.expected, progress=report.progressed)
 

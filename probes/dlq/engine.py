@@ -57,6 +57,20 @@ class Report:
     total: int | None = None  # messages in the source when it started, where the broker says
     unsettled: int = 0  # confirmed at the destination, not yet out of the source: the next run removes them
 
+    @property
+    def expected(self) -> int | None:
+        """How many messages this run will go through (the progress bar's total): the source's count, capped by
+        --max; None when neither is known."""
+        cap = self.selection.max
+        if cap is None:
+            return self.total
+        return cap if self.total is None else min(self.total, cap)
+
+    @property
+    def progressed(self) -> int:
+        """How far it is towards ``expected``: messages selected under --max, else messages read."""
+        return self.ledger.selected if self.selection.max is not None else self.ledger.examined
+
 
 Progress = Callable[[Report], None]
 

@@ -51,6 +51,9 @@ def _scan_every_command(url: str, dlq: str, queue: str, tmp_path: Path) -> None:
         ("queues",), ("lag", "--interval", "0"), ("consumers",), ("consumers", queue), ("dlq", "list"),
         ("dlq", "peek", dlq, "-n", "5", "--force"), ("dlq", "peek", queue, "-n", "5", "--force"),
         ("dlq", "peek", f"missing{HOSTILE}"),
+        # the dead-letter actions' dry runs (the default: they change nothing), their ledger, and an export
+        ("dlq", "redrive", dlq, "--force"), ("dlq", "move", dlq, queue, "--force"), ("dlq", "purge", dlq, "--force"),
+        ("dlq", "delete", dlq, "--id", f"x{HOSTILE}", "--force"), ("dlq", "export", dlq, "-o", "-", "--force"),
     ]
     problems: dict[str, list[str]] = {}
     outputs: dict[str, bytes] = {}
