@@ -293,8 +293,8 @@ class RqStore:
                 continue
             first = len(pipe.command_stack)
             pipe.hset(self._job(r.id), mapping=mapping)
-            if registry is not None:
-                self._restore_failed(pipe, r, place.name, queue, now)
+            if registry is not None:  # a microsecond apart: the registry keeps the export's order (oldest first)
+                self._restore_failed(pipe, r, place.name, queue, now + i * 1e-6)
             else:
                 self._enqueue(pipe, r, qkey, queue)
             spans.append((i, first, len(pipe.command_stack) - first))
