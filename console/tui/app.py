@@ -132,14 +132,20 @@ class QdeckApp(App[None]):
         self.polls += 1
         self.states[message.broker].record(message.snapshot)
         self._again(message.broker, self.interval)
-        self.screen.post_message(DataChanged(message.broker, message.arrived))
+        self._changed(message.broker, message.arrived)
 
     def on_poll_failed(self, message: PollFailed) -> None:
         self.polls += 1
         state = self.states[message.broker]
         state.failed(message.error)
         self._again(message.broker, backoff(self.interval, state.health.failures))
-        self.screen.post_message(DataChanged(message.broker, time.perf_counter()))
+        self._changed(message.broker, time.perf_counter())
+
+    def _changed(self, broker: str, arrived: float) -> None:
+        """Tell the screen on top that the data changed; a poll that lands while the app shuts down (no screen
+        left: the modes' stacks are gone) has no one to tell."""
+        if self.screen_stack:
+            self.screen.post_message(DataChanged(broker, arrived))
 
     def _again(self, label: str, delay: float) -> None:
         """Arm ``label``'s next poll (one timer a broker), or, while paused, remember to poll it on resume."""
@@ -166,7 +172,7 @@ class QdeckApp(App[None]):
             self.action_refresh_now()
         self.notify("polling paused: the figures stay as they are (f resumes)" if self.paused else
                     "polling resumed")
-        self.screen.post_message(DataChanged("", time.perf_counter()))
+        self._changed("", time.perf_counter())
 
     def action_refresh_now(self) -> None:
         """Ctrl-R: poll every broker now (a poll in flight is replaced), and go on at the interval from there."""
@@ -183,7 +189,7 @@ class QdeckApp(App[None]):
         """+ / -: poll half as often or twice as often, from 0.5 s to 5 min; the next polls take the new interval."""
         self.interval = min(max(self.interval * factor, self.MIN_INTERVAL), self.MAX_INTERVAL)
         self.notify(f"polling every {self.interval:g}s")
-        self.screen.post_message(DataChanged("", time.perf_counter()))
+        self._changed("", time.perf_counter())
 
     # -- navigation ----------------------------------------------------------------------------------------------
 
