@@ -19,8 +19,14 @@ revokes partitions: what is done on them is committed there and then, and the re
 commit ever covers a partition the worker no longer owns. Topics the worker creates get ``partitions`` partitions
 and ``replication_factor`` replicas, said in a log line.
 
-The blocking consumer polls on one private thread and replies/commits go through another (librdkafka's calls are
-thread-safe), so a reply never waits behind an idle poll. The rebalance callbacks run on the polling thread.
+The blocking consumer polls on one private thread and replies go through another, so a reply never waits behind
+an idle poll. Every call on the consumer — polls, commits, the rebalance callbacks inside a poll — is made on the
+polling thread: confluent-kafka (2.x) lets one thread at a time into a client's calls, so a commit made on the reply
+thread while holding the commit lock waited for the poll to return, and the poll, running the revocation callback,
+waited for that lock — the worker stopped consuming for good (found with py-spy in the rebalance test). The
+interval commits are asynchronous and queued on the polling thread between polls; their outcome comes back through
+``on_commit`` there: a failed one is due again, and the trailing commit retries it. Only the revocation's commit
+(inside the callback) and the final one wait for their answer.
 """
 
 from __future__ import annotations
@@ -115,6 +121,13 @@ class OffsetTracker:
                 if (t, p) in self._next:
                     self._committed[(t, p)] = o
 
+    def uncommitted(self, positions: list[tuple[str, int, int]]) -> None:
+        """A commit of ``positions`` failed: each is due again (unless a later commit moved past it)."""
+        with self._lock:
+            for t, p, o in positions:
+                if self._committed.get((t, p)) == o:
+                    del self._committed[(t, p)]
+
     def drop(self, partitions: set[Key]) -> None:
         """Forget revoked partitions: their offsets in progress will be consumed again by their next owner."""
         with self._lock:
@@ -158,8 +171,9 @@ class KafkaSource:
         self._trailing_problem: str | None = None  # the last trailing commit failure said (a lasting one, once)
         base = client_config(target, timeout=10.0)
         self._down_since: float | None = None  # librdkafka lost every broker at this time (monotonic)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the worker's loop (start): on_commit reports there
         self._consumer = Consumer({**base, "group.id": group, "enable.auto.commit": False,
-                                   "error_cb": self._on_client_error,
+                                   "error_cb": self._on_client_error, "on_commit": self._on_commit,
                                    "auto.offset.reset": "earliest", "receive.message.max.bytes": 200_000_000,
                                    "fetch.max.bytes": 50_000_000,
                                    "fetch.wait.max.ms": 5})
@@ -197,6 +211,7 @@ class KafkaSource:
             raise ProbeError(redact_text(f"Kafka error: {exc}", self.target.secrets)[:300]) from None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         created = await self._run(lambda: ensure_topics(self._admin, self.target, (self.queue, self.dead_letter_name),
                                                         partitions=self.partitions,
                                                         replication_factor=self.replication_factor))
@@ -227,14 +242,46 @@ class KafkaSource:
         self._say("partitions lost", f"lost {_names(partitions)}; their requests in progress will be consumed "
                   "again by their next owner", partitions=_list(partitions))
 
-    def _commit(self, positions: list[tuple[str, int, int]]) -> str | None:
-        """Commit synchronously; a failure (a rebalance under way) is returned, and retried with the next commit."""
+    def _commit(self, positions: list[tuple[str, int, int]], *, wait: bool = True) -> str | None:
+        """Commit ``positions``; a failure (a rebalance under way) is returned, and retried with the next commit.
+        ``wait=False`` (the interval commits): sent without waiting for the answer, which ``_on_commit`` gets; the
+        positions count as committed meanwhile, and are due again if the answer is a failure."""
+        offsets = [TopicPartition(t, p, o) for t, p, o in positions]
         try:
-            self._consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in positions], asynchronous=False)
+            if wait:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             return exception_text(exc)
         self._tracker.committed(positions)
         return None
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's answer to a commit (on the polling thread): the positions of a failed one are due again,
+        and the worker's loop says so and arms the trailing commit to retry them."""
+        failed = [(tp.topic, tp.partition, tp.offset) for tp in partitions if err is not None or tp.error is not None]
+        loop = self._loop
+        if not failed:
+            if self._trailing_problem is not None and loop is not None:  # a lasting failure is over: say the next
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._commit_ok)
+            return
+        self._tracker.uncommitted(failed)
+        errors = [err] if err is not None else [tp.error for tp in partitions if tp.error is not None]
+        problem = "; ".join(sorted({e.str() if isinstance(e, KafkaError) else str(e) for e in errors}))
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the worker has stopped
+                loop.call_soon_threadsafe(self._commit_failed, problem)
+
+    def _commit_ok(self) -> None:
+        self._trailing_problem = None
+
+    def _commit_failed(self, problem: str) -> None:
+        if problem != self._trailing_problem:
+            self._say("warning", f"offset commit failed (retried with the next one): {problem}")
+        self._trailing_problem = problem
+        self._schedule_trailing()
 
     # ---- consuming ----------------------------------------------------------------------------------------------
     async def fetch(self, max_items: int, timeout_s: float) -> list[Delivery]:
@@ -276,11 +323,11 @@ class KafkaSource:
             if not due:
                 return None
             self._last_commit = now
-            return self._commit(due)
+            return self._commit(due, wait=False)
 
     def _schedule_trailing(self) -> None:
         """On the event loop: if done offsets are left uncommitted, commit them COMMIT_INTERVAL_S after the last
-        commit (on the settler thread, so neither a fetch nor a reply waits for it)."""
+        commit (at once when that is past), on the polling thread between two polls; no reply waits for it."""
         if self._trailing is not None or self._stopped or not self._tracker.due():
             return
         delay = max(0.0, self._last_commit + COMMIT_INTERVAL_S - time.monotonic())
@@ -290,7 +337,7 @@ class KafkaSource:
         self._trailing = None
         if self._stopped:  # aclose makes the final commit
             return
-        done = asyncio.get_running_loop().run_in_executor(self._settler, self._commit_due)
+        done = asyncio.get_running_loop().run_in_executor(self._thread, self._commit_due)
         done.add_done_callback(self._trailing_done)
 
     def _trailing_done(self, fut: asyncio.Future[str | None]) -> None:
@@ -298,9 +345,9 @@ class KafkaSource:
             return
         exc = fut.exception()
         problem = exception_text(exc) if exc is not None else fut.result()
-        if problem and problem != self._trailing_problem:
-            self._say("warning", f"offset commit failed (retried with the next one): {problem}")
-        self._trailing_problem = problem
+        if problem:  # refused at once; a failure answered later comes through _on_commit
+            self._commit_failed(problem)
+            return
         self._schedule_trailing()  # still due (failed, or a settle committed meanwhile and more finished): again
 
     def _settle(self, replies: list[Outgoing], dead: list[DeadLetter], done: list[Delivery]) -> Settlement:
@@ -355,10 +402,7 @@ class KafkaSource:
             if id(delivery) not in lost:
                 topic, partition, offset, _headers, generation = delivery.handle
                 self._tracker.done(topic, partition, offset, generation)
-        problem = self._commit_due()  # at most every COMMIT_INTERVAL_S; the trailing commit or aclose does the rest
-        if problem:
-            out.problems.append(f"offset commit failed (retried with the next one): {problem}")
-        return out
+        return out  # settle() arms the commit of what is done now (on the polling thread)
 
     def _dead_letter(self, dead: list[DeadLetter]) -> dict[int, str]:
         """Produce dead letters (acks=all) and wait for their delivery; the ones not delivered, by id of their

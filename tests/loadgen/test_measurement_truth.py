@@ -20,7 +20,9 @@ from loadgen.run.schedules import Poisson, with_warmup
 from tests.cli import qdeck
 from tests.workers import open_client, unique, worker
 
-pytestmark = pytest.mark.slow
+# alone: these hold timing against queueing theory, so they run by themselves after the parallel phase of
+# `make test` (a deterministic server needs a core to itself; the other pytest worker would take it)
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 @pytest.fixture

@@ -58,13 +58,36 @@ def _owns(w: WorkerProc) -> int:
     return (_assigned(w) or [0])[-1]
 
 
-async def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll a blocking ``check`` (off the event loop, so replies keep arriving) until it holds, or fail."""
+_GROUP_PROBE: list[Callable[[], str]] = []
+
+
+def _describe_group(url: str, group: str) -> Callable[[], str]:
+    def describe() -> str:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": _bootstrap(url)})
+        try:
+            g = admin.describe_consumer_groups([group])[group].result(10)
+        except Exception as exc:  # diagnostics only
+            return f"describe failed: {exc}"
+        return f"state {g.state}, members " + "; ".join(
+            f"{m.member_id} {m.client_id} {[tp.partition for tp in m.assignment.topic_partitions]}" for m in g.members)
+
+    return describe
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = 30.0,
+                 *workers: WorkerProc) -> None:
+    """Poll a blocking ``check`` (off the event loop, so replies keep arriving) until it holds, or fail with the
+    workers' logs."""
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout
     while not await loop.run_in_executor(None, check):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            logs = "".join(f"\n--- worker {i} ---\n{w.log()}" for i, w in enumerate(workers))
+            if _GROUP_PROBE:
+                logs += "\n--- group ---\n" + await loop.run_in_executor(None, _GROUP_PROBE[-1])
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{logs}")
         await asyncio.sleep(0.1)
 
 
@@ -161,13 +184,14 @@ async def test_a_rebalance_commits_only_partitions_the_worker_owns(kafka_url: st
     args = ("--model", "synthetic:base_ms=100", "--max-batch", "4", "--max-wait-ms", "1", "--group", group,
             "--metrics-format", "json")
     remaining = _kafka_remaining(kafka_url, topic, group)
+    _GROUP_PROBE[:] = [_describe_group(kafka_url, group)]
     try:
         with worker(kafka_url, topic, *args, tmp_path=tmp_path) as a:
             produce(range(1, first + 1))
             assert await client.wait_for(first, timeout=30), a.log()
             with worker(kafka_url, topic, *args, tmp_path=tmp_path) as b:
                 await _until(lambda: _owns(a) == 1 and _owns(b) == 1, "A and B to own one partition each",
-                             timeout=60)
+                             60, a, b)
                 produce(range(first + 1, total + 1))  # half of them on B's partition
                 assert await client.wait_for(total, timeout=60), a.log() + b.log()
                 [serving_b] = _events(b, "serving")
@@ -176,8 +200,8 @@ async def test_a_rebalance_commits_only_partitions_the_worker_owns(kafka_url: st
                 assert b.terminate() == 0, b.log()
             # A takes both partitions back (once its next heartbeat hears of the rebalance), serves what was left
             # uncommitted on them, and commits it while it runs (the trailing commit)...
-            await _until(lambda: len(_assigned(a)) > seen and _owns(a) == 2, "A to own both partitions")
-            await _until(lambda: remaining() == 0, "A's commits to reach the end of both partitions")
+            await _until(lambda: len(_assigned(a)) > seen and _owns(a) == 2, "A to own both partitions", 30, a)
+            await _until(lambda: remaining() == 0, "A's commits to reach the end of both partitions", 30, a)
             log_a = a.log()
             # ... and its final commit must not write back what it had of B's partition before.
             assert a.terminate() == 0, a.log()
@@ -224,3 +248,80 @@ def test_offset_tracker_commits_only_owned_partitions_of_the_current_generation(
     g = t.taken("q", 1, 1)
     assert g != g1[1] and t.done("q", 1, 1, g)
     assert sorted(t.due()) == [("q", 0, 3), ("q", 1, 2)]
+
+
+
+class _SerialConsumer:
+    """A consumer as confluent-kafka 2.x is (py-spy showed it in the rebalance test, stuck in
+    ``Handle_serialize_enter``): one thread at a time inside the client's calls (the thread inside may call in again,
+    as a rebalance callback's commit does), and the revocation callback runs inside ``consume``. This ``consume``
+    revokes partition 0, once, after waiting (a while) for another thread to hold the worker's commit lock: the
+    moment that hung the worker."""
+
+    def __init__(self, source: Any) -> None:
+        import threading
+
+        self.source = source
+        self.handle = threading.RLock()
+        self.commits: list[tuple[bool, list[tuple[str, int, int]]]] = []
+        self.revoke_pending = True
+
+    def _enter(self) -> None:
+        if not self.handle.acquire(timeout=20):  # the real one waits for ever; this lets a stuck test end
+            raise RuntimeError("waited 20 s to enter the consumer")
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        self._enter()
+        try:
+            if self.revoke_pending:
+                self.revoke_pending = False
+                for _ in range(200):
+                    if self.source._commit_lock.locked():
+                        break
+                    time.sleep(0.01)
+                self.source._on_revoke(self, [TopicPartition("q", 0)])
+            return []
+        finally:
+            self.handle.release()
+
+    def commit(self, offsets: list[Any], asynchronous: bool = True) -> None:
+        self._enter()
+        try:
+            self.commits.append((asynchronous, [(tp.topic, tp.partition, tp.offset) for tp in offsets]))
+        finally:
+            self.handle.release()
+
+
+async def test_a_commit_during_a_revocation_does_not_hang_the_worker() -> None:
+    """The interval commit (made on the reply thread, holding the commit lock) waited to enter the consumer while
+    the poll inside it ran the revocation, which waited for the commit lock: the worker stopped consuming for good
+    (test_a_rebalance_commits_only_partitions_the_worker_owns hung so about one run in ten). Both must finish, and
+    the revoked partition is committed by the revocation only."""
+    from loadgen.worker import kafka_source
+    from loadgen.worker.kafka_source import KafkaSource
+    from probes.urls import parse_broker_url
+
+    source = KafkaSource(parse_broker_url("kafka://127.0.0.1:9"), "q", group="g")
+    source._loop = asyncio.get_running_loop()
+    fake = _SerialConsumer(source)
+    source._consumer = fake  # type: ignore[assignment]
+    source._tracker.assigned({("q", 0)})
+    source._tracker.done("q", 0, 0, source._tracker.taken("q", 0, 0))
+    source._last_commit = -kafka_source.COMMIT_INTERVAL_S * 2  # an interval commit is due
+    fetch = asyncio.ensure_future(source.fetch(10, 0.1))
+    settle = asyncio.ensure_future(source.settle([], [], []))
+    try:
+        _done, pending = await asyncio.wait({fetch, settle}, timeout=15)
+        assert not pending, "the revocation and the interval commit waited for each other: the worker hung"
+        for _ in range(100):  # the commit queued on the polling thread (if any) has run
+            if source._trailing is None and not source._tracker.due():
+                break
+            await asyncio.sleep(0.02)
+        assert fake.commits == [(False, [("q", 0, 1)])], fake.commits
+    finally:
+        source._stopped = True
+        await asyncio.gather(fetch, settle, return_exceptions=True)
+        source._thread.shutdown(wait=True)
+        source._settler.shutdown(wait=True)
