@@ -6,7 +6,18 @@ import sys
 
 import typer
 
-from console import cmd_brokers, cmd_console, cmd_dlq, cmd_dlq_actions, cmd_lag, cmd_load, cmd_queues, cmd_worker
+from console import (
+    cmd_brokers,
+    cmd_check,
+    cmd_console,
+    cmd_dlq,
+    cmd_dlq_actions,
+    cmd_exporter,
+    cmd_lag,
+    cmd_load,
+    cmd_queues,
+    cmd_worker,
+)
 from console.runner import EXIT_USAGE, debug_enabled, print_error
 
 EXIT_INTERRUPTED = 130
@@ -22,11 +33,13 @@ app.command("brokers")(cmd_brokers.brokers)
 app.command("queues")(cmd_queues.queues)
 app.command("consumers")(cmd_queues.consumers)
 app.command("lag")(cmd_lag.lag)
+app.command("check")(cmd_check.check)
 cmd_dlq_actions.register(cmd_dlq.app)
 app.add_typer(cmd_dlq.app, name="dlq")
 app.command("console")(cmd_console.console)
 app.command("worker")(cmd_worker.worker)
 app.add_typer(cmd_load.app, name="load")
+app.command("exporter")(cmd_exporter.exporter)
 
 
 def main() -> None:

@@ -14,11 +14,12 @@ from rich.live import Live
 from rich.text import Text
 
 from console.output import emit_json, is_terminal, stdout_console
+from console.poller import DEFAULT_TIMEOUT_S, Poller, PollResult, resolve_targets
 from console.queue_filter import FILTER_HELP, Only, SortField, select_queues
 from console.render import consumers_table, snapshot_view
-from console.runner import backoff, brokers_option, cli_errors, fail, finite_at_most, run_probes, run_with_probes
+from console.runner import brokers_option, cli_errors, fail, finite_at_most, run_probes
 from console.safe_text import safe
-from probes import BrokerSnapshot, Probe, ProbeError
+from probes import BrokerSnapshot, BrokerTarget, Probe
 from probes.errors import NotFound
 from probes.lag import with_snapshot_rates
 from probes.models import ConsumerInfo
@@ -47,7 +48,7 @@ def queues(
     if watch is None:
         view.show(run_probes(broker, lambda p: p.snapshot()))
         return
-    run_with_probes(broker, lambda probes: _poll_forever(probes, watch, view))
+    asyncio.run(_poll_forever(resolve_targets(broker), watch, view))
 
 
 class _View:
@@ -81,41 +82,39 @@ class _View:
             stdout_console().print(self.renderable(snapshots))
 
 
-async def _poll_forever(probes: list[Probe], interval: float, view: _View) -> None:
-    """Poll every broker, show, wait; a failed poll keeps that broker's last table, says why, and backs off (never
-    overlapping polls). On a terminal the table is redrawn in place; off one (a pipe, a file) each frame is written
-    and flushed as it is made."""
+async def _poll_forever(targets: list[BrokerTarget], interval: float, view: _View) -> None:
+    """Poll every broker through the one poller (its own loop per broker, never overlapping polls, backing off on
+    failure) and show every broker's latest table after each poll; a failed poll keeps that broker's last table and
+    says why. On a terminal the table is redrawn in place; off one (a pipe, a file) each frame is written and flushed
+    as it is made."""
     console = stdout_console()
     live = Live(console=console, auto_refresh=False, transient=False) if is_terminal() and not view.as_json else None
-    last: list[BrokerSnapshot | None] = [None] * len(probes)
-    failures = 0
+    last: dict[str, BrokerSnapshot | None] = {t.label: None for t in targets}
+    errors: dict[str, tuple[str, float]] = {}  # broker -> (its error, seconds until it is polled again)
+
+    def show(result: PollResult) -> None:
+        delay = result.next_poll_s if result.next_poll_s is not None else interval
+        if result.snapshot is not None:
+            errors.pop(result.label, None)
+            last[result.label] = with_snapshot_rates(result.snapshot, last[result.label])  # Kafka, Redis: rates
+        else:
+            errors[result.label] = (result.error or "poll failed", delay)
+        shown = [s for s in last.values() if s is not None]
+        if view.as_json:
+            emit_json(view.document(shown) if result.snapshot is not None else
+                      {"error": result.error, "retry_in_s": delay, "broker": result.label}, lines=True)
+            return
+        head = [Text(f"! {safe(e, 400)} (retrying in {d:g}s)", style="bold red") for e, d in errors.values()] or [
+            Text(f"every {interval:g}s · {time.strftime('%H:%M:%S')} · Ctrl-C to stop", style="dim")]
+        frame = Group(*head, *([view.renderable(shown)] if shown else []))
+        if live is not None:
+            live.update(frame, refresh=True)
+        else:
+            console.print(frame)
+            console.file.flush()
+
     with live if live is not None else contextlib.nullcontext():
-        while True:
-            results = await asyncio.gather(*(p.snapshot() for p in probes), return_exceptions=True)
-            errors: list[str] = []
-            for i, result in enumerate(results):
-                if isinstance(result, ProbeError):
-                    errors.append(str(result))
-                elif isinstance(result, BaseException):
-                    raise result
-                else:
-                    last[i] = with_snapshot_rates(result, last[i])  # Kafka and Redis: rates from two snapshots
-            failures = failures + 1 if errors else 0
-            delay = backoff(interval, failures)
-            shown = [s for s in last if s is not None]
-            if view.as_json:
-                doc = view.document(shown) if not errors else {"error": "; ".join(errors), "retry_in_s": delay}
-                emit_json(doc, lines=True)
-            else:
-                head = [Text(f"! {safe(e, 400)} (retrying in {delay:g}s)", style="bold red") for e in errors] or [
-                    Text(f"every {interval:g}s · {time.strftime('%H:%M:%S')} · Ctrl-C to stop", style="dim")]
-                frame = Group(*head, *([view.renderable(shown)] if shown else []))
-                if live is not None:
-                    live.update(frame, refresh=True)
-                else:
-                    console.print(frame)
-                    console.file.flush()
-            await asyncio.sleep(delay)
+        await Poller(targets, interval=interval, timeout=DEFAULT_TIMEOUT_S, on_result=show).run()
 
 
 @cli_errors

@@ -39,6 +39,8 @@ class QueueStats:
     message_ttl_ms: int | None = None  # the message TTL that applies (RabbitMQ: the lower of argument and policy)
     message_ttl_source: str | None = None  # "argument", "policy NAME", ...
     appended: int | None = None  # messages ever appended (Kafka: end offsets summed; Redis: entries-added): a counter
+    dead_letter_exchange_missing: bool = False  # RabbitMQ: its dead-letter exchange does not exist (dead letters
+    # are dropped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,16 @@ class GroupLag:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeAlarm:
+    """A resource alarm in force on one broker node (RabbitMQ blocks every publisher while it lasts)."""
+
+    node: str
+    resource: Literal["memory", "disk"]
+    value: int | None = None  # bytes: memory used / disk space free
+    limit: int | None = None  # bytes: the memory high watermark / the free disk space limit
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerOverview:
     broker: str
     kind: str
@@ -88,6 +100,8 @@ class BrokerOverview:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     rate_source: str | None = None  # where the queues' rates came from ("prometheus", "management message_stats")
     rate_note: str | None = None  # why the preferred rate source was not used, when it was not
+    alarms: tuple[NodeAlarm, ...] | None = None  # resource alarms in force (RabbitMQ); None: not known (the user
+    # may not read node state, or the broker has no such alarms)
 
 
 @dataclass(frozen=True, slots=True)

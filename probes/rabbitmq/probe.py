@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from probes.death_fields import death_from_fields
-from probes.errors import NotFound, ProbeError, ReadOnly, UnsafeOperation, Unsupported
+from probes.errors import AuthFailed, NotFound, ProbeError, ReadOnly, UnsafeOperation, Unsupported
 from probes.models import (
     PEEK_BODY_BYTES,
     BrokerOverview,
     BrokerSnapshot,
     ConsumerInfo,
+    NodeAlarm,
     PeekCursor,
     PeekedMessage,
     PeekFrom,
@@ -48,6 +50,8 @@ QUEUE_COLUMNS = ",".join((
 # Consumption is deliveries to consumers (with and without acks): never basic.get, which qdeck's own peeks use and
 # which deliver_get (what the management UI shows) includes.
 CONSUMED = ("deliver_details", "deliver_no_ack_details")
+# The node facts the alarm check reads from /api/nodes (one request per snapshot; it needs the monitoring tag).
+NODE_COLUMNS = "name,running,mem_alarm,mem_used,mem_limit,disk_free_alarm,disk_free,disk_free_limit"
 
 PEEK_SIDE_EFFECT = ("read through the management API's get with requeue: the messages went back to the queue in "
                     "their original order but are now marked redelivered")
@@ -63,6 +67,7 @@ class RabbitMQProbe:
         self.prometheus = PrometheusRates(target, timeout=timeout)
         self._version: str | None = None
         self._node_checked = False  # the AMQP port was found to be the management API's cluster (checked once)
+        self._alarms_refused: str | None = None  # why /api/nodes cannot be read (asked once per probe)
 
     async def aclose(self) -> None:
         await asyncio.gather(self.http.aclose(), self.prometheus.aclose())
@@ -95,32 +100,39 @@ class RabbitMQProbe:
     # ---- snapshot -------------------------------------------------------------------------------------
     async def snapshot(self) -> BrokerSnapshot:
         started, t0 = time.time(), time.perf_counter()
-        overview_raw, queues_raw, props, reading = await asyncio.gather(
+        overview_raw, queues_raw, props, reading, alarms = await asyncio.gather(
             self.http.get("/overview", what="overview"),
             self.http.paged(f"/queues/{vhost_path(self.vhost)}", {"columns": QUEUE_COLUMNS},
                             what=f"vhost {self.vhost!r}"),
             self._amqp_properties(),
             self.prometheus.read(self.vhost),
+            self._node_alarms(),
         )
         self._check_node(props, overview_raw)
         self._version = overview_raw.get("rabbitmq_version") or overview_raw.get("management_version")
         reading = self._usable(reading, overview_raw)
         configs = {q["name"]: dead_letter_config(q) for q in queues_raw}
-        routes, notes = await self._resolve_dead_letter_routes(c for c in configs.values() if c is not None)
+        routes, missing, notes = await self._resolve_dead_letter_routes(
+            c for c in configs.values() if c is not None)
         dead_letter_queues = {name for targets in routes.values() for name in targets}
-        queues = tuple(self._queue_stats(q, configs[q["name"]], routes, dead_letter_queues, reading)
+        queues = tuple(self._queue_stats(q, configs[q["name"]], routes, dead_letter_queues, reading, missing)
                        for q in queues_raw)
-        overview = self._overview(overview_raw, queues, reading)
+        overview = dataclasses.replace(self._overview(overview_raw, queues, reading),
+                                       alarms=None if isinstance(alarms, str) else alarms)
+        if isinstance(alarms, str):
+            notes.append(alarms)
         return BrokerSnapshot(broker=self.target.label, kind="rabbitmq", taken_at=started,
                               duration_s=time.perf_counter() - t0, overview=overview,
                               queues=tuple(sorted(queues, key=lambda q: q.name)), notes=tuple(notes))
 
     async def _resolve_dead_letter_routes(
         self, configs: Iterable[DeadLetterConfig]
-    ) -> tuple[dict[tuple[str, str | None], tuple[str, ...]], list[str]]:
-        """Where each distinct (dead-letter exchange, routing key) pair delivers: one bindings call per exchange."""
+    ) -> tuple[dict[tuple[str, str | None], tuple[str, ...]], set[str], list[str]]:
+        """Where each distinct (dead-letter exchange, routing key) pair delivers (one bindings call per exchange),
+        the dead-letter exchanges that do not exist, and notes."""
         wanted = {(c.exchange, c.routing_key) for c in configs}
         routes: dict[tuple[str, str | None], tuple[str, ...]] = {}
+        missing: set[str] = set()
         notes: list[str] = []
         exchanges = sorted({ex for ex, _ in wanted if ex})
         looked_up = await asyncio.gather(*(self._exchange_routes(ex) for ex in exchanges))
@@ -131,6 +143,7 @@ class RabbitMQProbe:
                 continue
             info = found[exchange]
             if info is None:
+                missing.add(exchange)
                 notes.append(f"dead-letter exchange {exchange!r} does not exist in vhost {self.vhost!r}: "
                              "messages dead-lettered to it are dropped")
                 routes[(exchange, key)] = ()
@@ -140,7 +153,34 @@ class RabbitMQProbe:
             if not routes[(exchange, key)]:
                 notes.append(f"dead-letter exchange {exchange!r} routes to no queue: "
                              "dead-lettered messages are dropped")
-        return routes, notes
+        return routes, missing, notes
+
+    async def _node_alarms(self) -> tuple[NodeAlarm, ...] | str:
+        """The memory and disk alarms in force on the cluster's nodes, or (as a note) why they cannot be read: a
+        user without the monitoring tag may not read /api/nodes, which is not a failure of the snapshot."""
+        if self._alarms_refused is not None:
+            return self._alarms_refused
+        try:
+            nodes = await self.http.get("/nodes", {"columns": NODE_COLUMNS}, what="nodes")
+        except AuthFailed:
+            self._alarms_refused = (f"node alarms unknown: user {self.target.username or 'guest'!r} may not read "
+                                    "/api/nodes (it needs the 'monitoring' tag)")
+            return self._alarms_refused
+        except NotFound:
+            self._alarms_refused = "node alarms unknown: this management API has no /api/nodes"
+            return self._alarms_refused
+        alarms: list[NodeAlarm] = []
+        for node in nodes if isinstance(nodes, list) else ():
+            name = str(node.get("name", "?"))
+            if node.get("running") is not False and ("mem_alarm" not in node or "disk_free_alarm" not in node):
+                # a node's statistics come in a few seconds after it (or the management agent) starts
+                return f"node alarms unknown: node {name!r} has not reported its alarm state yet"
+            if node.get("mem_alarm") is True:
+                alarms.append(NodeAlarm(name, "memory", _int(node.get("mem_used")), _int(node.get("mem_limit"))))
+            if node.get("disk_free_alarm") is True:
+                alarms.append(NodeAlarm(name, "disk", _int(node.get("disk_free")),
+                                        _int(node.get("disk_free_limit"))))
+        return tuple(alarms)
 
     def _usable(self, reading: RateReading, overview: Mapping[str, Any]) -> RateReading:
         """Prometheus rates only when they cover the whole cluster the management API answers for."""
@@ -167,7 +207,7 @@ class RabbitMQProbe:
 
     def _queue_stats(self, q: Mapping[str, Any], config: DeadLetterConfig | None,
                      routes: Mapping[tuple[str, str | None], tuple[str, ...]], dlqs: set[str],
-                     reading: RateReading) -> QueueStats:
+                     reading: RateReading, missing_exchanges: Collection[str] = ()) -> QueueStats:
         stats = q.get("message_stats") or {}
         name = str(q["name"])
         queue_type = str(q.get("type") or "classic")
@@ -188,6 +228,7 @@ class RabbitMQProbe:
             consumers=int(q.get("consumers") or 0),
             publish_rate=publish_rate, deliver_rate=deliver_rate, rate_source=source,
             dead_letter_target=config.target if config else None,
+            dead_letter_exchange_missing=config is not None and config.exchange in missing_exchanges,
             dead_letter_overrides=config.overrides if config else None,
             message_ttl_ms=ttl, message_ttl_source=ttl_source,
             dead_letter_source=config.source if config else None,
@@ -311,6 +352,10 @@ def _paging_cost(read: int, skip: int, newest: bool) -> str:
         return (f"; RabbitMQ cannot seek, so this page took the {min(skip, read):,} message(s) before it again "
                 f"({read:,} requeued in all); every later page costs more")
     return ""
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _rate(stats: Mapping[str, Any], key: str) -> float | None:
