@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import typer
 
@@ -34,6 +35,13 @@ def console(
     read_only: bool = typer.Option(False, "--read-only",
                                    help="Strictly read-only: no dead-letter action even where a profile allows writes, "
                                         "and no RabbitMQ peek (it requeues)."),
+    rules_path: Path | None = typer.Option(None, "--rules", "-r", metavar="FILE", dir_okay=False,
+                                           help="Health rules (TOML, as 'qdeck check --rules'): the health panel "
+                                                "(h) and the overview's health column. Default: the built-in "
+                                                "rules."),
+    run: str | None = typer.Option(None, "--run", show_default=False,
+                                   help="Follow a load run in the load-run view (L), beside its request queue: the "
+                                        "run's --out directory or its live.jsonl, or 'latest' for your newest run."),
 ) -> None:
     """Live queues, consumers, lag and dead letters across brokers, keyboard-driven (? for the keys).
 
@@ -47,6 +55,12 @@ def console(
         raise fail("--host and --port go with --serve")
     if serve and clipboard:
         raise fail("--clipboard works in a terminal, not with --serve (the browser keeps its own clipboard)")
+    if serve and run is not None:
+        raise fail("--run works in a terminal, not with --serve (open the run with L in a tab)")
+    from console.health.rules_file import load_rules
+
+    rules = load_rules(rules_path)  # a bad file: one line, exit 2 (ConfigError)
+    run_path = run_feed_path(run) if run is not None else None
     specs: list[str | None] = list(broker) or (None if serve else child_specs()) or [None]
     targets = [resolve_broker(spec) for spec in specs]
     if read_only:
@@ -56,8 +70,26 @@ def console(
         raise fail("the same broker was given twice")
     if serve:
         serve_console(specs, interval, DEFAULT_HOST if host is None else host,
-                      DEFAULT_PORT if port is None else port, read_only)
+                      DEFAULT_PORT if port is None else port, read_only, rules_path)
         return
     from console.tui.app import QdeckApp
 
-    QdeckApp(targets, interval=interval, clipboard=clipboard).run()
+    QdeckApp(targets, interval=interval, clipboard=clipboard, run=run_path, rules=rules).run()
+
+
+def run_feed_path(value: str) -> Path:
+    """``--run``: a run's directory or feed file (one line and exit 2 when neither), or the newest run."""
+    from loadgen.run.live_feed import FEED_NAME, latest_feed, runs_dir
+
+    if value == "latest":
+        feed = latest_feed()
+        if feed is None:
+            raise fail(f"--run latest: no load run in {runs_dir()} (qdeck load run writes its live feed there, or "
+                       f"to --out DIR/{FEED_NAME})")
+        return feed
+    path = Path(value).expanduser()
+    feed = path / FEED_NAME if path.is_dir() else path
+    if not feed.is_file():
+        raise fail(f"--run {value!r}: no {FEED_NAME} there (qdeck load run --out DIR writes DIR/{FEED_NAME})"
+                   if path.is_dir() else f"--run {value!r}: no such run directory or feed file")
+    return feed

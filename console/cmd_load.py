@@ -26,6 +26,7 @@ from probes.redact import redact_text
 if TYPE_CHECKING:
     from loadgen.results.abort_rule import AbortRule
     from loadgen.results.slo import Slo
+    from loadgen.run.llm_load import LlmLoad
     from loadgen.run.spec import RunSpec
 
 MAX_AGENTS_WAIT_S = 24 * 3600.0
@@ -90,6 +91,12 @@ def run(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write summary.json, latency.hlog, "
                                                               "end_to_end.hgrm (and hlog/<stage>.hlog) here."),
     junit: Path | None = typer.Option(None, "--junit", help="Write the SLO verdicts as JUnit XML."),
+    input_tokens: str | None = typer.Option(None, "--input-tokens", help="LLM-shaped load: prompt tokens per "
+                                            "request, N | uniform:LOW,HIGH | normal:MEAN,SD (seeded)."),
+    output_tokens: str | None = typer.Option(None, "--output-tokens", help="LLM-shaped load: max_tokens per "
+                                             "request, N | uniform:LOW,HIGH | normal:MEAN,SD (seeded)."),
+    objective: list[str] = typer.Option([], "--objective", help="Per-request objective that goodput and "
+                                        "attainment count, e.g. 'ttft<500ms', 'tpot<50ms' (repeatable)."),
     abort_on: list[str] = typer.Option([], "--abort-on", help="Stop the run once an SLO has been breached this "
                                        "long, e.g. 'p99<250ms for 10s' (judged each second; exit 99; repeatable)."),
     csv_file: Path | None = typer.Option(None, "--csv", help="Write every interval's figures per stage as CSV rows "
@@ -111,6 +118,9 @@ def run(
 
     Latency is measured from each request's intended send time (coordinated-omission correct).
     With --agents N the run is spread over N agents (other machines), its histograms merged exactly.
+    Each interval is written as it closes to a live feed, --out/live.jsonl (without --out: in
+    $XDG_RUNTIME_DIR/qdeck/runs/RUN_ID/), which 'qdeck console --run DIR' follows.
+    Ctrl-C stops sending, waits for the replies in flight and writes the run's files (exit 130); twice: at once.
     Exit 0 when every SLO holds, 99 when one fails, 2 on usage or connection errors.
     """
     from loadgen.run.plan import PlanInput, build_plan, read_plan_file
@@ -146,6 +156,17 @@ def run(
         raise fail(str(exc)) from None
     if rules and agents is not None:
         raise fail("--abort-on is for a run on this machine (each agent judges only its own share)")
+    from loadgen.run.llm_load import llm_load
+
+    try:
+        llm = llm_load(input_tokens, output_tokens, list(objective), built.spec.seed)
+    except LoadgenError as exc:
+        raise fail(str(exc)) from None
+    if llm is not None and agents is not None:
+        raise fail("--input-tokens, --output-tokens and --objective are for a run on this machine (not --agents)")
+    for rule in rules:
+        if rule.slo.metric in ("attainment", "goodput", "output_tokens_per_s"):
+            raise fail(f"--abort-on {rule.text!r}: {rule.slo.metric} is a whole-run figure; use --slo")
     if csv_file is not None:
         if agents is not None:
             raise fail("--csv is for a run on this machine; with --agents, read the merged interval logs under --out")
@@ -163,7 +184,7 @@ def run(
             code = html_report(out, html, code)
         raise typer.Exit(code)
     code = execute(built.broker, built.spec, built.slos, out=out, junit=junit, json_out=json_out, quiet=quiet,
-                   csv_file=csv_file, abort_on=rules, broker_samples=broker_samples, html=html)
+                   csv_file=csv_file, abort_on=rules, broker_samples=broker_samples, html=html, llm=llm)
     raise typer.Exit(code)
 
 
@@ -195,21 +216,23 @@ def writable_file(path: Path, option: str) -> None:
 
 def execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | None, junit: Path | None,
             json_out: bool, quiet: bool, csv_file: Path | None = None,
-            abort_on: Sequence[AbortRule] = (), broker_samples: bool = True, html: Path | None = None) -> int:
+            abort_on: Sequence[AbortRule] = (), broker_samples: bool = True, html: Path | None = None,
+            llm: LlmLoad | None = None) -> int:
     """Run ``spec``, print the report, judge ``slos``; returns the exit code (also used by the demo). ``html``: also
     write the HTML report there (the run's files go to a temporary directory when there is no ``out``)."""
     if html is not None and out is None:
         with tempfile.TemporaryDirectory(prefix="qdeck-run-") as tmp:
             return _execute(broker, spec, slos, out=None, junit=junit, json_out=json_out, quiet=quiet,
                             csv_file=csv_file, abort_on=abort_on, broker_samples=broker_samples, html=html,
-                            files=Path(tmp))
+                            files=Path(tmp), llm=llm)
     return _execute(broker, spec, slos, out=out, junit=junit, json_out=json_out, quiet=quiet, csv_file=csv_file,
-                    abort_on=abort_on, broker_samples=broker_samples, html=html, files=out)
+                    abort_on=abort_on, broker_samples=broker_samples, html=html, files=out, llm=llm)
 
 
 def _execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | None, junit: Path | None,
              json_out: bool, quiet: bool, csv_file: Path | None, abort_on: Sequence[AbortRule],
-             broker_samples: bool, html: Path | None, files: Path | None) -> int:
+             broker_samples: bool, html: Path | None, files: Path | None, llm: LlmLoad | None = None) -> int:
+    from console.load_live import EXIT_INTERRUPTED, end_feed, fail_feed, open_feed, run_interruptible
     from console.load_view import Progress
     from console.output import stderr_console
     from console.safe_text import safe
@@ -221,39 +244,54 @@ def _execute(broker: str | None, spec: RunSpec, slos: list[Slo], *, out: Path | 
 
     target = resolve_broker(broker)
     err = stderr_console()
+    feed = open_feed(spec, target, slos, out)  # the live feed (qdeck console --run follows it)
+
     def started() -> None:  # once connected: a broker that cannot be reached is the one line on stderr
         if not quiet:
             err.print(safe(f"qdeck load: {spec.schedule.describe()} → {spec.queue} on {target.display}, run "
-                           f"{spec.run_id}" + (f", warm-up {spec.warmup_s:g} s" if spec.warmup_s else ""), None))
+                           f"{spec.run_id}" + (f", warm-up {spec.warmup_s:g} s" if spec.warmup_s else "")
+                           + (f", live feed {feed.path}" if feed is not None else ""), None), soft_wrap=True)
 
     progress = None if quiet else Progress(spec.warmup_s, err, timeout_s=spec.timeout_s)
     transport = open_transport(target, spec.queue, spec.run_id, confirm=spec.confirm,
                                persistent=spec.persistent)
     sampler = broker_sampler(target, spec.queue, spec.interval_s) if broker_samples else None
-    engine = Engine(transport, spec, progress=progress, started=started, abort_on=abort_on, sampler=sampler)
-    if files is not None:
-        files.mkdir(parents=True, exist_ok=True)
+    engine = Engine(transport, spec, progress=progress, started=started, abort_on=abort_on, sampler=sampler,
+                    live=feed, llm=llm)
+    if feed is not None and sampler is not None:
+        feed.broker_figures = sampler.figures_for
     try:
-        result = aio.run(engine.run(str(files) if files is not None else None, csv_path=csv_file))
-    except ProbeError as exc:
-        raise ProbeError(redact_text(str(exc), target.secrets)) from None
-    summary = build_summary(result.record(broker=target.display, broker_kind=target.kind))
-    code = report(summary, slos, out=out, junit=junit, json_out=json_out)
-    if html is not None and files is not None:
-        if out is None:  # the run's files in a temporary directory, for the report only
-            from loadgen.results.summary import stage_histogram, write_outputs
+        if files is not None:
+            files.mkdir(parents=True, exist_ok=True)
+        try:
+            result = aio.run(run_interruptible(engine, files, csv_file))
+        except ProbeError as exc:
+            message = redact_text(str(exc), target.secrets)
+            fail_feed(feed, exc, message)
+            raise ProbeError(message) from None
+        summary = build_summary(result.record(broker=target.display, broker_kind=target.kind))
+        code = report(summary, slos, out=out, junit=junit, json_out=json_out)
+        if html is not None and files is not None:
+            if out is None:  # the run's files in a temporary directory, for the report only
+                from loadgen.results.summary import stage_histogram, write_outputs
 
-            write_outputs(summary, stage_histogram(summary, "end_to_end"), files)
-        code = html_report(files, html, code)
-    if result.stopped_by_slo:
-        from loadgen.results.slo import EXIT_SLO_FAILED
+                write_outputs(summary, stage_histogram(summary, "end_to_end"), files)
+            code = html_report(files, html, code)
+        if result.interrupted:
+            code = EXIT_INTERRUPTED
+        elif result.stopped_by_slo:
+            from loadgen.results.slo import EXIT_SLO_FAILED
 
-        print_error(f"run stopped: {result.aborted}", target.secrets)
-        return EXIT_SLO_FAILED
-    if result.aborted:
-        print_error(f"run aborted: {result.aborted}", target.secrets)
-        return EXIT_USAGE
-    return code
+            print_error(f"run stopped: {result.aborted}", target.secrets)
+            code = EXIT_SLO_FAILED
+        elif result.aborted:
+            print_error(f"run aborted: {result.aborted}", target.secrets)
+            code = EXIT_USAGE
+        end_feed(feed, result, summary, code, out)
+        return code
+    except BaseException as exc:
+        fail_feed(feed, exc)  # a second Ctrl-C, or a bug (a feed already ended stays as it is)
+        raise
 
 
 def report(summary: dict[str, Any], slos: list[Slo], *, out: Path | None, junit: Path | None,
@@ -273,6 +311,10 @@ def report(summary: dict[str, Any], slos: list[Slo], *, out: Path | None, junit:
         print(json.dumps(summary, indent=2, ensure_ascii=True))
     else:
         print_summary(summary)
+        if summary.get("llm"):
+            from console.llm_view import print_llm
+
+            print_llm(summary)
         if verdicts:
             print_verdicts(verdicts)
         if out is not None:

@@ -29,7 +29,10 @@ def worker(
     queue: str = typer.Option(..., "--queue", "-q", help="Request queue (RabbitMQ queue, Redis stream, Kafka topic)."),
     model: str = typer.Option("echo", "--model", "-m",
                               help="echo | synthetic:base_ms=20,per_item_ms=0.5,jitter=exp,jitter_ms=2 | "
-                                   "minilm | pkg.module:function (a list of inputs to a list of outputs)."),
+                                   "llm-synthetic[:step_ms=10,per_seq_ms=0.1,prefill_ms=0.01,kv_tokens=1048576,"
+                                   "max_seqs=256,chunk=1,stall_ms=…,stall_after_s=…] (streams tokens, continuous "
+                                   "batching) | minilm | pkg.module:function (a list of inputs to a list of "
+                                   "outputs)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1, help="Largest batch handed to the model."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, callback=finite_at_most(60_000),
                                       help="Longest wait for a batch to fill once its first request is in."),

@@ -130,6 +130,11 @@ class Poller:
         return [b.target for b in self._brokers.values()]
 
     @property
+    def probes(self) -> dict[str, Probe]:
+        """The open probes by label (the same dict the loops use: a probe put here is the one polled next)."""
+        return self._probes
+
+    @property
     def running(self) -> bool:
         return self._failed is not None
 

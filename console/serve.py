@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,11 +53,13 @@ def child_specs() -> list[str | None] | None:
     return specs
 
 
-def child_command(interval: float, read_only: bool = False) -> str:
+def child_command(interval: float, read_only: bool = False, rules: Path | None = None) -> str:
     """The shell command textual-serve runs for every tab: this Python, ``qdeck console``, no broker on it (``exec``:
-    the tab's process is the console itself, not a shell waiting on it)."""
+    the tab's process is the console itself, not a shell waiting on it). ``rules``: the health rules file, by its
+    absolute path (the tabs start in the server's directory, but say it whole anyway)."""
     return "exec " + shlex.join([sys.executable, "-m", "console.cli", "console", "--interval", repr(interval),
-                                 *(["--read-only"] if read_only else [])])
+                                 *(["--read-only"] if read_only else []),
+                                 *(["--rules", str(rules.resolve())] if rules is not None else [])])
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -89,7 +92,8 @@ def page_url(host: str, sock: socket.socket) -> str:
     return f"http://{host}:{port}/"
 
 
-def serve_console(specs: list[str | None], interval: float, host: str, port: int, read_only: bool = False) -> None:
+def serve_console(specs: list[str | None], interval: float, host: str, port: int, read_only: bool = False,
+                  rules: Path | None = None) -> None:
     """Serve ``qdeck console`` (one process per browser tab) until Ctrl-C or SIGTERM."""
     try:
         import textual_serve.server  # noqa: F401 (the check only; _server imports what it needs)
@@ -99,7 +103,7 @@ def serve_console(specs: list[str | None], interval: float, host: str, port: int
     loopback = ip_address(sock.getsockname()[0]).is_loopback
     names = LOOPBACK_NAMES | {host.lower().strip("[]")} if loopback else None
     os.environ[SPECS_ENV] = json.dumps(specs)  # textual-serve hands its environment to every child
-    server = _server(child_command(interval, read_only), names)
+    server = _server(child_command(interval, read_only, rules), names)
     print(f"qdeck console: open {page_url(host, sock)} in a browser (one console per tab; Ctrl-C stops the server)",
           flush=True)
     server.run(sock)

@@ -57,6 +57,25 @@ class LagRow:
     partitions: tuple[PartitionLag, ...] = ()
 
 
+def _plain_queues(snap: BrokerSnapshot) -> list[QueueStats]:
+    """The queues whose backlog is their own (not a topic's or stream's: those lag per consumer group)."""
+    grouped = {g.source for g in snap.groups}
+    return [q for q in snap.queues if q.kind not in ("topic", "stream") and q.name not in grouped]
+
+
+def _queue_backlog(q: QueueStats) -> int:
+    return q.depth + q.in_flight
+
+
+def backlogs(snap: BrokerSnapshot) -> dict[tuple[str, str | None], int]:
+    """Every ``lag_rows`` row's backlog by (source, group), without the rates: what a trend over many snapshots
+    needs (``lag_rows`` on each of them cost seconds on 10,000 queues)."""
+    out: dict[tuple[str, str | None], int] = {(g.source, g.group): g.lag for g in snap.groups}
+    for q in _plain_queues(snap):
+        out[(q.name, None)] = _queue_backlog(q)
+    return out
+
+
 def lag_rows(curr: BrokerSnapshot, prev: BrokerSnapshot | None = None) -> list[LagRow]:
     """Consumer groups (Kafka, Redis streams) and queue backlogs (RabbitMQ queues, Redis lists)."""
     dt = curr.taken_at - prev.taken_at if prev is not None else 0.0
@@ -67,12 +86,9 @@ def lag_rows(curr: BrokerSnapshot, prev: BrokerSnapshot | None = None) -> list[L
                          _group_rates(g, before_groups.get((g.source, g.group)), dt, curr.kind),
                          pending=g.pending, state=g.state, oldest_pending_idle_ms=g.oldest_pending_idle_ms,
                          max_delivery_count=g.max_delivery_count, partitions=g.partitions))
-    grouped = {g.source for g in curr.groups}
     before_queues = {q.name: q for q in prev.queues} if prev else {}
-    for q in curr.queues:
-        if q.kind in ("topic", "stream") or q.name in grouped:
-            continue  # their lag is per consumer group, above
-        backlog = q.depth + q.in_flight
+    for q in _plain_queues(curr):
+        backlog = _queue_backlog(q)
         old = before_queues.get(q.name)
         rates: Rates = (None, None, None, None)  # one snapshot: no rate estimate
         consume: float | None

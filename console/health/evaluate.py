@@ -4,6 +4,8 @@ nothing there, and the trend rules give nothing until the window holds two snaps
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from console.health import broker_rules, group_rules, queue_rules, trend_rules
 from console.health.broker_rules import unreachable
 from console.health.context import Context
@@ -16,11 +18,19 @@ FAMILIES = (queue_rules.findings, group_rules.findings, trend_rules.findings, br
 
 def evaluate(rules: RuleSet, window: SnapshotWindow) -> list[Finding]:
     """Every rule × every subject it applies to in ``window``'s latest snapshot (nothing when it has none)."""
+    return [f for f in steps(rules, window) if f is not None]
+
+
+def steps(rules: RuleSet, window: SnapshotWindow) -> Iterator[Finding | None]:
+    """``evaluate`` one subject at a time (None: a subject with no finding), for a caller that shares its thread
+    between steps: the console judges a big broker on its event loop a slice at a time, since a judging thread
+    starves the loop of the GIL (every paint waits on it) however little it runs."""
     latest = window.latest
     if latest is None:
-        return []
+        return
     ctx = Context.of(rules, window, latest)
-    return [f for family in FAMILIES for f in family(ctx) if f is not None]
+    for family in FAMILIES:
+        yield from family(ctx)
 
 
-__all__ = ["evaluate", "unreachable"]
+__all__ = ["evaluate", "steps", "unreachable"]

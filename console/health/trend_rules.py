@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from console.health.context import Context, dead_letters, is_backlog
 from console.health.model import Finding
 from console.render import fmt_duration
-from probes.lag import lag_rows
+from probes.lag import backlogs
 
 
 def findings(ctx: Context) -> Iterator[Finding | None]:
@@ -28,8 +28,8 @@ def findings(ctx: Context) -> Iterator[Finding | None]:
     span = f"over {fmt_duration(ctx.window.covered_s)}"
     series: dict[tuple[str, str | None], list[int]] = {}
     for snap in snapshots:
-        for row in lag_rows(snap):
-            series.setdefault((row.source, row.group), []).append(row.backlog)
+        for key, backlog in backlogs(snap).items():
+            series.setdefault(key, []).append(backlog)
     for row in ctx.rows:
         points = series.get((row.source, row.group), [])
         if len(points) < 2 or not is_backlog(ctx, row):

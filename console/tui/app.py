@@ -1,5 +1,6 @@
-"""The console app: wiring only. One poller per broker (an exclusive worker, re-armed by a timer after each poll
-completes, backing off on failure); screens read the shared ``BrokerState``s. The top-level views are Textual
+"""The console app: wiring only. The brokers are polled by ``console.poller.Poller`` (the poll-and-backoff loop
+written once: ``queues --watch``, ``check --window`` and the exporter run on it too), in one worker; each result
+comes in as a message, and screens read the shared ``BrokerState``s. The top-level views are Textual
 modes (each keeps its own screen stack, filter, sort and cursor); screens ask for navigation with messages."""
 
 from __future__ import annotations
@@ -14,19 +15,35 @@ from typing import ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.timer import Timer
+from textual.worker import Worker
 
-from console.runner import backoff
+from console.health.rules_file import RuleSet, default_rules
+from console.health.window import SnapshotWindow
+from console.poller import Poller, PollResult
 from console.safe_text import safe
 from console.tui.brokers import BrokersScreen
 from console.tui.commands import ViewCommands
 from console.tui.deadletters import DeadLettersScreen
 from console.tui.detail import QueueDetailScreen
+from console.tui.health_panel import HealthPanelScreen
+from console.tui.health_state import judge_in_slices
 from console.tui.lag import LagScreen
-from console.tui.messages import DataChanged, OpenQueue, PollFailed, SetScope, SnapshotArrived
+from console.tui.loadrun import LoadRunScreen
+from console.tui.messages import (
+    DataChanged,
+    HealthJudged,
+    OpenQueue,
+    PollFailed,
+    RunAction,
+    RunRead,
+    SetScope,
+    SnapshotArrived,
+)
 from console.tui.overview import OverviewScreen
+from console.tui.run_dialog import RunDialog, RunRequest
+from console.tui.run_watch import Launched, RunWatch, launch
 from console.tui.state import BrokerState, short_labels
-from probes import BrokerTarget, Probe, ProbeError, open_probe
-from probes.redact import redact_text
+from probes import BrokerTarget, Probe, ProbeError, resolve_broker
 
 
 class QdeckApp(App[None]):
@@ -34,7 +51,7 @@ class QdeckApp(App[None]):
     TITLE = "qdeck"
     COMMANDS: ClassVar = App.COMMANDS | {ViewCommands}
     MODES: ClassVar = {"overview": OverviewScreen, "deadletters": DeadLettersScreen, "lag": LagScreen,
-                       "brokers": BrokersScreen}
+                       "brokers": BrokersScreen, "loadrun": LoadRunScreen, "health": HealthPanelScreen}
     DEFAULT_MODE: ClassVar[str] = "overview"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("colon", "command_palette", "jump", show=True),
@@ -43,36 +60,59 @@ class QdeckApp(App[None]):
         Binding("d", "dead_letters", "dead letters"),
         Binding("l", "lag", "lag"),
         Binding("b", "brokers", "brokers", show=False),
+        Binding("L", "load_run", "load run", show=False),
+        Binding("h", "health", "health", show=False),
         Binding("f", "freeze", "pause", show=False),
         Binding("ctrl+r", "refresh_now", "refresh", show=False),
         Binding("plus", "interval(2)", "slower", show=False),
         Binding("minus", "interval(0.5)", "faster", show=False),
     ]
     MIN_INTERVAL, MAX_INTERVAL = 0.5, 300.0
+    FOLLOW_S, FOLLOW_ENDED_S = 0.5, 2.0  # how often the followed run's feed is read: while it runs, once ended
 
     def __init__(self, targets: Sequence[BrokerTarget], *, interval: float = 2.0, timeout: float = 15.0,
                  probes: Mapping[str, Probe] | None = None, clock: Callable[[], float] = time.time,
-                 clipboard: bool = False) -> None:
+                 clipboard: bool = False, run: Path | None = None, rules: RuleSet | None = None) -> None:
         super().__init__()
         self.targets = {t.label: t for t in targets}
-        self.interval, self.timeout = interval, timeout
+        self.poller = Poller(targets, interval=interval, timeout=timeout, on_result=self._on_poll_result,
+                             probes=probes)
+        self._polling: Worker[None] | None = None
         short = short_labels(targets)
-        self.states = {label: BrokerState(label, t.kind, short[label]) for label, t in self.targets.items()}
-        self.probes: dict[str, Probe] = dict(probes or {})
+        self.rules = rules or default_rules()  # the health rules every broker is judged by (--rules FILE)
+        self.states = {label: BrokerState(label, t.kind, short[label], rules=self.rules)
+                       for label, t in self.targets.items()}
         self.polls = 0
         self.clock = clock  # the header's "polled Ns ago" (tests freeze it)
-        self.paused = False  # f: polls stop (the figures stay, marked paused); f again polls every broker at once
-        self._next: dict[str, Timer] = {}  # each broker's next poll
-        self._waiting: set[str] = set()  # brokers whose poll came back while paused: polled again on resume
         self.scope: str | None = None  # the one broker every view shows (the brokers view sets it); None: all
         self.osc52 = clipboard  # y copies through OSC 52 only when the user turned it on (--clipboard)
+        self.runs = RunWatch()  # the load run the load-run view follows (--run, L, or one started with n there)
+        self.run_path = run
+        self._run_timer: Timer | None = None
+
+    @property
+    def probes(self) -> dict[str, Probe]:
+        """The open probes by label (the poller's own)."""
+        return self.poller.probes
+
+    @property
+    def interval(self) -> float:
+        return self.poller.interval
+
+    @property
+    def timeout(self) -> float:
+        return self.poller.timeout
+
+    @property
+    def paused(self) -> bool:
+        """f: no poll starts (the figures stay, marked paused); f again polls every broker at once."""
+        return self.poller.paused
 
     def on_mount(self) -> None:
-        for label, target in self.targets.items():
-            if label not in self.probes:
-                self.probes[label] = open_probe(target)
-        for label in self.targets:
-            self.poll(label)
+        self._polling = self.run_worker(self.poller.run(), group="poller", description="poll the brokers")
+        if self.run_path is not None:  # --run: the run first (o, d, l, b are the other views)
+            self.open_run(self.run_path)
+            self.switch_mode("loadrun")
 
     def shown_states(self) -> Mapping[str, BrokerState]:
         """The brokers the views show: every one, or the one the brokers view scoped them to."""
@@ -87,11 +127,10 @@ class QdeckApp(App[None]):
             return label
         self.targets[label] = target
         short = short_labels(list(self.targets.values()))
-        self.states[label] = BrokerState(label, target.kind, short[label])
+        self.states[label] = BrokerState(label, target.kind, short[label], rules=self.rules)
         for other, st in self.states.items():
             st.short = short[other]
-        self.probes.setdefault(label, open_probe(target))
-        self.poll(label)
+        self.poller.add(target)  # polled at once
         return label
 
     def on_set_scope(self, message: SetScope) -> None:
@@ -104,41 +143,55 @@ class QdeckApp(App[None]):
         self.action_overview()
 
     async def on_unmount(self) -> None:
-        for probe in self.probes.values():
-            with contextlib.suppress(ProbeError, TimeoutError, OSError):
-                await asyncio.wait_for(probe.aclose(), 5)
+        if self.runs.running() and self.runs.launched is not None:
+            self.runs.launched.interrupt()  # a run the console started stops with it (it writes its files)
+        if self._polling is not None:
+            self._polling.cancel()
+            with contextlib.suppress(Exception):
+                await self._polling.wait()
+        await self.poller.aclose()  # the poller closes its probes when it stops; this covers a poller never run
 
     # -- polling -------------------------------------------------------------------------------------------------
 
     def poll(self, label: str) -> None:
-        self.run_worker(self._poll_once(label), group=f"poll:{label}", exclusive=True, exit_on_error=False,
+        """Poll ``label`` once more now, outside its loop's turn (after a poll in flight, never beside it)."""
+        self.run_worker(self._poll_now(label), group=f"poll:{label}", exit_on_error=False,
                         description=f"poll {label}")
 
-    async def _poll_once(self, label: str) -> None:
-        target = self.targets[label]
-        try:
-            snap = await asyncio.wait_for(self.probes[label].snapshot(), self.timeout)
-        except ProbeError as exc:
-            self.post_message(PollFailed(label, redact_text(str(exc), target.secrets)))
-        except TimeoutError:
-            self.post_message(PollFailed(label, f"no answer in {self.timeout:g} s"))
-        except Exception as exc:  # a probe bug must not kill the poller: show it and keep polling
-            self.post_message(PollFailed(label, redact_text(f"internal error: {type(exc).__name__}: {exc}",
-                                                            target.secrets)))
+    async def _poll_now(self, label: str) -> None:
+        self._on_poll_result(await self.poller.poll_once(label))
+
+    def _on_poll_result(self, result: PollResult) -> None:
+        if result.snapshot is not None:
+            self.post_message(SnapshotArrived(result.label, result.snapshot, result.arrived))
         else:
-            self.post_message(SnapshotArrived(label, snap, time.perf_counter()))
+            self.post_message(PollFailed(result.label, result.error or "no snapshot"))
 
     def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
         self.polls += 1
-        self.states[message.broker].record(message.snapshot)
-        self._again(message.broker, self.interval)
+        state = self.states[message.broker]
+        state.record(message.snapshot)  # a small broker is judged by the health rules here, at once
         self._changed(message.broker, message.arrived)
+        judged = state.judged
+        if not judged.inline and judged.due() and state.snapshot is not None:  # a big one: in slices, once the
+            judged.busy = True  # new figures are painted
+            window, label, rules = judged.window(state.snapshot), message.broker, state.rules
+            self.call_after_refresh(self.run_worker, self._judge(label, rules, window), group=f"health:{label}",
+                                    exit_on_error=False, description=f"health rules {label}")
+
+    async def _judge(self, label: str, rules: RuleSet, window: SnapshotWindow) -> None:
+        self.post_message(HealthJudged(label, *await judge_in_slices(rules, window)))
+
+    def on_health_judged(self, message: HealthJudged) -> None:
+        state = self.states.get(message.broker)
+        if state is not None:
+            state.judged.take(message.findings, message.levels, message.seconds)
+            self._changed(message.broker, time.perf_counter())
 
     def on_poll_failed(self, message: PollFailed) -> None:
         self.polls += 1
         state = self.states[message.broker]
         state.failed(message.error)
-        self._again(message.broker, backoff(self.interval, state.health.failures))
         self._changed(message.broker, time.perf_counter())
 
     def _changed(self, broker: str, arrived: float) -> None:
@@ -146,16 +199,6 @@ class QdeckApp(App[None]):
         left: the modes' stacks are gone) has no one to tell."""
         if self.screen_stack:
             self.screen.post_message(DataChanged(broker, arrived))
-
-    def _again(self, label: str, delay: float) -> None:
-        """Arm ``label``'s next poll (one timer a broker), or, while paused, remember to poll it on resume."""
-        old = self._next.pop(label, None)
-        if old is not None:
-            old.stop()
-        if self.paused:
-            self._waiting.add(label)
-        else:
-            self._next[label] = self.set_timer(delay, lambda: self.poll(label))
 
     # -- refresh control -----------------------------------------------------------------------------------------
 
@@ -167,28 +210,99 @@ class QdeckApp(App[None]):
         return polling
 
     def action_freeze(self) -> None:
-        self.paused = not self.paused
-        if not self.paused:
-            self.action_refresh_now()
+        self.poller.paused = not self.poller.paused  # resuming polls every broker at once
         self.notify("polling paused: the figures stay as they are (f resumes)" if self.paused else
                     "polling resumed")
         self._changed("", time.perf_counter())
 
     def action_refresh_now(self) -> None:
-        """Ctrl-R: poll every broker now (a poll in flight is replaced), and go on at the interval from there."""
-        if self.paused:
-            return
-        for label in self.targets:
-            timer = self._next.pop(label, None)
-            if timer is not None:
-                timer.stop()
-            self.poll(label)
-        self._waiting.clear()
+        """Ctrl-R: poll every broker now (one whose poll is in flight takes that one), and go on at the interval
+        from there; nothing while paused."""
+        self.poller.refresh_now()
 
     def action_interval(self, factor: float) -> None:
         """+ / -: poll half as often or twice as often, from 0.5 s to 5 min; the next polls take the new interval."""
-        self.interval = min(max(self.interval * factor, self.MIN_INTERVAL), self.MAX_INTERVAL)
+        self.poller.interval = min(max(self.interval * factor, self.MIN_INTERVAL), self.MAX_INTERVAL)
         self.notify(f"polling every {self.interval:g}s")
+        self._changed("", time.perf_counter())
+
+    # -- the load run ----------------------------------------------------------------------------------------------
+
+    def open_run(self, path: Path, launched: Launched | None = None) -> None:
+        """Follow the run at ``path`` (a directory or its feed) from its first line."""
+        self.runs.open(path, launched)
+        self._read_run()
+
+    def _read_run(self) -> None:
+        self.run_worker(self._read_run_once(), group="run-feed", exclusive=True, exit_on_error=False,
+                        description="read the run's feed")
+
+    async def _read_run_once(self) -> None:
+        tail = self.runs.tail
+        if tail is None:
+            return
+        lines = await asyncio.to_thread(tail.read)
+        self.post_message(RunRead(tail.path, lines, tail.restarted))
+
+    def on_run_read(self, message: RunRead) -> None:
+        if message.path != self.runs.path:  # a run opened since: its own reads follow
+            return
+        self.runs.take(message.lines, message.restarted)
+        if self._run_timer is not None:
+            self._run_timer.stop()
+        ended = self.runs.state() in ("ended", "failed", "gone") and not self.runs.running()
+        self._run_timer = self.set_timer(self.FOLLOW_ENDED_S if ended else self.FOLLOW_S, self._read_run)
+        if message.lines or message.restarted:
+            self._changed("", time.perf_counter())
+
+    def on_run_action(self, message: RunAction) -> None:
+        message.stop()
+        if message.what == "start":
+            target = self._run_broker()
+            self.push_screen(RunDialog(fallback_broker=target.display if target else ""), self._start_run)
+        elif message.what == "stop":
+            launched = self.runs.launched
+            if launched is not None and launched.interrupt():
+                self.notify("stopping the run: it sends nothing more, waits for its replies and writes its files"
+                            if launched.interrupts == 1 else "stopping the run at once (no summary)")
+        elif message.what == "latest":
+            self.open_latest_run()
+
+    def open_latest_run(self, *, quiet: bool = False) -> None:
+        """Follow this user's newest run (``loadgen.run.live_feed.latest_feed``)."""
+        from loadgen.run.live_feed import latest_feed
+
+        feed = latest_feed()
+        if feed is not None:
+            self.open_run(feed)
+            self._changed("", time.perf_counter())
+        elif not quiet:
+            self.notify("no load run found: n starts one from a plan file", severity="warning")
+
+    def _run_broker(self) -> BrokerTarget | None:
+        """What a plan without a broker runs against: the broker in scope, else the session's first."""
+        label = self.scope if self.scope in self.targets else next(iter(self.targets), None)
+        return self.targets[label] if label is not None else None
+
+    def _start_run(self, request: RunRequest | None) -> None:
+        if request is None:
+            return
+        if self.runs.running():
+            self.notify("a run started here is still running: S stops it first", severity="warning")
+            return
+        if request.broker is not None:  # the run's queue is shown beside it: poll the plan's broker too
+            try:
+                self.add_broker(resolve_broker(request.broker))
+            except ProbeError as exc:
+                self.notify(safe(f"the plan's broker: {exc}", 300), severity="error")
+                return
+        try:
+            launched = launch(request.plan, request.out, self._run_broker(), request.broker is not None)
+        except OSError as exc:
+            self.notify(safe(f"cannot start the run: {exc}", 300), severity="error")
+            return
+        self.open_run(request.out, launched)
+        self.notify(f"run started: {safe(str(request.out), 120)}")
         self._changed("", time.perf_counter())
 
     # -- navigation ----------------------------------------------------------------------------------------------
@@ -210,6 +324,15 @@ class QdeckApp(App[None]):
 
     def action_brokers(self) -> None:
         self._switch_to("brokers")
+
+    def action_health(self) -> None:
+        self._switch_to("health")
+
+    def action_load_run(self) -> None:
+        """L: the load-run view; with no run open yet, the newest run of this user."""
+        if self.runs.run is None:
+            self.open_latest_run(quiet=True)
+        self._switch_to("loadrun")
 
     def action_help(self) -> None:
         from console.tui.help import HelpScreen

@@ -17,6 +17,8 @@ VIEWS = [("overview", "every queue, topic and stream", "overview"),
          ("dead letters", "dead-letter queues and their messages", "dead_letters"),
          ("lag", "consumer-group lag and time to drain", "lag"),
          ("brokers (ctx)", "every broker and profile with its full error; Enter shows only that one", "brokers"),
+         ("health", "the health rules' findings per broker (what qdeck check judges)", "health"),
+         ("load run", "a load run's stages, SLOs and rate beside its request queue", "load_run"),
          ("help", "the keys", "help")]
 MAX_QUEUE_HITS = 50
 

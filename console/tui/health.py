@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from rich.text import Text
 from textual.widgets import Static
 
+from console.health.model import Level
 from console.render import totals_text
 from console.safe_text import safe
 from console.tui.state import BrokerState
@@ -39,6 +40,9 @@ def health_text(states: Mapping[str, BrokerState], now: float | None = None, sta
                 extra += ("" if narrow else f" · {totals_text(st.snapshot)}") + (" · partial" if st.snapshot.partial
                                                                                  else "")
             out.append(extra, style="green")
+            for f in st.broker_findings():  # about the broker itself (a resource alarm): h lists every finding
+                out.append(f" · {f.level} {safe(f.summary, 60)}", style="bold red" if f.level is Level.CRIT
+                           else "bold yellow")
         else:
             out.append(f"✖ {safe(label, 40)} DOWN ", style="bold red")
             out.append(f"last ok {age_text} · {safe(h.last_error or '', 90)}", style="red")

@@ -14,6 +14,8 @@ from textual.widgets import Static
 KEYS = [
     ("everywhere", ":", "command palette: jump to a view or a queue"),
     ("", "o / d / l / b", "overview / dead letters / lag / brokers (each keeps its filter, sort and cursor)"),
+    ("", "h", "health: the check rules' findings per broker, worst first (qdeck console --rules FILE)"),
+    ("", "L", "the load-run view: a load run beside its request queue (your newest run, or qdeck console --run)"),
     ("", "?", "this help"),
     ("", "Esc", "back (never quits)"),
     ("", "q", "back; on the overview, quit"),
@@ -24,6 +26,7 @@ KEYS = [
     ("lists", "/", "filter (substring, or a glob like embed.*); Esc clears"),
     ("", "s, r", "sort by the next column, reverse (or click a column title); ▼ biggest first"),
     ("overview", "!", "only dead-letter queues with messages → lagging → no consumers → all"),
+    ("health", "a, Enter", "the OK findings too (each rule's status); open the finding's queue"),
     ("brokers", "Enter", "show only this broker in every view (connects a profile); 'every broker' undoes it"),
     ("queue", "p", "peek messages (RabbitMQ asks first: its peek requeues them)"),
     ("", "P", "peek a quorum queue that has a delivery limit anyway"),
@@ -34,6 +37,9 @@ KEYS = [
     ("", "space, /, *", "mark a message (again: unmark); filter the page (id, reason, queue, body); mark all shown"),
     ("", "R M X E", "redrive / move / delete / export the marked messages, or the whole queue (X: purge); dry run "
                     "first; R M X need allow_write"),
+    ("load run", "n", "start qdeck load run from a plan file (TOML, as --plan); the view follows it"),
+    ("", "S", "stop the run started here (as Ctrl-C: it writes its files; again: at once)"),
+    ("", "L", "open your newest run"),
     ("message", "w", "save it (headers, deaths, whole body) as JSON; the notice says where"),
     ("", "y", "copy the body through OSC 52 (only with qdeck console --clipboard)"),
 ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from textual.message import Message
 
+from console.health.model import Finding, Level
 from probes.models import BrokerSnapshot, ConsumerInfo, PeekResult
 from probes.urls import BrokerTarget
 
@@ -63,3 +65,30 @@ class SetScope(Message):
     profile this session has not polled yet), or every broker (None)."""
 
     target: BrokerTarget | None
+
+
+@dataclass
+class RunAction(Message):
+    """The load-run view asks the app to ``start`` a run (the plan dialog), ``stop`` the one it started, or open
+    the ``latest`` one."""
+
+    what: str
+
+
+@dataclass
+class RunRead(Message):
+    """Lines read from the followed run's feed (``path``); ``restarted``: the file was replaced or cut first."""
+
+    path: Path
+    lines: list[bytes]
+    restarted: bool
+
+
+@dataclass
+class HealthJudged(Message):
+    """A big broker's health findings, judged off the UI thread (``console.tui.health_state``)."""
+
+    broker: str
+    findings: list[Finding]
+    levels: dict[str, Level]
+    seconds: float

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, overload
 
 from rich.text import Text
@@ -12,6 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Label, Sparkline, Static
 
+from console.health.model import Level
 from console.queue_filter import NUMERIC, Only, select_entries
 from console.render import fmt_rate, snapshot_notes, type_text
 from console.safe_text import safe
@@ -28,28 +29,31 @@ COLUMNS = [Column("broker", "broker", 0, max_width=28, cut_middle=True, priority
            Column("consumers", "consumers", 9, right=True, priority=2),
            Column("publish_rate", "in/s", 8, right=True, priority=8),
            Column("deliver_rate", "out/s", 8, right=True, priority=9),
-           Column("lag", "lag", 10, right=True, priority=3), Column("dlq", "dead letters", 0, max_width=30, priority=4)]
-SORTABLE = [c.key for c in COLUMNS]
+           Column("lag", "lag", 10, right=True, priority=3), Column("dlq", "dead letters", 0, max_width=30, priority=4),
+           Column("health", "health", 6)]  # the worst health finding about the row, WARN or worse (h lists them)
+SORTABLE = [c.key for c in COLUMNS if c.key != "health"]
 NOTES_SHOWN = 3  # snapshot notes under the table; the rest are counted
 QUICK: list[str | None] = [None, *Only]  # what ``!`` steps through (the CLI's ``queues --only``)
 QUICK_TEXT: dict[str | None, str] = {None: "every queue", Only.dead_letters: "dead-letter queues holding messages",
               Only.lagging: "queues with a backlog", Only.no_consumers: "queues with messages and no consumer"}
 
 
-def queue_row(broker: str, q: QueueStats) -> Row:
+def queue_row(broker: str, q: QueueStats, level: Level | None = None) -> Row:
     dlq = "DLQ" if q.is_dead_letter else (f"→ {safe(q.dead_letter_target, 40)}" if q.dead_letter_target else "")
     return (safe(broker, 60), safe(q.name, 120), safe(type_text(q), 12), f"{q.depth:,}", f"{q.in_flight:,}",
             f"{q.consumers:,}", fmt_rate(q.publish_rate), fmt_rate(q.deliver_rate),
-            f"{q.lag:,}" if q.lag is not None else "-", dlq)
+            f"{q.lag:,}" if q.lag is not None else "-", dlq, "" if level is None else str(level))
 
 
 class QueueRows(Sequence[Row]):
     """Rows formatted only when the table draws them (a screenful, not 10,000); ``shown``: each broker's cell
     (its label, marked while stale)."""
 
-    def __init__(self, entries: list[tuple[str, QueueStats]], shown: dict[str, str] | None = None) -> None:
+    def __init__(self, entries: list[tuple[str, QueueStats]], shown: dict[str, str] | None = None,
+                 levels: Mapping[str, Mapping[str, Level]] | None = None) -> None:
         self.entries = entries
         self.shown = shown or {}
+        self.levels = levels or {}  # broker label -> queue name -> its worst health finding (WARN or worse)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -61,11 +65,12 @@ class QueueRows(Sequence[Row]):
     def __getitem__(self, i: slice) -> list[Row]: ...
 
     def __getitem__(self, i: int | slice) -> Row | list[Row]:
-        shown = self.shown
+        shown, levels = self.shown, self.levels
         if isinstance(i, slice):
-            return [queue_row(shown.get(label, label), q) for label, q in self.entries[i]]
+            return [queue_row(shown.get(label, label), q, levels.get(label, {}).get(q.name))
+                    for label, q in self.entries[i]]
         label, q = self.entries[i]
-        return queue_row(shown.get(label, label), q)
+        return queue_row(shown.get(label, label), q, levels.get(label, {}).get(q.name))
 
 
 class EntryKeys(Sequence[tuple[str, str]]):
@@ -138,11 +143,20 @@ class OverviewScreen(FilteredScreen):
         shown = {label: st.shown_label(now) for label, st in states.items()}
         stale_brokers = {label for label, st in states.items() if st.stale_s(now) is not None}
         stale = {i for i, (label, _q) in enumerate(entries) if label in stale_brokers} if stale_brokers else set()
+        levels = {label: st.queue_levels for label, st in states.items()}
+        warned: set[int] = set()
+        if any(levels.values()):  # a health finding, WARN or worse: CRIT rows in red, the others in yellow
+            for i, (label, q) in enumerate(entries):
+                level = levels[label].get(q.name)
+                if level is Level.CRIT:
+                    alerts.add(i)
+                elif level is not None:
+                    warned.add(i)
         widest = {"broker": max((len(text) for text in shown.values()), default=0),
                   "name": max((len(q.name) for _l, q in entries), default=0),
                   "dlq": max((len(q.dead_letter_target or "") + 2 for _l, q in entries), default=3)}
         table = self.sorted_table()
-        table.set_rows(EntryKeys(entries), QueueRows(entries, shown), alerts, widest, stale)
+        table.set_rows(EntryKeys(entries), QueueRows(entries, shown, levels), alerts, widest, stale, warned)
         self._notes()
         self.last_update_ms = (time.perf_counter() - t0) * 1000
         self._spark(table.current_key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from console.tui.run_watch import RunWatch
 from console.tui.state import BrokerState
 from probes import BrokerTarget, Probe
 
@@ -18,6 +19,7 @@ class ConsoleApp(Protocol):
     clock: Callable[[], float]  # the header's "polled Ns ago" (tests freeze it)
     scope: str | None  # the one broker the views show (the brokers view sets it); None: every one
     osc52: bool  # whether copying through OSC 52 is on (--clipboard)
+    runs: RunWatch  # the load run the load-run view shows (its feed, the process when the console started it)
 
     def shown_states(self) -> Mapping[str, BrokerState]:
         """The brokers the views show: every one, or the one in scope."""

@@ -1,4 +1,5 @@
-"""What the console knows about each broker: health, the last two snapshots, and short per-queue histories.
+"""What the console knows about each broker: health, the last two snapshots, short per-queue histories, and the
+health rules' findings (``console.health``) over a window of its recent snapshots.
 
 Pure data, no Textual: the app updates it from poll results and every screen reads it.
 """
@@ -10,8 +11,12 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from console.health.evaluate import unreachable
+from console.health.model import Finding, Level
+from console.health.rules_file import RuleSet, default_rules
 from console.render import fmt_duration
 from console.runner import backoff as backoff  # the one poll backoff (CLI --watch and the console)
+from console.tui.health_state import BrokerHealth
 from probes.lag import LagRow, lag_rows, with_snapshot_rates
 from probes.models import BrokerSnapshot, QueueStats
 from probes.urls import BrokerTarget
@@ -71,10 +76,30 @@ class BrokerState:
     snapshot: BrokerSnapshot | None = None
     previous: BrokerSnapshot | None = None
     history: dict[str, QueueHistory] = field(default_factory=dict)
+    rules: RuleSet = field(default_factory=default_rules)  # the health rules (qdeck console --rules FILE)
+    judged: BrokerHealth = field(init=False)  # the rules' findings over its recent snapshots (health_state.py)
+
+    def __post_init__(self) -> None:
+        self.judged = BrokerHealth(self.rules)
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every health rule over its recent snapshots, OK ones included."""
+        return self.judged.findings
+
+    @property
+    def queue_levels(self) -> dict[str, Level]:
+        """Queue name -> its worst health finding, WARN or worse."""
+        return self.judged.levels
 
     def record(self, snap: BrokerSnapshot) -> None:
+        """A new snapshot; a small broker is judged by the health rules at once (a big one: the app does it off
+        the UI thread, ``judged.inline`` says which)."""
         snap = with_snapshot_rates(snap, self.snapshot)  # Kafka's and Redis's in/s and out/s: from two snapshots
         self.previous, self.snapshot = self.snapshot, snap
+        self.judged.keep(snap)
+        if self.judged.inline:
+            self.judged.judge_now(snap)
         h = self.health
         h.up, h.last_ok, h.last_error, h.failures, h.poll_s = True, snap.taken_at, None, 0, snap.duration_s
         history = self.history
@@ -91,6 +116,17 @@ class BrokerState:
     def failed(self, message: str) -> None:
         h = self.health
         h.up, h.last_error, h.failures = False, message, h.failures + 1
+
+    def health_findings(self) -> list[Finding]:
+        """The health panel's findings: while the broker's polls fail, its UNKNOWN ``unreachable`` first, then
+        those of its last good snapshot (stale, as its rows are)."""
+        if self.health.up is False:
+            return [unreachable(self.label, self.health.last_error or "no answer"), *self.findings]
+        return self.findings
+
+    def broker_findings(self) -> list[Finding]:
+        """Findings about the broker itself (a resource alarm), WARN or worse: the header's badge."""
+        return [f for f in self.findings if f.queue is None and f.level is not Level.OK]
 
     def stale_s(self, now: float | None = None) -> float | None:
         """While the broker's polls fail, how old the figures on screen are (they are its last good snapshot's);

@@ -41,6 +41,7 @@ Row = tuple[str, ...]
 HEADER = Style(bold=True, reverse=True)
 CURSOR = Style(reverse=True)
 ALERT = Style(color="red", bold=True)
+WARNED = Style(color="yellow")  # a health rule warns about the row (alerts, in red, are CRIT)
 STALE = Style(dim=True, italic=True)  # figures of a broker whose polls fail: its last good snapshot's
 
 
@@ -88,6 +89,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self.keys: Sequence[Any] = []
         self.alerts: set[int] = set()  # row indexes drawn in red (dead letters waiting, brokers down)
         self.stale: set[int] = set()  # row indexes drawn dim: their broker's polls fail, the figures are old
+        self.warned: set[int] = set()  # row indexes drawn yellow: a health rule warns about them
         self.chosen = False  # the user moved the cursor: from then on it follows its row; until then, the top row
         self.sort_column: str | None = None
         self.sort_descending = False  # the marker: ▼ biggest (or Z) first, ▲ smallest (or A) first
@@ -99,7 +101,8 @@ class VirtualTable(ScrollView, can_focus=True):
     # -- data ----------------------------------------------------------------------------------------------------
 
     def set_rows(self, keys: Sequence[Any], rows: Sequence[Row], alerts: set[int] | None = None,
-                 widest: dict[str, int] | None = None, stale: set[int] | None = None) -> None:
+                 widest: dict[str, int] | None = None, stale: set[int] | None = None,
+                 warned: set[int] | None = None) -> None:
         """Replace the rows; the cursor stays on the same key when it is still there, once the user has moved it
         (before that it stays on the first row, however the rows of several brokers arrive and sort).
 
@@ -108,6 +111,7 @@ class VirtualTable(ScrollView, can_focus=True):
         """
         current = self.keys[self.cursor] if self.chosen and 0 <= self.cursor < len(self.keys) else None
         self.keys, self.rows, self.alerts, self.stale = keys, rows, alerts or set(), stale or set()
+        self.warned = warned or set()
         for i, col in enumerate(self.columns):
             title = len(self.title(col))  # the sort marker included: a title is never cut
             if col.width == 0:
@@ -189,6 +193,8 @@ class VirtualTable(ScrollView, can_focus=True):
         style = self.rich_style
         if index in self.alerts:
             style = style + ALERT
+        elif index in self.warned:
+            style = style + WARNED
         if index in self.stale:
             style = style + STALE
         if index == self.cursor:

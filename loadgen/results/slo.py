@@ -6,6 +6,10 @@ Metrics:
 - ``errors``: failed requests (worker errors + timeouts); with ``%`` a share of the requests sent, else a count.
 - ``timeouts``: the same, timeouts only.
 - ``achieved_rate``: with ``%`` a share of the target rate, else requests per second.
+- streamed replies (LLM-shaped load, summary.json's ``llm`` section): the latency metrics ``ttft``,
+  ``ttft_uncorrected``, ``tpot``, ``itl`` and ``e2e`` (= ``end_to_end``) as stages (``ttft.p99<500ms``);
+  ``attainment`` (``attainment>=99%``: the share of requests sent that met every ``--objective``); ``goodput`` and
+  ``output_tokens_per_s`` (per second: ``goodput>=20/s``).
 Operators: ``<``, ``<=``, ``>``, ``>=``.
 """
 
@@ -23,15 +27,16 @@ from hdrh.histogram import HdrHistogram
 from loadgen.errors import SloError
 from loadgen.results.hdrh_compat import mean_and_stddev
 from loadgen.results.latency import at_least, fmt_ms
-from loadgen.results.stages import STAGES
+from loadgen.results.stages import LLM_ALIASES, LLM_LATENCY, STAGES
 from loadgen.results.summary import stage_histogram
 from loadgen.units import parse_duration
 
 EXIT_SLO_FAILED = 99
 OPERATORS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge, "<": operator.lt,
                                                    ">": operator.gt}
-_EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*([a-zµ%]*)\s*$")
-_LATENCY = re.compile(r"^(?:(?P<stage>[a-z_]+)\.)?(?P<stat>p(?P<pct>\d+(?:\.\d+)?)|mean|max|min)$")
+_EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*([a-zµ%/]*)\s*$")
+LLM_RATE_METRICS = ("goodput", "output_tokens_per_s")  # summary.json llm.<name>.value, per second
+_LATENCY = re.compile(r"^(?:(?P<stage>[a-z_][a-z0-9_]*)\.)?(?P<stat>p(?P<pct>\d+(?:\.\d+)?)|mean|max|min)$")
 
 
 
@@ -72,14 +77,22 @@ def parse_slo(text: str) -> Slo:
         if unit not in ("", "%"):
             raise SloError(f"SLO {text!r}: {name} takes a plain number or a percentage, not {unit!r}")
         return Slo(text.strip(), name, op, value / 100 if unit == "%" else value, percent=unit == "%")
+    if name == "attainment":
+        if unit != "%":
+            raise SloError(f"SLO {text!r}: attainment is a percentage (e.g. 'attainment>=99%')")
+        return Slo(text.strip(), name, op, value / 100, percent=True)
+    if name in LLM_RATE_METRICS:
+        if unit not in ("", "/s"):
+            raise SloError(f"SLO {text!r}: {name} is per second (e.g. '{name}>=20/s'), not {unit!r}")
+        return Slo(text.strip(), name, op, value)
     lm = _LATENCY.match(name)
     if not lm:
         raise SloError(f"SLO {text!r}: unknown metric {name!r} (use pNN, mean, max, min, errors, timeouts, "
                        "achieved_rate, or STAGE.pNN)")
     stage, stat = lm.group("stage"), lm.group("stat")
-    stage = stage or "end_to_end"
-    if stage not in STAGES:
-        raise SloError(f"SLO {text!r}: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    stage = LLM_ALIASES.get(stage, stage) if stage else "end_to_end"
+    if stage not in STAGES and stage not in LLM_LATENCY:
+        raise SloError(f"SLO {text!r}: unknown stage {stage!r} (stages: {', '.join(STAGES + LLM_LATENCY)})")
     if not unit or unit == "%":
         raise SloError(f"SLO {text!r}: a latency needs a unit (us, ms or s)")
     try:
@@ -121,7 +134,37 @@ def count_holds(slo: Slo, sent: int, errors: int, timeouts: int) -> tuple[bool, 
 
 
 def _latency_us(summary: dict[str, Any], slo: Slo) -> float | None:
-    return stat_us(stage_histogram(summary, slo.stage), slo.stat)
+    if slo.stage in STAGES or isinstance((summary.get("stages") or {}).get(slo.stage), dict):
+        return stat_us(stage_histogram(summary, slo.stage), slo.stat)  # (the live feed puts LLM metrics here too)
+    return stat_us(llm_histogram(summary, slo.stage), slo.stat)
+
+
+def llm_histogram(summary: dict[str, Any], metric: str) -> HdrHistogram:
+    """An LLM metric's histogram (µs) from summary.json's ``llm`` section; empty when the run streamed nothing."""
+    entry = (summary.get("llm") or {}).get(metric) or {}
+    encoded = entry.get("histogram") if isinstance(entry, dict) else None
+    if not encoded or not isinstance(encoded, str):
+        return HdrHistogram(1, 3_600_000_000, 3)
+    try:
+        return HdrHistogram.decode(encoded.encode())
+    except Exception:  # hdrh raises assorted errors for a corrupt payload
+        raise SloError(f"{metric}: corrupt histogram in the summary's llm section") from None
+
+
+def _judge_llm_figure(summary: dict[str, Any], slo: Slo) -> Verdict:
+    """``attainment``, ``goodput``, ``output_tokens_per_s``: figures of the summary's ``llm`` section."""
+    section = summary.get("llm")
+    if not isinstance(section, dict):
+        return Verdict(slo, False, "no data", "the run had no streamed replies")
+    entry = section.get(slo.metric) or {}
+    value = entry.get("value") if isinstance(entry, dict) else None
+    if value is None:
+        return Verdict(slo, False, "no objectives", "give --objective to judge goodput and attainment")
+    cmp = OPERATORS[slo.op]
+    if slo.metric == "attainment":
+        return Verdict(slo, cmp(float(value) / 100, slo.threshold),
+                       f"{float(value):.3g}% ({entry.get('met')} of {entry.get('judged')})")
+    return Verdict(slo, cmp(float(value), slo.threshold), f"{float(value):,.2f}/s")
 
 
 def judge(summary: dict[str, Any], slo: Slo) -> Verdict:
@@ -132,13 +175,15 @@ def judge(summary: dict[str, Any], slo: Slo) -> Verdict:
         us = _latency_us(summary, slo)
         if us is None:
             return Verdict(slo, False, "no data", f"stage {slo.stage} recorded nothing")
-        entry = summary["stages"].get(slo.stage, {})
+        entry = summary["stages"].get(slo.stage) or (summary.get("llm") or {}).get(slo.stage) or {}
         timeout_s = float(summary.get("timeout_s", 0.0))
         timeouts = int(entry.get("timeouts", 0))
         if at_least(us, timeout_s, timeouts):
             return Verdict(slo, cmp(us / 1e6, slo.threshold), fmt_ms(us, lower_bound=True, timeout_s=timeout_s),
                            f"lands on the {timeouts:,} timed-out requests")
         return Verdict(slo, cmp(us / 1e6, slo.threshold), fmt_ms(us, digits=3))
+    if slo.metric == "attainment" or slo.metric in LLM_RATE_METRICS:
+        return _judge_llm_figure(summary, slo)
     if slo.metric in ("errors", "timeouts"):
         held = count_holds(slo, sent, int(counts.get("errors", 0)), int(counts.get("timeouts", 0)))
         return Verdict(slo, False, "no requests sent") if held is None else Verdict(slo, *held)

@@ -23,7 +23,10 @@ never the engine. summary.json, schema_version 2::
                     samples [{t_s, depth, in_flight, consumers, lag, depth_max, n}], depth_mean, depth_samples,
                     error} or null,
     littles_law {mean_depth, arrival_rate, mean_queue_wait_ms, predicted_depth, ratio, ratio_stderr,
-                 depth_samples} or null
+                 depth_samples} or null,
+    llm {ttft, ttft_uncorrected, tpot, itl, e2e, input_tokens, output_tokens, output_tokens_per_s, requests_per_s,
+         goodput, attainment, ...} (streamed replies only: the key is absent from other runs; schema and formulas in
+         ``loadgen.results.llm_summary``)
 
 ``broker_samples``: the request queue as the broker saw it, from a connection of the sampler's own
 (``loadgen.run.broker_sampler``), read every ``sample_period_s`` (at a random instant of each period; Redis and
@@ -65,6 +68,7 @@ from loadgen.errors import ReportError
 from loadgen.results.hdrh_compat import mean_and_stddev
 from loadgen.results.latency import at_least
 from loadgen.results.littles_law import littles_law
+from loadgen.results.llm_summary import llm_section
 from loadgen.results.stages import CROSS_HOST_STAGES, STAGES, new_histogram
 
 SCHEMA_VERSION = 2
@@ -111,6 +115,7 @@ class RunRecord:
     gaps: list[dict[str, Any]] = field(default_factory=list)  # broker outages: from_s, to_s, unsent, reason
     reconnects: int = 0
     broker_samples: dict[str, Any] | None = None  # the request queue sampled at the broker (None: not sampled)
+    llm: dict[str, Any] | None = None  # streamed replies' figures (Recorder.llm_record()); None: not an LLM run
 
 
 def stage_figures(hist: HdrHistogram) -> dict[str, Any]:
@@ -216,7 +221,7 @@ def build_summary(rec: RunRecord) -> dict[str, Any]:
         notes.append("clock skew: " + ", ".join(f"{n:,} {s}" for s, n in skewed.items()) + " values were more than "
                      "1 ms negative and were clamped to 0: the worker's clock differs from this host's (cross-host "
                      "stages are approximate)")
-    return {
+    summary = {
         "schema_version": SCHEMA_VERSION,
         "qdeck_version": rec.qdeck_version or _version(),
         "run_id": facts["run_id"],
@@ -252,6 +257,14 @@ def build_summary(rec: RunRecord) -> dict[str, Any]:
         "broker_samples": rec.broker_samples,
         "littles_law": law,
     }
+    if rec.llm is not None:
+        summary["llm"] = llm_section(rec.llm, stage_entries=stages, entry=stage_entry,
+                                     timeouts_by_stage=rec.timeouts_by_stage, out_of_range=rec.out_of_range,
+                                     clamped=rec.clamped, timeout_s=timeout_s, measured_s=measured, sent=counts["sent"])
+        if rec.llm.get("streams_cut"):
+            notes.append(f"{rec.llm['streams_cut']:,} streamed replies were cut by the timeout after their first "
+                         f"chunk ({rec.llm.get('cut_tokens', 0):,} tokens received): they are timeouts")
+    return summary
 
 
 def write_outputs(summary: dict[str, Any], end_to_end: HdrHistogram, out_dir: Path) -> list[Path]:

@@ -30,18 +30,21 @@ from typing import TYPE_CHECKING, Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen.aio import quiet_gc
-from loadgen.envelope import Malformed, RequestTemplate, decode_reply
+from loadgen.envelope import Chunk, Malformed, RequestTemplate, decode_reply
 from loadgen.results.abort_rule import AbortRule, AbortWatch
 from loadgen.results.summary import BEHIND_LAG_US, RunRecord
 from loadgen.run.precise_wait import precise_wait
 from loadgen.run.recorder import IntervalStats, Recorder
 from loadgen.run.schedules import NS, ClosedLoop, Due, Schedule, with_warmup
 from loadgen.run.spec import COALESCE_S, MAX_COALESCE_S, RunSpec, new_run_id, payload_text
+from loadgen.run.streams import Stream, on_chunk
 from loadgen.transports.base import Transport
 from probes.errors import ConnectionLost, ProbeError
 
 if TYPE_CHECKING:
     from loadgen.run.broker_sampler import BrokerSampler
+    from loadgen.run.live_feed import LiveFeed
+    from loadgen.run.llm_load import LlmLoad
 
 __all__ = ["COALESCE_S", "MAX_COALESCE_S", "Engine", "RunResult", "RunSpec", "new_run_id", "payload_text"]
 
@@ -75,6 +78,7 @@ class RunResult:
     malformed_replies: int = 0
     aborted: str | None = None
     stopped_by_slo: bool = False  # aborted by an --abort-on rule (exit 99), not by the broker (exit 2)
+    interrupted: bool = False  # stopped by ``Engine.interrupt`` (Ctrl-C: exit 130), its files written all the same
     behind_intervals: int = 0
     in_flight: int = 0  # requests awaiting a reply at the last interval
     gaps: list[Gap] = field(default_factory=list)
@@ -128,7 +132,7 @@ class RunResult:
                          planned_s=self.spec.duration_s if self.aborted is not None else None,
                          gaps=[gap.as_dict() for gap in self.gaps], reconnects=self.reconnects,
                          service_by_batch={size: tuple(sums) for size, sums in rec.service_by_batch.items()},
-                         broker_samples=self.broker_samples)
+                         broker_samples=self.broker_samples, llm=rec.llm_record())
 
 
 @dataclass(slots=True)
@@ -137,6 +141,8 @@ class _Pending:
     sent_ns: int  # monotonic
     warmup: bool
     waiter: asyncio.Future[None] | None = None
+    input_tokens: int = 0  # LLM-shaped load: the prompt length the request carried
+    stream: Stream | None = None  # a streamed reply in progress (loadgen.run.streams)
 
 
 class _SeqBits:
@@ -165,14 +171,20 @@ ProgressFn = Callable[[IntervalStats, RunResult], None]
 class Engine:
     def __init__(self, transport: Transport, spec: RunSpec, *, progress: ProgressFn | None = None,
                  started: Callable[[], None] | None = None, abort_on: Sequence[AbortRule] = (),
-                 sampler: BrokerSampler | None = None) -> None:
+                 sampler: BrokerSampler | None = None, live: LiveFeed | None = None,
+                 llm: LlmLoad | None = None) -> None:
         self.transport, self.spec, self.progress, self.started = transport, spec, progress, started
         self.sampler = sampler  # samples the request queue at the broker on the interval ticks (broker_sampler.py)
+        self.live = live  # the run's live feed: one line per interval (live_feed.py)
         self.recorder = Recorder()
+        self.llm = llm  # LLM-shaped load: token lengths per request, objectives (loadgen.run.llm_load)
+        if llm is not None:
+            self.recorder.llm_configure(llm.objectives, llm.facts())
         self._watch = AbortWatch(abort_on) if abort_on else None
         self._stop: str | None = None  # why an --abort-on rule stopped the run
-        if self._watch is not None:
-            self.recorder.on_interval = self._judge_interval
+        self._interrupted = False  # the stop came from ``interrupt`` (Ctrl-C), not from an --abort-on rule
+        if self._watch is not None or live is not None:
+            self.recorder.on_interval = self._on_interval
         self.pending: dict[int, _Pending] = {}
         self.timed_out = _SeqBits()
         self._seq = 0
@@ -182,11 +194,13 @@ class Engine:
         self._timeout_ns = int(spec.timeout_s * NS)
         self.result: RunResult | None = None
 
-    def _judge_interval(self, stats: IntervalStats, histograms: Mapping[str, HdrHistogram]) -> None:
-        assert self._watch is not None
-        if self._stop is None:
+    def _on_interval(self, stats: IntervalStats, histograms: Mapping[str, HdrHistogram]) -> None:
+        """The interval's own histograms, before the recorder resets them: the --abort-on rules, the live feed."""
+        if self._watch is not None and self._stop is None:
             self._stop = self._watch.check(stats.start_s, stats.end_s, histograms, stats.sent, stats.errors,
                                            stats.timeouts)
+        if self.live is not None:
+            self.live.capture(stats, histograms)
 
     def stop(self, reason: str) -> None:
         """End the run early, as a breached ``--abort-on`` rule does: nothing more is sent (the rest of the schedule
@@ -194,11 +208,18 @@ class Engine:
         if self._stop is None:
             self._stop = reason
 
+    def interrupt(self, reason: str = "interrupted (Ctrl-C)") -> None:
+        """Stop as ``stop`` does, for the user (Ctrl-C, SIGINT): the run says ``interrupted``, not an SLO breach."""
+        if self._stop is None:
+            self._stop, self._interrupted = reason, True
+
     def _stopped(self, result: RunResult) -> bool:
-        """An --abort-on rule has been breached long enough: the run ends (what it did not send is unsent)."""
+        """An --abort-on rule has been breached long enough, or the user interrupted the run: it ends (what it did
+        not send is unsent)."""
         if self._stop is None:
             return False
-        result.aborted, result.stopped_by_slo = self._stop, True
+        result.aborted = self._stop
+        result.stopped_by_slo, result.interrupted = not self._interrupted, self._interrupted
         return True
 
     def wall(self, mono_ns: int) -> int:
@@ -357,8 +378,13 @@ class Engine:
                 payload = spec.payload if spec.payload is not None else payload_text(size)
                 template = templates[size] = RequestTemplate(spec.run_id, self.transport.reply_to, spec.workload,
                                                              payload)
-            bodies.append(template.encode(self._seq, wall0 + offset, sent_wall))
-            pending[self._seq] = _Pending(mono0 + offset, now, warmup)
+            if self.llm is None:
+                bodies.append(template.encode(self._seq, wall0 + offset, sent_wall))
+                pending[self._seq] = _Pending(mono0 + offset, now, warmup)
+            else:
+                n_in, n_out = self.llm.next_lengths()
+                bodies.append(template.encode_llm(self._seq, wall0 + offset, sent_wall, n_in, n_out))
+                pending[self._seq] = _Pending(mono0 + offset, now, warmup, input_tokens=n_in)
         try:
             await self.transport.send(bodies)
         except ProbeError as exc:
@@ -456,6 +482,9 @@ class Engine:
         if isinstance(rep, Malformed):
             result.malformed_replies += 1
             return
+        if isinstance(rep, Chunk):  # a streamed reply's chunk (envelope version 2)
+            on_chunk(self, rep, received_ns)
+            return
         if rep.run != self.spec.run_id:
             result.foreign += 1
             return
@@ -501,6 +530,9 @@ class Engine:
                 continue
             if reason is None:
                 self.recorder.record_timeout(entry.intended_ns, entry.sent_ns, self._timeout_ns)
+                if entry.stream is not None or self.recorder.llm_active:
+                    self.recorder.record_stream_timeout(entry.intended_ns, entry.sent_ns, self._timeout_ns,
+                                                        entry.stream)
             else:
                 self.recorder.record_error(reason)
 
@@ -534,3 +566,5 @@ class Engine:
             result.behind_intervals += 1
         if self.progress is not None:
             self.progress(stats, result)
+        if self.live is not None:
+            self.live.interval(stats, result)

@@ -10,6 +10,13 @@ A request that timed out enters ``end_to_end`` and ``end_to_end_uncorrected`` at
 and k6 count a timed-out request), so a percentile that lands on timeouts shows at least the timeout instead of
 vanishing from the figures; ``timeouts_by_stage`` says how many of each stage's values are such lower bounds.
 
+Streamed replies (LLM-shaped load) add the metrics registered in ``stages.LLM_METRICS``: ``ttft`` and
+``ttft_uncorrected`` on a stream's first chunk, ``itl`` on every chunk after it, ``tpot``, ``input_tokens`` and
+``output_tokens`` when the stream completes (its end-to-end stages as any reply's). A request with no chunk by the
+timeout enters ``ttft`` and ``ttft_uncorrected`` at no less than the timeout, as ``end_to_end`` does. Their
+interval logs are opened once the first chunk has come (``hlog/<metric>.hlog``); token metrics hold token counts.
+Each completed stream is judged against the run's per-request objectives (``met``: what goodput and attainment count).
+
 ``service_by_batch`` keeps, per batch size, the count, sum and sum of squares of the service time (integer µs) of
 the replies: the joint record ``qdeck load plan`` fits service time against batch size from, in constant memory.
 """
@@ -20,7 +27,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
@@ -28,8 +35,22 @@ from hdrh.log import HistogramLogWriter
 from loadgen.envelope import Stamps
 from loadgen.results import hdrh_compat
 from loadgen.results.interval_csv import IntervalCsv
-from loadgen.results.stages import REPLY_STAGES, STAGES, TIMEOUT_STAGES, log_path, new_histogram, open_log
+from loadgen.results.objectives import Objectives
+from loadgen.results.stages import (
+    LLM_HISTOGRAMS,
+    REPLY_STAGES,
+    STAGES,
+    TIMEOUT_STAGES,
+    log_path,
+    new_histogram,
+    open_log,
+)
 
+if TYPE_CHECKING:
+    from loadgen.run.streams import Stream
+
+TTFT_STAGES = ("ttft", "ttft_uncorrected")
+ALL = STAGES + LLM_HISTOGRAMS
 BrokerFigures = Callable[[float, float], tuple[int | None, int | None]]  # an interval's (depth, consumers)
 SKEW_TOLERANCE_US = 1000  # a negative cross-host stage beyond this is clock skew; within it, measurement noise
 
@@ -75,8 +96,9 @@ class IntervalStats:
 
 @dataclass
 class Recorder:
-    interval: dict[str, HdrHistogram] = field(default_factory=lambda: {s: new_histogram() for s in STAGES})
-    total: dict[str, HdrHistogram] = field(default_factory=lambda: {s: new_histogram() for s in STAGES})
+    # the stages' histograms, and those of the LLM metrics (stages.LLM_HISTOGRAMS) beside them
+    interval: dict[str, HdrHistogram] = field(default_factory=lambda: {s: new_histogram() for s in ALL})
+    total: dict[str, HdrHistogram] = field(default_factory=lambda: {s: new_histogram() for s in ALL})
     out_of_range: Counter[str] = field(default_factory=Counter)
     clamped: Counter[str] = field(default_factory=Counter)
     skewed: Counter[str] = field(default_factory=Counter)  # clamped values below -SKEW_TOLERANCE_US
@@ -103,12 +125,30 @@ class Recorder:
     _reply_sinks: tuple[FastSink, ...] = ()
     _timeout_sinks: tuple[FastSink, ...] = ()
     _layout: hdrh_compat.Layout = (0, 0, 0, 0, 0)
+    # LLM-shaped load (streamed replies)
+    llm_active: bool = False  # a chunk has come, or the run was asked to be LLM-shaped
+    llm_facts: dict[str, Any] | None = None  # the run's lengths and objectives (LlmLoad.facts())
+    objectives: Objectives = field(default_factory=Objectives)
+    output_tokens: int = 0  # every measured chunk's tokens, cut streams included
+    streams: int = 0  # streams completed
+    streams_cut: int = 0  # streams cut by the timeout after their first chunk
+    cut_tokens: int = 0
+    met: int = 0  # completed streams that met every objective
+    _log_dir: tuple[Path, float] | None = None
+    _ttft_sinks: tuple[FastSink, ...] = ()
+    _itl_sink: tuple[FastSink, ...] = ()
+    _tpot_sink: tuple[FastSink, ...] = ()
+    _done_sinks: tuple[FastSink, ...] = ()
 
     def __post_init__(self) -> None:
         h = self.interval["end_to_end"]  # every stage's histogram has the same layout
         self.fast = all(hdrh_compat.fast_path_ok(hist) for hist in self.interval.values())
         if self.fast:
             self._sinks = {stage: FastSink(hist, stage) for stage, hist in self.interval.items()}
+            self._ttft_sinks = tuple(self._sinks[m] for m in TTFT_STAGES)
+            self._itl_sink = (self._sinks["itl"],)
+            self._tpot_sink = (self._sinks["tpot"],)
+            self._done_sinks = tuple(self._sinks[m] for m in ("input_tokens", "output_tokens"))
             self._layout = hdrh_compat.layout(h)
             self._lag_sink = (self._sinks["schedule_lag"],)
             self._reply_sinks = tuple(self._sinks[s] for s in REPLY_STAGES)
@@ -194,6 +234,64 @@ class Recorder:
         for stage in TIMEOUT_STAGES:
             self.timeouts_by_stage[stage] += 1
 
+    # -- streamed replies (LLM-shaped load) ------------------------------------------------------------------
+
+    def llm_configure(self, objectives: Objectives, facts: dict[str, Any]) -> None:
+        """The run is LLM-shaped: judge completed streams by ``objectives``; ``facts`` go into the summary."""
+        self.objectives, self.llm_facts, self.llm_active = objectives, facts, True
+
+    def record_chunk(self, intended_ns: int, sent_ns: int, received_ns: int, tokens: int, gap_ns: int | None) -> None:
+        """A measured chunk arrived: the first of its stream (``gap_ns`` None) gives TTFT, the others a gap."""
+        self.llm_active = True
+        self.output_tokens += tokens
+        if gap_ns is None:
+            self._record(self._ttft_sinks, TTFT_STAGES, (received_ns - intended_ns, received_ns - sent_ns))
+        else:
+            self._record(self._itl_sink, ("itl",), (gap_ns,))
+
+    def record_stream(self, intended_ns: int, sent_ns: int, first_ns: int, received_ns: int, max_gap_ns: int,
+                      stamps: Stamps, batch_size: int, device: str, wall_offset_ns: int, worker: str,
+                      input_tokens: int, output_tokens: int) -> None:
+        """A stream completed at ``received_ns`` (its last chunk): its end-to-end stages as a reply's (the final
+        chunk's stamps), its TPOT and token counts, and whether it met the objectives."""
+        self.record_reply(intended_ns, sent_ns, received_ns, stamps, batch_size, device, wall_offset_ns, worker)
+        self.streams += 1
+        tpot_ns = (received_ns - first_ns) // (output_tokens - 1) if output_tokens > 1 else None
+        if tpot_ns is not None:
+            self._record(self._tpot_sink, ("tpot",), (tpot_ns,))
+        # token counts are recorded as "ns" ×1000 so that _record's µs conversion gives the count itself; a request
+        # that gave no prompt length (0: the worker's default) has no input_tokens value
+        if input_tokens > 0:
+            self._record(self._done_sinks, ("input_tokens", "output_tokens"),
+                         (input_tokens * 1000, output_tokens * 1000))
+        else:
+            self._record(self._done_sinks[1:], ("output_tokens",), (output_tokens * 1000,))
+        if self.objectives.met((first_ns - intended_ns) // 1000, None if tpot_ns is None else tpot_ns // 1000,
+                               max_gap_ns // 1000 if output_tokens > 1 else None,
+                               (received_ns - intended_ns) // 1000):
+            self.met += 1
+
+    def record_stream_timeout(self, intended_ns: int, sent_ns: int, timeout_ns: int, stream: Stream | None) -> None:
+        """A streamed request timed out (``record_timeout`` counted it): with no chunk it enters TTFT at no less
+        than the timeout; a stream cut after its first chunk keeps its TTFT and gaps, its tokens counted apart."""
+        if stream is None or not stream.count:
+            waited = sent_ns + timeout_ns
+            self._record(self._ttft_sinks, TTFT_STAGES, (waited - intended_ns, timeout_ns))
+            for metric in TTFT_STAGES:
+                self.timeouts_by_stage[metric] += 1
+        else:
+            self.streams_cut += 1
+            self.cut_tokens += stream.tokens
+
+    def llm_record(self) -> dict[str, Any] | None:
+        """The LLM figures as plain data for the summary (None: no stream came and none was asked for)."""
+        if not self.llm_active:
+            return None
+        return {"histograms": {m: self.total[m] for m in LLM_HISTOGRAMS}, "facts": self.llm_facts or {},
+                "output_tokens": self.output_tokens,
+                "streams": self.streams, "streams_cut": self.streams_cut, "cut_tokens": self.cut_tokens,
+                "met": self.met, "objectives": self.objectives.texts}
+
     def record_error(self, kind: str) -> None:
         self.errors[kind] += 1
 
@@ -215,6 +313,7 @@ class Recorder:
         """One interval log per stage: ``latency.hlog`` is end_to_end; the others are ``hlog/<stage>.hlog``."""
         for stage in STAGES:
             self._writers[stage] = open_log(log_path(directory, stage), stage, start_epoch_s)
+        self._log_dir = (directory, start_epoch_s)  # the LLM metrics' logs are opened once a chunk has come
 
     def open_csv(self, path: Path, broker_figures: BrokerFigures | None = None) -> None:
         """Per-interval figures of every stage as CSV rows (``loadgen.results.interval_csv``); ``broker_figures``:
@@ -243,6 +342,8 @@ class Recorder:
             self._csv.write(stats, self.interval)
         if self.on_interval is not None:
             self.on_interval(stats, self.interval)
+        if self.llm_active:
+            self._roll_llm(start_s, end_s)
         for stage in STAGES:
             hist = self.interval[stage]
             if stage in self._writers:
@@ -252,6 +353,18 @@ class Recorder:
             hdrh_compat.reset(hist)
         self.intervals.append(stats)
         return stats
+
+    def _roll_llm(self, start_s: float, end_s: float) -> None:
+        if self._log_dir is not None and "ttft" not in self._writers:
+            for metric in LLM_HISTOGRAMS:
+                self._writers[metric] = open_log(log_path(self._log_dir[0], metric), metric, self._log_dir[1])
+        for metric in LLM_HISTOGRAMS:
+            hist = self.interval[metric]
+            if metric in self._writers:
+                self._writers[metric][0].output_interval_histogram(hist, start_s, end_s, max_value_unit_ratio=1000.0)
+            if hist.get_total_count():
+                self.total[metric].add(hist)
+            hdrh_compat.reset(hist)
 
     def close_logs(self) -> None:
         for _writer, fh in self._writers.values():

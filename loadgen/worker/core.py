@@ -8,6 +8,9 @@ dead-letter destination. A reply the broker refuses becomes a dead letter (the s
 a request is acknowledged only once its reply or dead letter is durable. On stop (SIGTERM) the batches in hand are
 finished, replied to and acknowledged; messages received but not yet batched are released to the broker.
 
+A model that streams (``streaming = True``: ``llm-synthetic``) is served by ``loadgen.worker.stream_serve``
+instead: continuous batching, its chunks published as they are made.
+
 No task's failure goes unobserved: a batch whose handling fails unexpectedly is counted (``task_failures``) and
 logged in one line, its requests are left unacknowledged (the broker delivers them again), and serving goes on.
 """
@@ -20,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from loadgen.envelope import Malformed, Reply, Request, Stamps, decode_request, encode_reply
 from loadgen.worker.metrics import MetricsReporter
@@ -103,6 +106,9 @@ class Worker:
         await self._on_model_thread(self.model.warmup)
 
     async def run(self, stop: asyncio.Event) -> None:
+        if getattr(self.model, "streaming", False):
+            await self._serve_streams(stop)
+            return
         slots = asyncio.Semaphore(self.config.concurrency)
         ticker = asyncio.create_task(self._tick(stop))
         try:
@@ -142,6 +148,14 @@ class Worker:
             if self._ahead is not None:
                 self._ahead.cancel()
                 self._ahead.add_done_callback(_retrieve)  # a fetch that failed as the worker stopped: said above
+            self._executor.shutdown(wait=True)
+
+    async def _serve_streams(self, stop: asyncio.Event) -> None:
+        from loadgen.worker.stream_serve import StreamingModel, StreamServer
+
+        try:
+            await StreamServer(self, cast(StreamingModel, self.model)).run(stop)
+        finally:
             self._executor.shutdown(wait=True)
 
     async def _recover(self, exc: ProbeError, stop: asyncio.Event) -> None:

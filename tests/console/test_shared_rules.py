@@ -147,10 +147,11 @@ async def test_drain_trend_and_feeders_agree(side_by_side: tuple[object, FakeBro
     assert dlq_json["orders.dead"] == [] and dlq_json["orders.dlq"] == ["orders"]
 
 
-def test_one_backoff_for_watch_and_console() -> None:
-    from console import cmd_queues
+def test_one_poll_loop_and_backoff_for_watch_exporter_and_console() -> None:
+    from console import cmd_exporter, cmd_queues, poller, runner
     from console.tui import app as tui_app
 
-    assert cmd_queues.backoff is tui_app.backoff
-    assert [cmd_queues.backoff(2.0, n) for n in range(7)] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
-    assert cmd_queues.backoff(90.0, 3) == 90.0  # never shorter than the interval itself
+    assert cmd_queues.Poller is tui_app.Poller is cmd_exporter.Poller is poller.Poller
+    assert poller.backoff is runner.backoff
+    assert [runner.backoff(2.0, n) for n in range(7)] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert runner.backoff(90.0, 3) == 90.0  # never shorter than the interval itself

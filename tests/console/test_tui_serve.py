@@ -302,3 +302,14 @@ def test_a_subprocess_says_the_same(busy_port: int, monkeypatch: pytest.MonkeyPa
     here = run_in_process(args, monkeypatch, capfd)
     assert (real.code, real.out, real.err) == (here.code, here.out, here.err) == (
         2, "", f"qdeck: cannot listen on 127.0.0.1 port {busy_port}: Address already in use\n")
+
+
+def test_served_tabs_judge_health_by_the_rules_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--serve --rules FILE``: every tab's console gets the file, by its absolute path (it was refused before)."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules.toml").write_text("[defaults]\nlag = { warn = 5 }\n")
+    argv = shlex.split(serve.child_command(2.0, True, Path("rules.toml")).removeprefix("exec "))
+    assert argv[-3:] == ["--read-only", "--rules", str(tmp_path / "rules.toml")], argv
+    assert "--rules" not in serve.child_command(2.0)

@@ -78,3 +78,26 @@ def test_interval_figures_never_walk_every_count(tmp_path, monkeypatch) -> None:
     csv.close()
     assert stat_us(hists["end_to_end"], "mean") is not None
     assert stage_figures(hists["service"])["mean_ms"] > 0
+
+
+def test_percentiles_are_hdrhs_own_values() -> None:
+    """``percentiles`` gives what ``get_percentile_to_value_dict`` gives (which walks the counts from index 0 in
+    Python: the live feed paid that on the run's event loop every interval), recorded or decoded, narrow or wide,
+    p0 and p100 included."""
+    import random
+
+    from hdrh.histogram import HdrHistogram
+
+    from loadgen.results.hdrh_compat import percentiles
+    from loadgen.results.stages import new_histogram
+
+    pcts = [0.0, 1.0, 25.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0]
+    assert percentiles(new_histogram(), pcts) == {}
+    rng = random.Random(11)
+    for _ in range(25):
+        hist = new_histogram()
+        for _ in range(rng.randint(1, 3000)):
+            hist.record_value(max(1, int(rng.lognormvariate(rng.uniform(1, 15), rng.uniform(0.05, 2.5)))))
+        assert percentiles(hist, pcts) == hist.get_percentile_to_value_dict(pcts)
+        decoded = HdrHistogram.decode(hist.encode())
+        assert percentiles(decoded, pcts) == decoded.get_percentile_to_value_dict(pcts)

@@ -1,8 +1,10 @@
-"""The worker's model registry: ``echo``, ``synthetic``, ``minilm`` and a user's own callable (``pkg.mod:fn``).
+"""The worker's model registry: ``echo``, ``synthetic``, ``llm-synthetic``, ``minilm`` and a user's own callable
+(``pkg.mod:fn``).
 
 A model spec is ``NAME`` or ``NAME:key=value,key=value`` (``synthetic:base_ms=20,per_item_ms=0.5``).
 Every model maps a list of inputs to a list of outputs of the same length; ``infer`` runs in a worker thread,
-unless the model sets ``blocking = False`` (echo), when the worker calls it on its event loop.
+unless the model sets ``blocking = False`` (echo), when the worker calls it on its event loop. A model that sets
+``streaming = True`` (``llm-synthetic``) streams its replies instead (``loadgen.worker.stream_serve``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 from loadgen.errors import ModelError
 
 JITTERS = ("none", "exp", "uniform", "lognormal")
-BUILTIN = ("echo", "synthetic", "minilm")
+BUILTIN = ("echo", "synthetic", "llm-synthetic", "minilm")
 MAX_SYNTHETIC_MS = 3_600_000.0  # an hour: longer is a typo (1e300 would overflow the sleep)
 
 
@@ -167,6 +169,11 @@ _SYNTHETIC_FIELDS: dict[str, Callable[[str], Any]] = {
     "stall_after_s": float, "seed": int}
 
 
+_LLM_SYNTHETIC_FIELDS: dict[str, Callable[[str], Any]] = {
+    "step_ms": float, "per_seq_ms": float, "prefill_ms": float, "kv_tokens": int, "max_seqs": int, "chunk": int,
+    "input_tokens": int, "output_tokens": int, "stall_ms": float, "stall_after_s": float}
+
+
 def load_model(spec: str, device: str = "auto") -> Model:
     """Build the model named by ``spec`` for ``device`` (auto | cpu | cuda); raise ``ModelError`` with one line."""
     name, params = parse_spec(spec)
@@ -175,13 +182,18 @@ def load_model(spec: str, device: str = "auto") -> Model:
         return EchoModel()
     if name == "synthetic":
         return SyntheticModel(**_typed("synthetic", params, _SYNTHETIC_FIELDS))
+    if name == "llm-synthetic":
+        from loadgen.worker.models.llm_synthetic import LlmSyntheticModel
+
+        return LlmSyntheticModel(**_typed("llm-synthetic", params, _LLM_SYNTHETIC_FIELDS))
     if name == "minilm":
         from loadgen.worker.models.minilm import MiniLMModel
 
         return MiniLMModel.load(device=device, **_typed("minilm", params, {"normalize": _bool, "encoding": str}))
     if ":" in name:
         return _import_callable(name)
-    raise ModelError(f"unknown model {name!r}: use echo, synthetic, minilm or an import path pkg.mod:fn")
+    raise ModelError(f"unknown model {name!r}: use echo, synthetic, llm-synthetic, minilm or an import path "
+                     "pkg.mod:fn")
 
 
 def _bool(raw: str) -> bool:

@@ -1,0 +1,54 @@
+"""The printed table of a run's streamed replies (summary.json's ``llm`` section): TTFT, TPOT, ITL, E2E, token
+counts, tokens/s, goodput and attainment, each with its formula."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from console.output import stdout_console
+from console.safe_text import safe
+from loadgen.results.latency import fmt_figure
+from loadgen.results.stages import LLM_METRICS
+
+_MS = ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "mean_ms")
+_TOKENS = ("p50", "p90", "p99", "p99_9", "max", "mean")
+
+
+def llm_table(summary: dict[str, Any]) -> Table:
+    llm = summary["llm"]
+    timeout_s = float(summary.get("timeout_s", 0.0))
+    t = Table(title="streamed replies (LLM metrics, timed from the intended send)", title_justify="left",
+              show_edge=False)
+    t.add_column("metric")
+    for col in ("count", "p50", "p90", "p99", "p99.9", "max", "mean", "formula"):
+        t.add_column(col, justify="left" if col == "formula" else "right")
+    for name, (unit, _formula) in LLM_METRICS.items():
+        m = llm.get(name) or {}
+        label = f"{name} ({'ms' if unit == 'us' else unit})"
+        if not m.get("count"):
+            t.add_row(label, "0", *["-"] * 6, safe(m.get("formula", "")))
+            continue
+        if unit == "us":
+            bounds = set(m.get("at_least", ()))
+            cells = [fmt_figure(m[k], k.removesuffix("_ms") in bounds, timeout_s, k) for k in _MS]
+        else:
+            cells = [f"{m[k]:,.0f}" if k != "mean" else f"{m[k]:,.1f}" for k in _TOKENS]
+        t.add_row(label, f"{m['count']:,}", *cells, safe(m.get("formula", "")))
+    goodput, attainment = llm["goodput"], llm["attainment"]
+    judged = (f"goodput {goodput['value']:,.2f}/s · attainment {attainment['value']:.2f}% "
+              f"({attainment['met']:,} of {attainment['judged']:,} met {' and '.join(llm['objectives'])})"
+              if goodput.get("value") is not None and attainment.get("value") is not None
+              else "goodput and attainment: no --objective given")
+    t.caption = safe(f"output {llm['output_tokens_per_s']['value']:,.1f} tokens/s · "
+                     f"{llm['requests_per_s']['value']:,.2f} requests/s completed · {judged}"
+                     + (f" · {llm['streams_cut']:,} streams cut by the timeout" if llm.get("streams_cut") else ""),
+                     None)
+    t.caption_justify = "left"
+    return t
+
+
+def print_llm(summary: dict[str, Any], console: Console | None = None) -> None:
+    (console or stdout_console()).print(llm_table(summary))

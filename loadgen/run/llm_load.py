@@ -1,0 +1,119 @@
+"""LLM-shaped load: token lengths per request from a seeded distribution, and the run's per-request objectives.
+
+A length is ``fixed:N`` (or just ``N``), ``uniform:LOW,HIGH`` (integers, both ends included) or ``normal:MEAN,SD``
+(rounded, and held to 1 ... ``MAX_TOKENS``). Each distribution draws from its own ``random.Random`` seeded from the
+run's seed (input and output apart), in send order, so one seed gives one sequence of lengths, as it gives one
+sequence of arrivals. Every request of the run carries its ``input_tokens`` and ``max_tokens`` in the envelope.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from loadgen.errors import PlanError
+from loadgen.results.objectives import Objectives
+
+MAX_TOKENS = 1_000_000
+KINDS = ("fixed", "uniform", "normal")
+_STREAMS = {"input": 0x1A2B_0001, "output": 0x1A2B_0002}  # the two draws' seeds differ from each other's
+
+
+@dataclass(frozen=True, slots=True)
+class Lengths:
+    """A token-length distribution: ``kind`` and its parameters (``fixed``: n; ``uniform``: low, high;
+    ``normal``: mean, sd)."""
+
+    kind: str
+    a: float
+    b: float = 0.0
+
+    def describe(self) -> str:
+        if self.kind == "fixed":
+            return f"fixed:{self.a:g}"
+        return f"{self.kind}:{self.a:g},{self.b:g}"
+
+    def sampler(self, seed: int, stream: str) -> LengthSampler:
+        return LengthSampler(self, random.Random(seed * 1_000_003 + _STREAMS[stream]))
+
+
+@dataclass(slots=True)
+class LengthSampler:
+    lengths: Lengths
+    rng: random.Random
+
+    def next(self) -> int:
+        d = self.lengths
+        if d.kind == "fixed":
+            return int(d.a)
+        if d.kind == "uniform":
+            return self.rng.randint(int(d.a), int(d.b))
+        return min(max(round(self.rng.gauss(d.a, d.b)), 1), MAX_TOKENS)
+
+
+def parse_lengths(text: str, what: str) -> Lengths:
+    """``fixed:N`` | ``N`` | ``uniform:LOW,HIGH`` | ``normal:MEAN,SD``; ``PlanError`` in one line otherwise."""
+    raw = text.strip()
+    kind, sep, rest = raw.partition(":")
+    if not sep:
+        kind, rest = "fixed", raw
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        raise PlanError(f"{what} {text!r}: unknown distribution {kind!r} (use fixed:N, uniform:LOW,HIGH or "
+                        "normal:MEAN,SD)")
+    parts = [p.strip() for p in rest.split(",")]
+    want = 1 if kind == "fixed" else 2
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise PlanError(f"{what} {text!r}: {rest!r} is not {want} number{'s' if want > 1 else ''}") from None
+    if len(numbers) != want or not all(0 <= n <= MAX_TOKENS for n in numbers):
+        raise PlanError(f"{what} {text!r}: {kind} takes {want} number{'s' if want > 1 else ''} between 0 and "
+                        f"{MAX_TOKENS:,}")
+    if kind in ("fixed", "uniform") and not all(n.is_integer() for n in numbers):
+        raise PlanError(f"{what} {text!r}: token counts are whole numbers")
+    if kind == "fixed" and numbers[0] < 1:
+        raise PlanError(f"{what} {text!r}: at least 1 token")
+    if kind == "uniform" and not 1 <= numbers[0] <= numbers[1]:
+        raise PlanError(f"{what} {text!r}: uniform needs 1 ≤ LOW ≤ HIGH")
+    if kind == "normal" and numbers[0] < 1:
+        raise PlanError(f"{what} {text!r}: the mean must be at least 1 token")
+    return Lengths(kind, *numbers)
+
+
+@dataclass(slots=True)
+class LlmLoad:
+    """What makes a run LLM-shaped: the token lengths its requests ask for (None: the worker's defaults) and the
+    per-request objectives goodput and attainment are judged by."""
+
+    input_tokens: Lengths | None = None
+    output_tokens: Lengths | None = None
+    objectives: Objectives = field(default_factory=Objectives)
+    seed: int = 1
+    _inputs: LengthSampler | None = None
+    _outputs: LengthSampler | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_tokens is not None:
+            self._inputs = self.input_tokens.sampler(self.seed, "input")
+        if self.output_tokens is not None:
+            self._outputs = self.output_tokens.sampler(self.seed, "output")
+
+    def next_lengths(self) -> tuple[int, int]:
+        """The next request's (input tokens, max tokens); 0 where no distribution was given."""
+        return (self._inputs.next() if self._inputs is not None else 0,
+                self._outputs.next() if self._outputs is not None else 0)
+
+    def facts(self) -> dict[str, object]:
+        return {"input_tokens": self.input_tokens.describe() if self.input_tokens else None,
+                "output_tokens": self.output_tokens.describe() if self.output_tokens else None,
+                "objectives": self.objectives.texts}
+
+
+def llm_load(input_tokens: str | None, output_tokens: str | None, objectives: list[str], seed: int) -> LlmLoad | None:
+    """The run's LLM settings from the CLI's texts; None when none was given (a plain run)."""
+    if input_tokens is None and output_tokens is None and not objectives:
+        return None
+    return LlmLoad(parse_lengths(input_tokens, "--input-tokens") if input_tokens is not None else None,
+                   parse_lengths(output_tokens, "--output-tokens") if output_tokens is not None else None,
+                   Objectives.parse(objectives), seed)
