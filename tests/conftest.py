@@ -64,6 +64,19 @@ def kafka_url(broker_env: harness.Brokers) -> str:
 
 
 @pytest.fixture
+def redis_queue(redis_url: str) -> Iterator[str]:
+    """A request stream of the test's own on the shared Redis, removed afterwards with its dead-letter stream."""
+    import redis
+
+    from tests.workers import unique
+
+    name = unique("qdeck-test-q")
+    yield name
+    with redis.Redis.from_url(redis_url) as client:
+        client.delete(name, f"{name}:dlq")
+
+
+@pytest.fixture
 def vhost(rabbitmq_url: str) -> Iterator[object]:
     """A throwaway RabbitMQ vhost (tests.rabbit.RabbitVhost); everything in it is deleted afterwards."""
     from tests.rabbit import rabbit_vhost

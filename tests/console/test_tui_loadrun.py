@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,12 @@ from loadgen.run.live_feed import FEED_NAME
 from probes import parse_broker_url
 from tests.console.test_tui_brokers import until
 from tests.console.tui_fixtures import demo_app, screen_text
-from tests.workers import unique, worker
+from tests.workers import worker
 
 FEED = Path(__file__).with_name("loadrun_feed.jsonl")
 SIZE = (160, 45)
 
 
-@pytest.fixture
-def redis_queue(redis_url: str) -> Iterator[str]:
-    """A request stream of the test's own on the shared Redis, removed afterwards with its dead letters."""
-    import redis
-
-    name = unique("qdeck-test-run")
-    yield name
-    with redis.Redis.from_url(redis_url) as client:
-        client.delete(name, f"{name}:dlq")
 
 
 def drop_replies(redis_url: str, run_id: str) -> None:

@@ -87,11 +87,12 @@ def case(request: pytest.FixtureRequest) -> Iterator[Case]:
 
 
 @pytest.fixture
-def redis_queue(redis_url: str) -> Iterator[str]:
-    """A request stream of the test's own on the shared Redis, removed afterwards with its dead-letter stream."""
+def queues(redis_url: str) -> Iterator[list[str]]:
+    """Queue names a test used; their streams are deleted afterwards."""
     import redis
 
-    name = unique("qdeck-test-lg")
-    yield name
-    with redis.Redis.from_url(redis_url) as client:
-        client.delete(name, f"{name}:dlq")
+    used: list[str] = []
+    yield used
+    with redis.Redis.from_url(redis_url) as r:
+        for name in used:
+            r.delete(name, f"{name}:dlq")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,21 +19,8 @@ from loadgen.run.schedules import Poisson, with_warmup
 from tests.cli import qdeck
 from tests.workers import open_client, unique, worker
 
-# alone: these hold timing against queueing theory, so they run by themselves after the parallel phase of
-# `make test` (a deterministic server needs a core to itself; the other pytest worker would take it)
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+pytestmark = pytest.mark.slow
 
-
-@pytest.fixture
-def queues(redis_url: str) -> Iterator[list[str]]:
-    """Queue names a test used; their streams are deleted afterwards."""
-    import redis
-
-    used: list[str] = []
-    yield used
-    with redis.Redis.from_url(redis_url) as r:
-        for name in used:
-            r.delete(name, f"{name}:dlq")
 
 SERVICE_MS = 20.0
 RATE = 25.0  # 50 % load at 20 ms
@@ -71,6 +57,10 @@ def _lindley_mean_wait(service_s: float) -> float:
     return statistics.fmean(waits)
 
 
+# alone: it holds timing against queueing theory, so it runs by itself after the parallel phase of `make test` (a
+# deterministic server needs a core to itself; the other pytest worker would take it). The stall test below does
+# not need one: its margins are hundreds of milliseconds.
+@pytest.mark.alone
 async def test_mean_queue_wait_matches_md1(redis_url: str, tmp_path, queues: list[str]) -> None:
     queue = unique("qdeck-test-md1")
     queues.append(queue)
