@@ -9,13 +9,11 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-# --no-compile: pip byte-compiles every file it installs (torch's thousands: a minute of CI); Python compiles what
-# is imported, once, on first use.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qdeck needs Python >= 3.11")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -e ".[dev,inference]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,inference]"
 	@touch $@
 
 # The whole suite against real brokers: tests/brokers.py finds or starts them once, for both pytest workers (the
