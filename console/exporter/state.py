@@ -74,7 +74,7 @@ class ExporterState:
         snap = with_snapshot_rates(result.snapshot, window.latest)  # Kafka, Redis: in/s and out/s from two polls
         window.add(snap)
         rows = tuple(lag_rows(snap, window.previous))
-        findings = tuple(evaluate(self.rules, window))
+        findings = tuple(evaluate(self.rules, window, rows))  # the same rows: lag_rows once per poll
         self._views[result.label] = replace(view, up=True, error=None, snapshot=snap, rows=rows,
                                             findings=findings, **common)
 

@@ -3,6 +3,7 @@ one way a rule turns a figure into a finding (``Context.judge``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from console.health.catalog import finding
@@ -22,8 +23,11 @@ class Context:
     queues: dict[str, QueueStats] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, rules: RuleSet, window: SnapshotWindow, latest: BrokerSnapshot) -> Context:
-        return cls(rules, window, latest, lag_rows(latest, window.previous), {q.name: q for q in latest.queues})
+    def of(cls, rules: RuleSet, window: SnapshotWindow, latest: BrokerSnapshot,
+           rows: Sequence[LagRow] | None = None) -> Context:
+        """``rows``: ``lag_rows(latest, window.previous)`` when the caller has them already (the exporter)."""
+        rows = list(rows) if rows is not None else lag_rows(latest, window.previous)
+        return cls(rules, window, latest, rows, {q.name: q for q in latest.queues})
 
     @property
     def broker(self) -> str:

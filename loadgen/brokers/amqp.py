@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -26,17 +25,15 @@ from pika.channel import Channel
 from loadgen.brokers import pika_compat
 from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
 from probes.netcause import connection_cause
+from probes.rabbitmq.amqp_link import connection_parameters as link_parameters
 from probes.redact import redact_text
 from probes.urls import BrokerTarget
 
 
 def connection_parameters(target: BrokerTarget, *, heartbeat: int = 30) -> pika.ConnectionParameters:
-    creds = pika.PlainCredentials(target.username or "guest", target.password or "guest")
-    ssl_options = pika.SSLOptions(ssl.create_default_context(), target.host) if target.tls else None
-    return pika.ConnectionParameters(host=target.host, port=target.port, virtual_host=target.path or "/",
-                                     credentials=creds, heartbeat=heartbeat, ssl_options=ssl_options,
-                                     connection_attempts=1, socket_timeout=5, stack_timeout=8,
-                                     blocked_connection_timeout=30)
+    """The probes' parameters (one place for TLS and timeouts), giving up on a connection the broker blocks after
+    30 s: a run or a worker stuck behind a memory alarm says so instead of waiting a minute."""
+    return link_parameters(target, heartbeat=heartbeat, blocked_connection_timeout=30)
 
 
 def amqp_error(target: BrokerTarget, exc: BaseException, what: str = "") -> ProbeError:

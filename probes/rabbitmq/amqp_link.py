@@ -32,7 +32,11 @@ CONFIRM_TIMEOUT_S = 30.0
 RPC_TIMEOUT_S = 10.0
 
 
-def connection_parameters(target: BrokerTarget, *, heartbeat: int = 30) -> pika.ConnectionParameters:
+def connection_parameters(target: BrokerTarget, *, heartbeat: int = 30,
+                          blocked_connection_timeout: float = 60) -> pika.ConnectionParameters:
+    """pika's parameters for ``target`` (TLS per the URL, ``verify=false`` honoured), for the probes, the dead-letter
+    stores and the load generator's and worker's links (``loadgen.brokers.amqp``, which gives up on a connection the
+    broker blocks after 30 s)."""
     creds = pika.PlainCredentials(target.username or "guest", target.password or "guest")
     ssl_options = None
     if target.tls:
@@ -43,7 +47,7 @@ def connection_parameters(target: BrokerTarget, *, heartbeat: int = 30) -> pika.
     return pika.ConnectionParameters(host=target.host, port=target.port, virtual_host=target.path or "/",
                                      credentials=creds, heartbeat=heartbeat, ssl_options=ssl_options,
                                      connection_attempts=1, socket_timeout=5, stack_timeout=8,
-                                     blocked_connection_timeout=60)
+                                     blocked_connection_timeout=blocked_connection_timeout)
 
 
 def amqp_error(target: BrokerTarget, exc: BaseException, what: str = "") -> ProbeError:
