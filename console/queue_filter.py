@@ -76,7 +76,8 @@ def select_entries(entries: Iterable[tuple[str, QueueStats]], pattern: str | Non
     """(broker, queue) pairs whose name matches ``pattern`` (and in the quick filter ``which``), sorted by ``sort``:
     names A→Z, numbers largest first (``reverse`` flips either); a missing number (a broker that does not report
     it) always sorts last."""
-    rows = [e for e in entries if name_matches(e[1].name, pattern) and only(e[1], which)]
+    rows = (list(entries) if not pattern and which is None
+            else [e for e in entries if name_matches(e[1].name, pattern) and only(e[1], which)])
     column = str(sort)
     if column not in NUMERIC:
         rows.sort(key=lambda e: _text_key(column, e[0], e[1]), reverse=reverse)

@@ -19,6 +19,7 @@ from console.health.context import Context, dead_letters, is_backlog
 from console.health.model import Finding
 from console.render import fmt_duration
 from probes.lag import backlogs
+from probes.models import BrokerSnapshot
 
 
 def findings(ctx: Context) -> Iterator[Finding | None]:
@@ -26,12 +27,11 @@ def findings(ctx: Context) -> Iterator[Finding | None]:
     if len(snapshots) < 2:
         return
     span = f"over {fmt_duration(ctx.window.covered_s)}"
-    series: dict[tuple[str, str | None], list[int]] = {}
-    for snap in snapshots:
-        for key, backlog in backlogs(snap).items():
-            series.setdefault(key, []).append(backlog)
+    window = ctx.window
+    each = [window.derived(snap, "backlogs", backlogs) for snap in snapshots]
     for row in ctx.rows:
-        points = series.get((row.source, row.group), [])
+        key = (row.source, row.group)
+        points = [b[key] for b in each if key in b]
         if len(points) < 2 or not is_backlog(ctx, row):
             continue
         growth = points[-1] - points[0]
@@ -42,13 +42,16 @@ def findings(ctx: Context) -> Iterator[Finding | None]:
                             detail=f"{shown}; it shrank in between: consumers are making progress")
         else:
             yield ctx.judge("lag_growing", max(0, growth), queue=row.source, group=row.group, detail=shown)
-    held: dict[str, list[int]] = {}
-    for snap in snapshots:
-        for q in snap.queues:
-            if q.is_dead_letter:
-                held.setdefault(q.name, []).append(dead_letters(q))
+    held = [window.derived(snap, "dead_letters", _dead_letters) for snap in snapshots]
     for q in ctx.latest.queues:
-        points = held.get(q.name, [])
-        if q.is_dead_letter and len(points) >= 2:
+        if not q.is_dead_letter:
+            continue
+        points = [h[q.name] for h in held if q.name in h]
+        if len(points) >= 2:
             yield ctx.judge("dlq_growing", max(0, points[-1] - points[0]), queue=q.name,
                             detail=f"{points[0]:,} -> {points[-1]:,} {span}")
+
+
+def _dead_letters(snap: BrokerSnapshot) -> dict[str, int]:
+    """Each dead-letter queue's dead letters in one snapshot."""
+    return {q.name: dead_letters(q) for q in snap.queues if q.is_dead_letter}

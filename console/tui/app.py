@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,14 @@ from console.tui.run_watch import Launched, RunWatch, launch
 from console.tui.state import BrokerState, short_labels
 from probes import BrokerTarget, Probe, ProbeError, resolve_broker
 
+# The cycle collector's thresholds while the console runs. Every poll of a big broker makes ~10,000 snapshot rows
+# that live for a minute (the trend rules keep them) and the health rules ~35,000 findings: with Python's
+# defaults (700, 10, 10) that set off 8 full collections in 30 s idle with 10,000 queues, 0.8 s of CPU (2.6 % of
+# a core, half the console's idle budget). Collections of the young generation every 10,000 allocations and of
+# the whole heap after 100 of the middle one: none in those 30 s, 0.4 s of collecting in all. Nothing it keeps
+# is cyclic garbage for long: snapshots and findings are freed by reference counting when they are replaced.
+GC_THRESHOLDS = (10_000, 20, 100)
+
 
 class QdeckApp(App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
@@ -78,6 +87,7 @@ class QdeckApp(App[None]):
         self.poller = Poller(targets, interval=interval, timeout=timeout, on_result=self._on_poll_result,
                              probes=probes)
         self._polling: Worker[None] | None = None
+        self._gc_thresholds = gc.get_threshold()  # put back when the app ends
         short = short_labels(targets)
         self.rules = rules or default_rules()  # the health rules every broker is judged by (--rules FILE)
         self.states = {label: BrokerState(label, t.kind, short[label], rules=self.rules)
@@ -109,6 +119,8 @@ class QdeckApp(App[None]):
         return self.poller.paused
 
     def on_mount(self) -> None:
+        self._gc_thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         self._polling = self.run_worker(self.poller.run(), group="poller", description="poll the brokers")
         if self.run_path is not None:  # --run: the run first (o, d, l, b are the other views)
             self.open_run(self.run_path)
@@ -143,6 +155,7 @@ class QdeckApp(App[None]):
         self.action_overview()
 
     async def on_unmount(self) -> None:
+        gc.set_threshold(*self._gc_thresholds)
         if self.runs.running() and self.runs.launched is not None:
             self.runs.launched.interrupt()  # a run the console started stops with it (it writes its files)
         if self._polling is not None:

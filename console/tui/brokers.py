@@ -53,13 +53,10 @@ class BrokersScreen(TableScreen):
         yield from super().compose()
         yield Static("", id="broker-info")
 
-    def on_mount(self) -> None:
-        self.load_profiles()
-        super().on_mount()
-
     def on_screen_resume(self) -> None:
+        """Read the profile file each time the view shows (the first time included); Textual then calls the base
+        classes' handlers, which redraw (a handler never calls ``super()`` for its message: that ran them twice)."""
         self.load_profiles()
-        super().on_screen_resume()
 
     def load_profiles(self) -> None:
         """The profile file, read again each time the view opens (a profile added meanwhile shows up); a file that

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from console.health.evaluate import evaluate, steps
 from console.health.model import SEVERITY, Finding, Level
 from console.health.rules_file import RuleSet
-from console.health.window import SnapshotWindow
+from console.health.window import Memo, SnapshotWindow, prune
 from probes.models import BrokerSnapshot
 
 WINDOW_S = 60.0  # the trend rules (lag growing, DLQ growing) judge the last minute of polls
@@ -73,8 +73,10 @@ class BrokerHealth:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self.kept: deque[BrokerSnapshot] = deque()  # the trend rules' snapshots, STEP_S apart, oldest first
+        self.memo: Memo = {}  # what the trend rules derived from the kept snapshots (each read once, not per judging)
         self.findings: list[Finding] = []  # every rule over the window, OK ones included
         self.levels: dict[str, Level] = {}  # queue name -> its worst finding, WARN or worse
+        self._about: tuple[list[Finding], list[Finding]] = ([], [])  # (findings, those about the broker)
         self.seconds = 0.0  # how long the last judging took
         self.next_at = 0.0  # time.monotonic() before which a big broker is not judged again
         self.busy = False  # a judging runs off the UI thread
@@ -86,17 +88,29 @@ class BrokerHealth:
             kept.append(snap)
         while len(kept) > 1 and kept[1].taken_at <= snap.taken_at - WINDOW_S:
             kept.popleft()
+        if not self.busy:  # a judging in slices reads the memo: pruned after it
+            prune(self.memo, kept)
         self.big = self.big or len(snap.queues) >= BIG
 
     def window(self, latest: BrokerSnapshot) -> SnapshotWindow:
         """The window the rules read: the kept snapshots and ``latest`` (a new window each time: a thread judges
         it while the UI thread keeps the next polls)."""
-        window = SnapshotWindow(WINDOW_S)
+        window = SnapshotWindow(WINDOW_S, self.memo)
         for snap in self.kept:
             window.add(snap)
         if not self.kept or self.kept[-1] is not latest:
             window.add(latest)
         return window
+
+    @property
+    def about_broker(self) -> list[Finding]:
+        """The findings about the broker itself, WARN or worse (the header's badge): picked once per judging,
+        since the header asks on every paint and a big broker has tens of thousands of findings."""
+        source, picked = self._about
+        if source is not self.findings:
+            picked = [f for f in self.findings if f.queue is None and f.level is not Level.OK]
+            self._about = (self.findings, picked)
+        return picked
 
     @property
     def inline(self) -> bool:

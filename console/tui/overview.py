@@ -177,8 +177,11 @@ class OverviewScreen(FilteredScreen):
         box.display = bool(shown)
 
     def on_data_changed(self, message: DataChanged) -> None:
+        """Redraw, then note how long after the snapshot's arrival the rows were replaced. ``prevent_default``:
+        Textual would otherwise call ``BaseScreen.on_data_changed`` too, replacing every row a second time."""
         super().on_data_changed(message)
         self.last_latency_ms = (time.perf_counter() - message.arrived) * 1000
+        message.prevent_default()
 
     def _spark(self, key: tuple[str, str] | None) -> None:
         label = self.query_one("#spark-label", Label)

@@ -126,7 +126,7 @@ class BrokerState:
 
     def broker_findings(self) -> list[Finding]:
         """Findings about the broker itself (a resource alarm), WARN or worse: the header's badge."""
-        return [f for f in self.findings if f.queue is None and f.level is not Level.OK]
+        return self.judged.about_broker  # picked once per judging: the header asks on every paint
 
     def stale_s(self, now: float | None = None) -> float | None:
         """While the broker's polls fail, how old the figures on screen are (they are its last good snapshot's);
