@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import os
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from console import cmd_load_plan, cmd_load_report, cmd_load_search
+from console import cmd_load_compare, cmd_load_plan, cmd_load_report, cmd_load_search
 from console.runner import EXIT_USAGE, broker_option, cli_errors, fail, finite, host_port, print_error
 from loadgen.errors import LoadgenError
 from probes import ProbeError, resolve_broker
@@ -95,6 +94,11 @@ def run(
                                             "request, N | uniform:LOW,HIGH | normal:MEAN,SD (seeded)."),
     output_tokens: str | None = typer.Option(None, "--output-tokens", help="LLM-shaped load: max_tokens per "
                                              "request, N | uniform:LOW,HIGH | normal:MEAN,SD (seeded)."),
+    dataset: Path | None = typer.Option(None, "--dataset", help="LLM-shaped load: each request's input and output "
+                                        "tokens from this file's rows, shuffled by --seed (CSV/TSV or JSONL with "
+                                        "input_tokens and output_tokens, or ShareGPT conversations)."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="LLM-shaped load: cap every request's output "
+                                          "tokens (max_tokens) at N."),
     objective: list[str] = typer.Option([], "--objective", help="Per-request objective that goodput and "
                                         "attainment count, e.g. 'ttft<500ms', 'tpot<50ms' (repeatable)."),
     abort_on: list[str] = typer.Option([], "--abort-on", help="Stop the run once an SLO has been breached this "
@@ -142,8 +146,9 @@ def run(
                      ramp_from=ramp_from, ramp_to=ramp_to, ramp_over=ramp_over, steps=steps,
                      trace=str(trace) if trace else None, concurrency=concurrency, payload_size=payload_size,
                      payload_text=payload, workload=workload, seed=seed, confirm=confirm, persistent=persistent,
-                     slos=list(slo),
-                     agents=agents)
+                     slos=list(slo), input_tokens=input_tokens, output_tokens=output_tokens,
+                     dataset=str(dataset) if dataset is not None else None, max_tokens=max_tokens,
+                     objectives=list(objective), agents=agents)
     try:
         built = build_plan(opts, read_plan_file(plan) if plan else None, source=str(plan) if plan else None)
     except LoadgenError as exc:
@@ -156,17 +161,10 @@ def run(
         raise fail(str(exc)) from None
     if rules and agents is not None:
         raise fail("--abort-on is for a run on this machine (each agent judges only its own share)")
-    from loadgen.run.llm_load import llm_load
-
-    try:
-        llm = llm_load(input_tokens, output_tokens, list(objective), built.spec.seed)
-    except LoadgenError as exc:
-        raise fail(str(exc)) from None
+    llm = built.llm
     if llm is not None and agents is not None:
-        raise fail("--input-tokens, --output-tokens and --objective are for a run on this machine (not --agents)")
-    for rule in rules:
-        if rule.slo.metric in ("attainment", "goodput", "output_tokens_per_s"):
-            raise fail(f"--abort-on {rule.text!r}: {rule.slo.metric} is a whole-run figure; use --slo")
+        raise fail("--input-tokens, --output-tokens, --dataset, --max-tokens and --objective are for a run on this "
+                   "machine (not --agents)")
     if csv_file is not None:
         if agents is not None:
             raise fail("--csv is for a run on this machine; with --agents, read the merged interval logs under --out")
@@ -385,59 +383,7 @@ def gate(
     raise typer.Exit(EXIT_SLO_FAILED if any(not v.ok for v in verdicts) else 0)
 
 
-@app.command("compare")
-@cli_errors
-def compare(
-    base: Path = typer.Argument(..., help="Baseline summary.json."),
-    new: Path = typer.Argument(..., help="New summary.json."),
-    max_regression: str = typer.Option("10%", "--max-regression", help="Largest allowed worsening, e.g. 10%."),
-    junit: Path | None = typer.Option(None, "--junit", help="Write the checks as JUnit XML."),
-    json_out: bool = typer.Option(False, "--json", help="Checks as JSON."),
-    anyway: bool = typer.Option(False, "--anyway", help="Compare runs of different tests (broker, queue, schedule, "
-                                                       "payload, workers, qdeck version) all the same."),
-) -> None:
-    """Compare a run with a baseline: exit 99 when a latency percentile, the error share or the achieved rate
-    regressed by more than --max-regression. Runs of different tests are refused unless --anyway."""
-    from console.load_view import print_checks
-    from console.output import warn
-    from loadgen.results.compare import compare as run_compare
-    from loadgen.results.compare import differences
-    from loadgen.results.slo import EXIT_SLO_FAILED
-    from loadgen.results.summary import load_summary
-
-    text = max_regression.strip().rstrip("%")
-    try:
-        limit = float(text) / 100
-    except ValueError:
-        raise fail(f"--max-regression {max_regression!r} is not a percentage (e.g. 10%)") from None
-    if not 0 <= limit < math.inf:
-        raise fail(f"--max-regression must be a percentage of 0 or more, not {max_regression!r}")
-    try:
-        base_doc, new_doc = load_summary(base), load_summary(new)
-        checks = run_compare(base_doc, new_doc, limit)
-    except LoadgenError as exc:
-        raise fail(str(exc)) from None
-    differ = differences(base_doc, new_doc)
-    if differ and not anyway:
-        raise fail(f"the runs are of different tests ({'; '.join(differ)}): give --anyway to compare them all the "
-                   "same")
-    for line in differ:
-        warn(f"compared anyway: {line}")
-    if not checks:
-        raise fail("nothing to compare: the two runs share no recorded stage")
-    if json_out:
-        print(json.dumps([{"metric": c.name, "base": c.base, "new": c.new, "change": c.change, "ok": c.ok}
-                          for c in checks], indent=2, ensure_ascii=True))
-    else:
-        print_checks(checks)
-    if junit is not None:
-        from loadgen.results.junit import write_junit
-
-        write_junit(junit, "qdeck.compare", [(c.name, c.ok, f"{c.name}: {c.base} → {c.new} ({c.change})")
-                                             for c in checks])
-    raise typer.Exit(EXIT_SLO_FAILED if any(not c.ok for c in checks) else 0)
-
-
+app.command("compare")(cmd_load_compare.compare)
 app.command("search")(cmd_load_search.search)
 app.command("report")(cmd_load_report.report)
 app.command("plan")(cmd_load_plan.plan)

@@ -132,6 +132,9 @@ def build_search(*, broker: str | None, queue: str | None, slo: list[str], plan:
         if warmup is None and "warmup" not in doc:
             opts.warmup = "1s"
         built = build_plan(opts, doc, source=str(plan) if plan else None)
+        if built.llm is not None:
+            raise fail(f"plan {plan}: a search does not send LLM-shaped load (input_tokens, output_tokens, dataset, "
+                       "max_tokens, objectives): use the plan with 'qdeck load run'")
         rate = float(getattr(built.spec.schedule, "rate", DEFAULT_START))
         spec = SearchSpec(run=built.spec, slos=tuple(built.slos), start=rate,
                           ceiling=max_rate if max_rate is not None else MAX_GENERATOR_RATE, floor=min_rate,

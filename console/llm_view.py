@@ -46,8 +46,27 @@ def llm_table(summary: dict[str, Any]) -> Table:
                      f"{llm['requests_per_s']['value']:,.2f} requests/s completed · {judged}"
                      + (f" · {llm['streams_cut']:,} streams cut by the timeout" if llm.get("streams_cut") else ""),
                      None)
+    lengths = lengths_line(llm)
+    if lengths:
+        t.caption += "\n" + safe(lengths, None)
     t.caption_justify = "left"
     return t
+
+
+def lengths_line(llm: dict[str, Any]) -> str:
+    """The lengths the run asked for (a dataset: its file, rows, skipped conversations and sha256); empty when it
+    asked for none."""
+    ds, cap = llm.get("dataset"), llm.get("max_tokens")
+    capped = f", output capped at {cap:,} tokens" if isinstance(cap, int) else ""
+    if isinstance(ds, dict):
+        skipped = sum(int(n) for n in (ds.get("skipped") or {}).values())
+        return (f"lengths: dataset {ds.get('file')} ({ds.get('format')}, {ds.get('rows_used', 0):,} rows"
+                + (f", {skipped:,} conversations skipped" if skipped else "")
+                + f", sha256 {str(ds.get('sha256'))[:12]}…; tokens {ds.get('token_counts')}){capped}")
+    if llm.get("input_lengths") is None and llm.get("output_lengths") is None:
+        return ""
+    return (f"lengths: input {llm.get('input_lengths') or 'the worker default'}, output "
+            f"{llm.get('output_lengths') or 'the worker default'}{capped}")
 
 
 def print_llm(summary: dict[str, Any], console: Console | None = None) -> None:

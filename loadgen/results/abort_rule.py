@@ -2,9 +2,10 @@
 
 The SLO is judged on each interval's own figures (a second's histogram of the stage, the interval's counts), the
 same metrics and syntax as ``--slo`` (``loadgen.results.slo``) except ``achieved_rate``, which the generator itself
-controls. The breach clock starts with the first breaching interval and resets on one that holds; an interval with
-nothing to judge (no values in the stage, no requests sent) neither starts nor resets it. Once it has run ``for``
-seconds the run stops: what it did not send is unsent, the summary says why, and the exit code is 99.
+controls, and ``attainment``, ``goodput`` and ``output_tokens_per_s``, figures of the whole run. The breach clock
+starts with the first breaching interval and resets on one that holds; an interval with nothing to judge (no values
+in the stage, no requests sent) neither starts nor resets it. Once it has run ``for`` seconds the run stops: what it
+did not send is unsent, the summary says why, and the exit code is 99.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import SloError
-from loadgen.results.slo import OPERATORS, Slo, count_holds, parse_slo, stat_us
+from loadgen.results.slo import LLM_RATE_METRICS, OPERATORS, Slo, count_holds, parse_slo, stat_us
 from loadgen.units import parse_duration
 
 _RULE = re.compile(r"^\s*(?P<slo>.*?\S)\s+for\s+(?P<for>\S+)\s*$")
@@ -38,6 +39,8 @@ def parse_abort_rule(text: str) -> AbortRule:
     if slo.metric == "achieved_rate":
         raise SloError(f"--abort-on {text!r}: achieved_rate cannot stop a run (the generator sets it); use a "
                        "latency, errors or timeouts SLO")
+    if slo.metric == "attainment" or slo.metric in LLM_RATE_METRICS:
+        raise SloError(f"--abort-on {text!r}: {slo.metric} is a whole-run figure; use --slo")
     try:
         for_s = parse_duration(m.group("for"))
     except ValueError as exc:

@@ -9,7 +9,9 @@
                                        histogram (base64, tokens)},
          output_tokens_per_s, requests_per_s, goodput: {formula, value (per second)},
          attainment: {formula, value (percent, null without objectives), met, judged},
-         objectives [text], input_lengths, output_lengths (the distributions asked for, or null),
+         objectives [text], input_lengths, output_lengths (the distributions asked for, "dataset FILE", or null),
+         dataset (null, or {file, format, rows_used, skipped {why: count}, sha256, order, token_counts}),
+         max_tokens (the cap on output lengths, or null),
          streams (completed), streams_cut (cut by the timeout after their first chunk), cut_tokens}
 
 ``e2e`` is the ``end_to_end`` stage (one histogram, two names). Goodput and attainment count a request as met only
@@ -73,6 +75,8 @@ def llm_section(llm: Mapping[str, Any], *, stage_entries: Mapping[str, dict[str,
     out["objectives"] = objectives
     out["input_lengths"] = facts.get("input_tokens")
     out["output_lengths"] = facts.get("output_tokens")
+    out["dataset"] = facts.get("dataset")
+    out["max_tokens"] = facts.get("max_tokens")
     for key in ("streams", "streams_cut", "cut_tokens"):
         out[key] = int(llm.get(key, 0))
     return out

@@ -16,7 +16,7 @@ from loadgen.errors import SloError
 from loadgen.units import parse_duration
 
 OBJECTIVE_METRICS = ("ttft", "tpot", "itl", "e2e")
-_EXPR = re.compile(r"^\s*([a-z_]+)\s*(<=|<)\s*([0-9.eE+-]+\s*[a-zµ]+)\s*$")
+_EXPR = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(<=|<)\s*([0-9.eE+-]+\s*[a-zµ]+)\s*$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,20 +3,26 @@
 A length is ``fixed:N`` (or just ``N``), ``uniform:LOW,HIGH`` (integers, both ends included) or ``normal:MEAN,SD``
 (rounded, and held to 1 ... ``MAX_TOKENS``). Each distribution draws from its own ``random.Random`` seeded from the
 run's seed (input and output apart), in send order, so one seed gives one sequence of lengths, as it gives one
-sequence of arrivals. Every request of the run carries its ``input_tokens`` and ``max_tokens`` in the envelope.
+sequence of arrivals. Or the lengths come from a dataset file (``loadgen.run.llm_dataset``), its rows shuffled by the
+same seed. ``max_tokens`` caps every output length. Every request of the run carries its ``input_tokens`` and
+``max_tokens`` in the envelope.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from loadgen.errors import PlanError
 from loadgen.results.objectives import Objectives
 
+if TYPE_CHECKING:
+    from loadgen.run.llm_dataset import Dataset, DatasetSampler
+
 MAX_TOKENS = 1_000_000
 KINDS = ("fixed", "uniform", "normal")
-_STREAMS = {"input": 0x1A2B_0001, "output": 0x1A2B_0002}  # the two draws' seeds differ from each other's
+_STREAMS = {"input": 0x1A2B_0001, "output": 0x1A2B_0002, "dataset": 0x1A2B_0003}  # each draw's seed differs
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +40,12 @@ class Lengths:
         return f"{self.kind}:{self.a:g},{self.b:g}"
 
     def sampler(self, seed: int, stream: str) -> LengthSampler:
-        return LengthSampler(self, random.Random(seed * 1_000_003 + _STREAMS[stream]))
+        return LengthSampler(self, stream_rng(seed, stream))
+
+
+def stream_rng(seed: int, stream: str) -> random.Random:
+    """The run's random source for one draw (input lengths, output lengths, dataset rows)."""
+    return random.Random(seed * 1_000_003 + _STREAMS[stream])
 
 
 @dataclass(slots=True)
@@ -81,33 +92,53 @@ def parse_lengths(text: str, what: str) -> Lengths:
     return Lengths(kind, *numbers)
 
 
+def parse_max_tokens(value: Any, what: str) -> int:
+    """``--max-tokens`` / ``max_tokens``: a whole number of tokens, 1 ... ``MAX_TOKENS``; ``PlanError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
+        raise PlanError(f"{what} {value!r}: a whole number of tokens from 1 to {MAX_TOKENS:,}")
+    return value
+
+
 @dataclass(slots=True)
 class LlmLoad:
-    """What makes a run LLM-shaped: the token lengths its requests ask for (None: the worker's defaults) and the
-    per-request objectives goodput and attainment are judged by."""
+    """What makes a run LLM-shaped: the token lengths its requests ask for (distributions, or a dataset's rows;
+    None: the worker's defaults), the cap on output lengths, and the per-request objectives goodput and attainment
+    are judged by. A dataset replaces both distributions (``loadgen.run.plan`` refuses the two together)."""
 
     input_tokens: Lengths | None = None
     output_tokens: Lengths | None = None
     objectives: Objectives = field(default_factory=Objectives)
     seed: int = 1
+    dataset: Dataset | None = None
+    max_tokens: int | None = None
     _inputs: LengthSampler | None = None
     _outputs: LengthSampler | None = None
+    _rows: DatasetSampler | None = None
 
     def __post_init__(self) -> None:
         if self.input_tokens is not None:
             self._inputs = self.input_tokens.sampler(self.seed, "input")
         if self.output_tokens is not None:
             self._outputs = self.output_tokens.sampler(self.seed, "output")
+        if self.dataset is not None:
+            self._rows = self.dataset.sampler(stream_rng(self.seed, "dataset"))
 
     def next_lengths(self) -> tuple[int, int]:
         """The next request's (input tokens, max tokens); 0 where no distribution was given."""
-        return (self._inputs.next() if self._inputs is not None else 0,
-                self._outputs.next() if self._outputs is not None else 0)
+        if self._rows is not None:
+            n_in, n_out = self._rows.next()
+        else:
+            n_in = self._inputs.next() if self._inputs is not None else 0
+            n_out = self._outputs.next() if self._outputs is not None else 0
+        return n_in, min(n_out, self.max_tokens) if self.max_tokens is not None else n_out
 
     def facts(self) -> dict[str, object]:
-        return {"input_tokens": self.input_tokens.describe() if self.input_tokens else None,
-                "output_tokens": self.output_tokens.describe() if self.output_tokens else None,
-                "objectives": self.objectives.texts}
+        def shown(d: Lengths | None) -> str | None:
+            return f"dataset {self.dataset.name}" if self.dataset is not None else d.describe() if d else None
+
+        return {"input_tokens": shown(self.input_tokens), "output_tokens": shown(self.output_tokens),
+                "objectives": self.objectives.texts,
+                "dataset": self.dataset.facts() if self.dataset is not None else None, "max_tokens": self.max_tokens}
 
 
 def llm_load(input_tokens: str | None, output_tokens: str | None, objectives: list[str], seed: int) -> LlmLoad | None:

@@ -12,6 +12,11 @@ confirm = false                         # RabbitMQ: publisher confirms on the re
 persistent = false                      # RabbitMQ: persistent requests and replies (--persistent)
 workload = "embed"
 seed = 1
+# LLM-shaped load (as --input-tokens, --output-tokens, --dataset, --max-tokens, --objective):
+# input_tokens = "normal:512,128"       # or a whole number; or dataset = "lengths.jsonl" (not both)
+# output_tokens = "uniform:64,256"
+# max_tokens = 256                      # caps every output length
+# objectives = ["ttft<500ms", "tpot<50ms"]
 
 [schedule]
 kind = "poisson"                        # constant | poisson | ramp | steps | trace | closed
@@ -32,7 +37,8 @@ errors = "<0.1%"
 
 Strict (house rule 14): an unknown key, in any table, is an error naming the key, the file and the nearest valid
 key; so is a value of the wrong type. A steps schedule with neither a duration nor a request count runs for the sum of
-its steps, a trace until its last offset.
+its steps, a trace until its last offset. The LLM keys are read by the command line's parsers; a dataset given on the
+command line replaces the plan's lengths, and lengths given there replace the plan's dataset.
 """
 
 from __future__ import annotations
@@ -44,7 +50,10 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.errors import PlanError, ScheduleError, SloError
+from loadgen.results.objectives import Objectives
 from loadgen.results.slo import Slo, parse_slo
+from loadgen.run.llm_dataset import read_dataset
+from loadgen.run.llm_load import LlmLoad, parse_lengths, parse_max_tokens
 from loadgen.run.schedules import (
     MAX_GENERATOR_RATE,
     AnySchedule,
@@ -83,10 +92,16 @@ _STEPS: _Rule = (lambda v: isinstance(v, str) or (isinstance(v, list) and all(is
                  'a list such as ["100:10s", "200:10s"]')
 _TABLE: _Rule = (lambda v: isinstance(v, dict), "a table")
 _BOOL: _Rule = (lambda v: isinstance(v, bool), "true or false")
+_LENGTHS: _Rule = (lambda v: isinstance(v, str) or _is_int(v), 'a distribution such as "uniform:64,256" (or a whole '
+                   "number)")
+_STRS: _Rule = (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                'a list such as ["ttft<500ms", "tpot<50ms"]')
 TOP_KEYS: dict[str, _Rule] = {
     "broker": _STR, "queue": _STR, "rate": _NUMBER, "duration": _DURATION, "requests": _INT, "warmup": _DURATION,
     "timeout": _DURATION, "coalesce": _DURATION, "max_outage": _DURATION, "workload": _STR, "seed": _INT,
-    "confirm": _BOOL, "persistent": _BOOL, "schedule": _TABLE, "payload": _TABLE, "slo": _TABLE}
+    "confirm": _BOOL, "persistent": _BOOL, "schedule": _TABLE, "payload": _TABLE, "slo": _TABLE,
+    "input_tokens": _LENGTHS, "output_tokens": _LENGTHS, "dataset": _STR, "max_tokens": _INT, "objectives": _STRS}
+_LENGTH_FLAGS = {"input_tokens": "--input-tokens", "output_tokens": "--output-tokens", "dataset": "--dataset"}
 SCHEDULE_KEYS: dict[str, _Rule] = {
     "kind": _STR, "rate": _NUMBER, "from": _NUMBER, "to": _NUMBER, "over": _DURATION, "steps": _STEPS,
     "file": _STR, "concurrency": _INT}
@@ -120,6 +135,11 @@ class PlanInput:
     confirm: bool | None = None
     persistent: bool | None = None
     slos: list[str] = field(default_factory=list)
+    input_tokens: str | None = None  # LLM-shaped load (loadgen.run.llm_load)
+    output_tokens: str | None = None
+    dataset: str | None = None
+    max_tokens: int | None = None
+    objectives: list[str] = field(default_factory=list)  # given here: they replace the plan's
     agents: int | None = None  # a distributed run: the schedule's peak rate is dealt over this many generators
 
 
@@ -128,6 +148,7 @@ class Plan:
     broker: str | None
     spec: RunSpec
     slos: list[Slo]
+    llm: LlmLoad | None = None  # None: a plain run
 
 
 def _where(source: str | None) -> str:
@@ -250,7 +271,45 @@ def build_plan(opts: PlanInput, doc: dict[str, Any] | None = None, *, source: st
         except SloError as exc:
             raise SloError(f"{where}: [slo] {exc}") from None
     broker, _ = pick(opts.broker, "--broker", "broker")
-    return Plan(broker=str(broker) if broker else None, spec=spec, slos=slos)
+    return Plan(broker=str(broker) if broker else None, spec=spec, slos=slos, llm=_llm(opts, doc, where, spec.seed))
+
+
+def _llm(opts: PlanInput, doc: dict[str, Any], where: str, seed: int) -> LlmLoad | None:
+    """The run's LLM settings: the options', else the plan's (a dataset on one side replaces lengths on the other),
+    each parsed by the command line's parser and named, in a message, by where it came from."""
+    cli = {key: (getattr(opts, key), flag) for key, flag in _LENGTH_FLAGS.items() if getattr(opts, key) is not None}
+    plan = {key: (doc[key], f"{where}: {key}") for key in _LENGTH_FLAGS if key in doc}
+    for side, names in ((cli, _LENGTH_FLAGS), (plan, {k: k for k in _LENGTH_FLAGS})):
+        if "dataset" in side and len(side) > 1:
+            other = " and ".join(names[k] for k in side if k != "dataset")
+            prefix = "" if side is cli else f"{where}: "
+            raise PlanError(f"{prefix}{names['dataset']} and {other} cannot go together: the dataset gives both "
+                            "lengths")
+    if "dataset" in cli or not cli:
+        lengths = cli or plan
+    else:
+        lengths = {**{k: v for k, v in plan.items() if k != "dataset"}, **cli}
+    cap = (opts.max_tokens, "--max-tokens") if opts.max_tokens is not None else (
+        (doc["max_tokens"], f"{where}: max_tokens") if "max_tokens" in doc else None)
+    texts = opts.objectives or doc.get("objectives") or []
+    if not lengths and cap is None and not texts:
+        return None
+    if cap is not None and "dataset" not in lengths and "output_tokens" not in lengths:
+        raise PlanError(f"{cap[1]} caps the output lengths of --output-tokens or --dataset: give one of them")
+    try:
+        objectives = Objectives.parse(texts)
+    except SloError as exc:
+        raise SloError(str(exc) if opts.objectives else f"{where}: {exc}") from None
+    dist = {k: parse_lengths(str(v), origin) for k, (v, origin) in lengths.items() if k != "dataset"}
+    dataset = None
+    if "dataset" in lengths:
+        path, origin = lengths["dataset"]
+        try:
+            dataset = read_dataset(path)
+        except PlanError as exc:
+            raise PlanError(str(exc) if origin == "--dataset" else f"{where}: {exc}") from None
+    return LlmLoad(dist.get("input_tokens"), dist.get("output_tokens"), objectives, seed, dataset,
+                   parse_max_tokens(*cap) if cap is not None else None)
 
 
 def _from_file(opts: PlanInput, doc: dict[str, Any]) -> bool:
