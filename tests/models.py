@@ -10,3 +10,15 @@ def fail_on_poison(inputs: list[Any]) -> list[Any]:
     if "poison" in inputs:
         raise RuntimeError("cannot embed poison")
     return list(inputs)
+
+
+def stream_words(request: dict[str, Any]) -> Any:
+    """A streaming model (a generator function): two tokens a chunk until ``max_tokens``; a request whose
+    payload is "boom" fails after its first chunk."""
+    while True:
+        yield 2
+        if request["payload"] == "boom":
+            raise RuntimeError("decoder blew up")
+
+
+stream_words.max_seqs = 8  # type: ignore[attr-defined]

@@ -1,15 +1,17 @@
-"""The worker's model registry: ``echo``, ``synthetic``, ``llm-synthetic``, ``minilm`` and a user's own callable
-(``pkg.mod:fn``).
+"""The worker's model registry: ``echo``, ``synthetic``, ``llm-synthetic``, ``llm-transformers``, ``minilm`` and a
+user's own callable (``pkg.mod:fn``).
 
 A model spec is ``NAME`` or ``NAME:key=value,key=value`` (``synthetic:base_ms=20,per_item_ms=0.5``).
 Every model maps a list of inputs to a list of outputs of the same length; ``infer`` runs in a worker thread,
 unless the model sets ``blocking = False`` (echo), when the worker calls it on its event loop. A model that sets
-``streaming = True`` (``llm-synthetic``) streams its replies instead (``loadgen.worker.stream_serve``).
+``streaming = True`` (``llm-synthetic``, ``llm-transformers``) streams its replies instead
+(``loadgen.worker.stream_serve``).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import random
 import threading
@@ -21,7 +23,7 @@ from typing import Any, Protocol
 from loadgen.errors import ModelError
 
 JITTERS = ("none", "exp", "uniform", "lognormal")
-BUILTIN = ("echo", "synthetic", "llm-synthetic", "minilm")
+BUILTIN = ("echo", "synthetic", "llm-synthetic", "llm-transformers", "minilm")
 MAX_SYNTHETIC_MS = 3_600_000.0  # an hour: longer is a typo (1e300 would overflow the sleep)
 
 
@@ -174,6 +176,10 @@ _LLM_SYNTHETIC_FIELDS: dict[str, Callable[[str], Any]] = {
     "input_tokens": int, "output_tokens": int, "stall_ms": float, "stall_after_s": float}
 
 
+_LLM_TRANSFORMERS_FIELDS: dict[str, Callable[[str], Any]] = {
+    "size": str, "max_seqs": int, "chunk": int, "input_tokens": int, "output_tokens": int, "seed": int, "dtype": str}
+
+
 def load_model(spec: str, device: str = "auto") -> Model:
     """Build the model named by ``spec`` for ``device`` (auto | cpu | cuda); raise ``ModelError`` with one line."""
     name, params = parse_spec(spec)
@@ -186,14 +192,18 @@ def load_model(spec: str, device: str = "auto") -> Model:
         from loadgen.worker.models.llm_synthetic import LlmSyntheticModel
 
         return LlmSyntheticModel(**_typed("llm-synthetic", params, _LLM_SYNTHETIC_FIELDS))
+    if name == "llm-transformers":
+        from loadgen.worker.models.llm_transformers import LlmTransformersModel
+
+        return LlmTransformersModel(device=device, **_typed("llm-transformers", params, _LLM_TRANSFORMERS_FIELDS))
     if name == "minilm":
         from loadgen.worker.models.minilm import MiniLMModel
 
         return MiniLMModel.load(device=device, **_typed("minilm", params, {"normalize": _bool, "encoding": str}))
     if ":" in name:
         return _import_callable(name)
-    raise ModelError(f"unknown model {name!r}: use echo, synthetic, llm-synthetic, minilm or an import path "
-                     "pkg.mod:fn")
+    raise ModelError(f"unknown model {name!r}: use echo, synthetic, llm-synthetic, llm-transformers, minilm or an "
+                     "import path pkg.mod:fn")
 
 
 def _bool(raw: str) -> bool:
@@ -217,6 +227,10 @@ def _import_callable(spec: str) -> Model:
             raise ModelError(f"model {spec!r}: {module_name} has no attribute {attr!r}")
     if not callable(obj):
         raise ModelError(f"model {spec!r} is not callable")
+    if inspect.isgeneratorfunction(obj):  # yields a request's chunks: a streaming model
+        from loadgen.worker.models.llm_callable import MAX_SEQS, CallableStreamModel
+
+        return CallableStreamModel(fn=obj, name=spec, max_seqs=getattr(obj, "max_seqs", MAX_SEQS))
     warm = getattr(obj, "warmup", None)
     model = CallableModel(fn=obj, name=spec)
     if callable(warm):
