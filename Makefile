@@ -50,6 +50,7 @@ bench: setup
 	$(PY) -m bench.probe_lag
 	$(PY) -m bench.worker_batching
 	$(PY) -m bench.loadgen_ceiling
+	$(PY) -m bench.llm_chunks
 	$(PY) -m bench.rabbitmq_clients
 	$(PY) -m bench.console_10k
 	$(PY) -m bench.large_messages

@@ -58,6 +58,12 @@ def worker(
     metrics_format: MetricsFormat = typer.Option(MetricsFormat.human, "--metrics-format",
                                                  help="Metric lines on stderr as text or JSON lines."),
     worker_id: str = typer.Option("", "--worker-id", help="Name in replies and metrics; default host-pid."),
+    gpu_interval: float = typer.Option(1.0, "--gpu-interval", min=0, callback=finite_at_most(3600),
+                                       help="Seconds between GPU readings (NVML, through nvidia-ml-py): per-GPU "
+                                            "utilisation, memory, power and SM clock in the metric lines and in "
+                                            "every reply; 0 turns GPU telemetry off."),
+    nvml_module: str = typer.Option("pynvml", "--nvml-module", hidden=True,
+                                    help="For tests: import this module (pkg.mod or pkg.mod:attr) as NVML."),
 ) -> None:
     """Consume inference requests, batch them, run the model and reply with per-stage timestamps.
 
@@ -75,7 +81,8 @@ def worker(
     target = resolve_broker(broker)
     try:
         config = WorkerConfig(max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0, concurrency=concurrency,
-                              max_attempts=max_attempts, metrics_interval_s=metrics_interval)
+                              max_attempts=max_attempts, metrics_interval_s=metrics_interval,
+                              gpu_interval_s=gpu_interval, nvml_module=nvml_module)
         opts = WorkerOptions(queue=queue, model=model, device=device.value, config=config, group=group,
                              dead_letter=dead_letter, claim_idle_s=claim_idle_s,
                              metrics_format=metrics_format.value, worker_id=worker_id, partitions=partitions,

@@ -12,15 +12,14 @@ sequences in the decode step that made it (``batch_size``), and the worker's fiv
 final chunk only (dequeued, joined the running batch, prefill start, the chunk's last token, published). Version 1
 messages still decode; requests and whole replies are still written as version 1, so older peers read them.
 
+A reply and a final chunk may carry the worker's latest GPU sample (``gpu``, optional: absent without a GPU, so
+older peers read them; the field's form is in ``loadgen.gpu_sample``).
+
 Decoding never raises: a malformed message comes back as ``Malformed(reason)`` so that a worker can dead-letter it
 and go on serving.
 
-JSON goes through orjson (~5× faster than the standard library both ways, and one message is encoded and decoded
-per request at every hop), with the standard library as the referee wherever the two would differ. orjson reads
-integers beyond 64 bits as floats: a float of that size in the payload or output, or in an envelope field that must
-be an integer, sends the message to the standard library. orjson refuses some text json accepts (NaN, lone
-surrogates) and cannot write some values (integers beyond 64 bits, non-string keys): the standard library handles
-those too. So every message decodes exactly as ``json.loads`` decodes it.
+JSON goes through orjson with the standard library as the referee (``loadgen.envelope_json``): every message
+decodes exactly as ``json.loads`` decodes it.
 """
 
 from __future__ import annotations
@@ -29,48 +28,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import orjson
+from loadgen.envelope_json import dumpb, dumps, fast_loads
+from loadgen.gpu_sample import GpuSample, gpu_from_wire
 
 VERSION = 1  # requests and whole replies
 STREAM_VERSION = 2  # streamed replies (chunks); a reply of either version decodes
 _REPLY_VERSIONS = (1, 2)
-_std_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_BIG = 9.2e18  # past ±2**63: where orjson's floats may stand for integers it could not hold
-
-
-def _dumpb(obj: Any) -> bytes:
-    try:
-        return orjson.dumps(obj)
-    except TypeError:  # an integer beyond 64 bits, a non-string key: the standard library writes those
-        return _std_dumps(obj).encode()
-
-
-def _dumps(obj: Any) -> str:
-    return _dumpb(obj).decode()
-
-
-def _maybe_rounded(value: Any) -> bool:
-    """True if ``value`` holds a float orjson may have made of an integer beyond 64 bits."""
-    t = type(value)
-    if t is float:
-        return bool((value >= _BIG or value <= -_BIG) and value.is_integer())
-    if t is list:
-        return any(map(_maybe_rounded, value))
-    if t is dict:
-        return any(map(_maybe_rounded, value.values()))
-    return False
-
-
-def _fast_loads(data: bytes | str, user_field: str) -> Any:
-    """orjson's reading of an envelope; raises ValueError wherever the standard library must decide instead.
-    The envelope's own integer fields are type-checked by the caller (a rounded one fails as a float); the user's
-    data (``payload`` or ``output``) is searched for rounded integers here."""
-    doc = orjson.loads(data)  # orjson.JSONDecodeError is a ValueError
-    if type(doc) is dict:
-        user = doc.get(user_field)
-        if type(user) is not str and _maybe_rounded(user):
-            raise ValueError("an integer beyond 64 bits")
-    return doc
 
 
 # Request, Stamps and Reply are NamedTuples, not frozen dataclasses: one is built per message on the hot paths,
@@ -117,6 +80,7 @@ class Reply(NamedTuple):
     output: Any = None
     error: str | None = None
     model: str = ""  # the worker's model and batching ("echo, batch ≤ 16, wait 5ms, ×1"); optional on the wire
+    gpu: GpuSample | None = None  # the worker's latest GPU sample; optional on the wire
 
     @property
     def id(self) -> str:
@@ -139,6 +103,7 @@ class Chunk(NamedTuple):
     error: str | None = None
     model: str = ""
     output: Any = None
+    gpu: GpuSample | None = None  # the worker's latest GPU sample (on final chunks)
 
     @property
     def id(self) -> str:
@@ -158,7 +123,7 @@ def encode_request(req: Request) -> bytes:
     if req.input_tokens or req.max_tokens:
         doc["input_tokens"], doc["max_tokens"] = req.input_tokens, req.max_tokens
     doc.update(reply_to=req.reply_to, workload=req.workload, payload=req.payload)
-    return _dumpb(doc)
+    return dumpb(doc)
 
 
 class RequestTemplate:
@@ -168,8 +133,8 @@ class RequestTemplate:
     __slots__ = ("_head", "_tail")
 
     def __init__(self, run: str, reply_to: str, workload: str, payload: Any) -> None:
-        self._head = f'{{"v":{VERSION},"t":"req","run":{_dumps(run)},"seq":'.encode()
-        rest = f'"reply_to":{_dumps(reply_to)},"workload":{_dumps(workload)},"payload":{_dumps(payload)}'
+        self._head = f'{{"v":{VERSION},"t":"req","run":{dumps(run)},"seq":'.encode()
+        rest = f'"reply_to":{dumps(reply_to)},"workload":{dumps(workload)},"payload":{dumps(payload)}'
         self._tail = f",{rest}}}".encode()
 
     def encode(self, seq: int, intended_ns: int, sent_ns: int) -> bytes:
@@ -191,11 +156,13 @@ def encode_reply(rep: Reply) -> bytes:
                                       s.reply_published_ns]}
     if rep.model:
         doc["model"] = rep.model
+    if rep.gpu is not None:
+        doc["gpu"] = rep.gpu.wire()
     if rep.error is not None:
         doc["error"] = rep.error
     else:
         doc["output"] = rep.output
-    return _dumpb(doc)
+    return dumpb(doc)
 
 
 def encode_chunk(ch: Chunk) -> bytes:
@@ -208,11 +175,13 @@ def encode_chunk(ch: Chunk) -> bytes:
                          s.reply_published_ns]
     if ch.model:
         doc["model"] = ch.model
+    if ch.gpu is not None:
+        doc["gpu"] = ch.gpu.wire()
     if ch.error is not None:
         doc["error"] = ch.error
     elif ch.output is not None:
         doc["output"] = ch.output
-    return _dumpb(doc)
+    return dumpb(doc)
 
 
 def _load(data: bytes | str, kind: str) -> dict[str, Any] | Malformed:
@@ -262,7 +231,7 @@ _REQUEST_FIELDS: dict[str, type | tuple[type, ...]] = {
 def decode_request(data: bytes | str) -> Request | Malformed:
     """A request, or ``Malformed(reason)``; a well-formed request takes the fast path, as in ``decode_reply``."""
     try:
-        doc = _fast_loads(data, "payload")
+        doc = fast_loads(data, "payload")
         if (doc["v"] == VERSION and doc["t"] == "req" and type(doc["run"]) is str and type(doc["seq"]) is int
                 and type(doc["intended_ns"]) is int and type(doc["sent_ns"]) is int
                 and type(doc["reply_to"]) is str and doc["reply_to"] and type(doc["workload"]) is str):
@@ -295,13 +264,14 @@ def decode_reply(data: bytes | str) -> Reply | Chunk | Malformed:
     (or chunk): a well-formed one takes the fast path (one dict lookup per field); anything else gets the full check
     and a precise reason."""
     try:
-        doc = _fast_loads(data, "output")
+        doc = fast_loads(data, "output")
         if doc["t"] == "chunk":
             return _fast_chunk(doc) or _decode_chunk_checked(data)
         stamps = doc["stamps"]
         a, b, c, d, e = stamps
         error = doc.get("error")
         model = doc.get("model", "")
+        gpu = None if (raw := doc.get("gpu")) is None else gpu_from_wire(raw)
         if (doc["v"] in _REPLY_VERSIONS and type(doc["v"]) is int and doc["t"] == "rep"
                 and type(doc["run"]) is str and type(doc["seq"]) is int
                 and type(stamps) is list and type(a) is int and type(b) is int and type(c) is int
@@ -309,7 +279,7 @@ def decode_reply(data: bytes | str) -> Reply | Chunk | Malformed:
                 and type(doc["worker"]) is str and type(doc["device"]) is str
                 and (error is None or type(error) is str) and type(model) is str):
             return Reply(doc["run"], doc["seq"], doc["worker"], doc["device"], doc["batch_size"],
-                         Stamps(a, b, c, d, e), doc.get("output"), error, model)
+                         Stamps(a, b, c, d, e), doc.get("output"), error, model, gpu)
     except (ValueError, KeyError, TypeError, RecursionError):
         pass
     return _decode_reply_checked(data)
@@ -329,18 +299,29 @@ def _decode_reply_checked(data: bytes | str) -> Reply | Chunk | Malformed:
     stamps = doc["stamps"]
     if len(stamps) != 5 or not all(isinstance(x, int) and not isinstance(x, bool) for x in stamps):
         return Malformed("field 'stamps' must hold five integers")
-    error = doc.get("error")
-    if error is not None and not isinstance(error, str):
-        return Malformed("field 'error' must be a string")
-    model = doc.get("model", "")
-    if not isinstance(model, str):
-        return Malformed("field 'model' must be a string")
+    optional = _optional_fields(doc)
+    if isinstance(optional, Malformed):
+        return optional
     if type(doc["v"]) is bool:  # "v": true equals 1 in Python, and passed the version check
         return Malformed("malformed reply (a field holds a boolean or a value of the wrong kind)")
     # A valid reply gets here when the fast path left it to the standard library (an integer beyond 64 bits in
     # the output, a lone surrogate): it decodes as json.loads reads it.
+    error, model, gpu = optional
     return Reply(doc["run"], doc["seq"], doc["worker"], doc["device"], doc["batch_size"], Stamps(*stamps),
-                 doc.get("output"), error, model)
+                 doc.get("output"), error, model, gpu)
+
+
+def _optional_fields(doc: dict[str, Any]) -> tuple[str | None, str, GpuSample | None] | Malformed:
+    """A reply's or chunk's optional fields (error, model, gpu), checked."""
+    error, model, raw = doc.get("error"), doc.get("model", ""), doc.get("gpu")
+    if error is not None and not isinstance(error, str):
+        return Malformed("field 'error' must be a string")
+    if not isinstance(model, str):
+        return Malformed("field 'model' must be a string")
+    try:
+        return error, model, None if raw is None else gpu_from_wire(raw)
+    except ValueError as exc:
+        return Malformed(str(exc))
 
 
 def _fast_chunk(doc: dict[str, Any]) -> Chunk | None:
@@ -348,16 +329,17 @@ def _fast_chunk(doc: dict[str, Any]) -> Chunk | None:
     stamps = doc.get("stamps")
     error = doc.get("error")
     model = doc.get("model", "")
+    gpu = None if (raw := doc.get("gpu")) is None else gpu_from_wire(raw)  # a ValueError: the checked path decides
     if (doc["v"] == STREAM_VERSION and type(doc["v"]) is int and type(doc["run"]) is str and type(doc["seq"]) is int
             and type(doc["i"]) is int and doc["i"] >= 0 and type(doc["n"]) is int and doc["n"] >= 0
             and type(doc["final"]) is bool and type(doc["worker"]) is str and type(doc["device"]) is str
             and type(doc["batch_size"]) is int and (error is None or type(error) is str) and type(model) is str):
         if stamps is None:
             return Chunk(doc["run"], doc["seq"], doc["i"], doc["n"], doc["final"], doc["worker"], doc["device"],
-                         doc["batch_size"], None, error, model, doc.get("output"))
+                         doc["batch_size"], None, error, model, doc.get("output"), gpu)
         if type(stamps) is list and len(stamps) == 5 and all(type(x) is int for x in stamps):
             return Chunk(doc["run"], doc["seq"], doc["i"], doc["n"], doc["final"], doc["worker"], doc["device"],
-                         doc["batch_size"], Stamps(*stamps), error, model, doc.get("output"))
+                         doc["batch_size"], Stamps(*stamps), error, model, doc.get("output"), gpu)
     return None
 
 
@@ -375,13 +357,13 @@ def _decode_chunk_checked(data: bytes | str) -> Chunk | Malformed:
     if stamps is not None and (not isinstance(stamps, list) or len(stamps) != 5
                                or not all(isinstance(x, int) and not isinstance(x, bool) for x in stamps)):
         return Malformed("field 'stamps' must hold five integers")
-    error, model = doc.get("error"), doc.get("model", "")
-    if error is not None and not isinstance(error, str):
-        return Malformed("field 'error' must be a string")
-    if not isinstance(model, str):
-        return Malformed("field 'model' must be a string")
+    optional = _optional_fields(doc)
+    if isinstance(optional, Malformed):
+        return optional
+    error, model, gpu = optional
     return Chunk(doc["run"], doc["seq"], doc["i"], doc["n"], doc["final"], doc["worker"], doc["device"],
-                 doc["batch_size"], Stamps(*stamps) if stamps is not None else None, error, model, doc.get("output"))
+                 doc["batch_size"], Stamps(*stamps) if stamps is not None else None, error, model, doc.get("output"),
+                 gpu)
 
 
 def peek_reply_to(data: bytes | str) -> str | None:

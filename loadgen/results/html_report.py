@@ -30,6 +30,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import ReportError
 from loadgen.results import html_report_view as view
+from loadgen.results.html_report_gpu import gpu_section
 from loadgen.results.html_report_view import FIGURE_COLORS, FLOOR_MS, STAGE_COLORS, Page, as_dict, as_num
 from loadgen.results.merge import read_intervals
 from loadgen.results.stages import STAGES, log_path
@@ -337,7 +338,7 @@ def body(page: Page, run: Run, base: Run | None, max_points: int) -> str:
     parts += [view.counts(page, run, base), view.stages(page, run, base), view.notes(page, run, base),
               view.params(page, run, base), spectrum_section(page, runs), latency_over_time(page, runs),
               rates_section(page, runs), lag_section(page, runs), batch_section(page, runs),
-              view.broker_section(page, runs, max_points)]
+              view.broker_section(page, runs, max_points), gpu_section(page, runs, max_points)]
     sources = ", ".join(str(r.directory) for r in runs)
     parts.append(f"<footer>qdeck {page.h(run.summary.get('qdeck_version', 'unknown'), view.NAME_LIMIT)} load report "
                  f"of {page.h(sources)}. Charts: uPlot {UPLOT_VERSION} (MIT licence), inlined: the page needs no "

@@ -26,7 +26,12 @@ never the engine. summary.json, schema_version 2::
                  depth_samples} or null,
     llm {ttft, ttft_uncorrected, tpot, itl, e2e, input_tokens, output_tokens, output_tokens_per_s, requests_per_s,
          goodput, attainment, ...} (streamed replies only: the key is absent from other runs; schema and formulas in
-         ``loadgen.results.llm_summary``)
+         ``loadgen.results.llm_summary``),
+    gpu {samples, devices [{worker, index, mem_total_mib, intervals [{t, util_pct, mem_used_mib, power_w,
+         sm_clock_mhz, samples}]}], intervals [{t, util_pct, queue_wait_p50_ms}]} (the GPU samples the replies
+         carried, per interval: absent when none did; ``loadgen.results.gpu_intervals``),
+    flags [{flag, message, intervals_t, likely_causes}] (patterns found in the run, each also a note: today
+         ``gpu_idle_while_queue_wait_rises``, the rule in ``gpu_intervals.idle_flag``; absent when none)
 
 ``broker_samples``: the request queue as the broker saw it, from a connection of the sampler's own
 (``loadgen.run.broker_sampler``), read every ``sample_period_s`` (at a random instant of each period; Redis and
@@ -65,6 +70,7 @@ from typing import IO, Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import ReportError
+from loadgen.results.gpu_intervals import idle_flag
 from loadgen.results.hdrh_compat import mean_and_stddev
 from loadgen.results.latency import at_least
 from loadgen.results.littles_law import littles_law
@@ -116,6 +122,7 @@ class RunRecord:
     reconnects: int = 0
     broker_samples: dict[str, Any] | None = None  # the request queue sampled at the broker (None: not sampled)
     llm: dict[str, Any] | None = None  # streamed replies' figures (Recorder.llm_record()); None: not an LLM run
+    gpu: dict[str, Any] | None = None  # the GPU samples replies carried, per interval (GpuIntervals.record())
 
 
 def stage_figures(hist: HdrHistogram) -> dict[str, Any]:
@@ -264,6 +271,12 @@ def build_summary(rec: RunRecord) -> dict[str, Any]:
         if rec.llm.get("streams_cut"):
             notes.append(f"{rec.llm['streams_cut']:,} streamed replies were cut by the timeout after their first "
                          f"chunk ({rec.llm.get('cut_tokens', 0):,} tokens received): they are timeouts")
+    if rec.gpu is not None:
+        summary["gpu"] = rec.gpu
+        flag = idle_flag(rec.gpu)
+        if flag is not None:
+            summary["flags"] = [flag]
+            notes.append(f"{flag['message']}; likely: {'; '.join(flag['likely_causes'])}")
     return summary
 
 

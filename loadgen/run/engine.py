@@ -132,7 +132,7 @@ class RunResult:
                          planned_s=self.spec.duration_s if self.aborted is not None else None,
                          gaps=[gap.as_dict() for gap in self.gaps], reconnects=self.reconnects,
                          service_by_batch={size: tuple(sums) for size, sums in rec.service_by_batch.items()},
-                         broker_samples=self.broker_samples, llm=rec.llm_record())
+                         broker_samples=self.broker_samples, llm=rec.llm_record(), gpu=rec.gpu.record())
 
 
 @dataclass(slots=True)
@@ -501,6 +501,8 @@ class Engine:
             entry.waiter.set_result(None)
         if entry.warmup:
             return
+        if rep.gpu is not None:  # the worker's latest GPU sample (loadgen.results.gpu_intervals)
+            self.recorder.gpu.add(rep.worker, rep.gpu)
         if rep.error is not None:
             self.recorder.record_error("worker_error")
             return

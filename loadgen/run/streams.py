@@ -95,6 +95,8 @@ def on_chunk(engine: Engine, ch: Chunk, received_ns: int) -> None:
         return
     final = stream.final
     assert final is not None
+    if final.gpu is not None:  # the worker's latest GPU sample, on a stream's final chunk
+        recorder.gpu.add(final.worker, final.gpu)
     if final.error is not None or final.stamps is None:
         recorder.record_error("worker_error")
         return

@@ -13,6 +13,9 @@ instead: continuous batching, its chunks published as they are made.
 
 No task's failure goes unobserved: a batch whose handling fails unexpectedly is counted (``task_failures``) and
 logged in one line, its requests are left unacknowledged (the broker delivers them again), and serving goes on.
+
+GPU telemetry (``loadgen.worker.gpu_telemetry``) samples NVML on its own thread while the worker runs; each reply
+carries the latest sample, read once per batch as its replies are encoded (no NVML call on the event loop).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from loadgen.envelope import Malformed, Reply, Request, Stamps, decode_request, encode_reply
+from loadgen.gpu_sample import GpuSample
+from loadgen.worker.gpu_telemetry import NVML_MODULE, GpuSampler
 from loadgen.worker.metrics import MetricsReporter
 from loadgen.worker.models import Model
 from loadgen.worker.source import DeadLetter, Delivery, Outgoing, Settlement, Source, exception_text
@@ -45,6 +50,8 @@ class WorkerConfig:
     concurrency: int = 1
     max_attempts: int = 2
     metrics_interval_s: float = 10.0
+    gpu_interval_s: float = 1.0  # NVML read every this many seconds; 0: GPU telemetry off
+    nvml_module: str = NVML_MODULE  # for tests: a stand-in with pynvml's functions (pkg.mod or pkg.mod:attr)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -55,6 +62,8 @@ class WorkerConfig:
             raise ValueError("concurrency must be at least 1")
         if self.max_attempts < 1:
             raise ValueError("max-attempts must be at least 1")
+        if not (self.gpu_interval_s == 0 or 0.01 <= self.gpu_interval_s <= 3600):
+            raise ValueError("gpu-interval must be 0 (off) or between 0.01 and 3600 seconds")
 
 
 @dataclass(slots=True)
@@ -75,11 +84,12 @@ class _Answer:
     output: Any
     error: str | None
 
-    def encode(self, worker: str, device: str, published: int, profile: str = "") -> bytes:
+    def encode(self, worker: str, device: str, published: int, profile: str = "",
+               gpu: GpuSample | None = None) -> bytes:
         req = self.item.request
         stamps = Stamps(self.item.delivery.dequeued_ns, self.formed, self.start, self.end, published)
         return encode_reply(Reply(run=req.run, seq=req.seq, worker=worker, device=device, batch_size=self.size,
-                                  stamps=stamps, output=self.output, error=self.error, model=profile))
+                                  stamps=stamps, output=self.output, error=self.error, model=profile, gpu=gpu))
 
 
 def profile(model_spec: str, config: WorkerConfig) -> str:
@@ -90,7 +100,7 @@ def profile(model_spec: str, config: WorkerConfig) -> str:
 
 class Worker:
     def __init__(self, source: Source, model: Model, config: WorkerConfig, *, worker_id: str,
-                 metrics: MetricsReporter, model_spec: str | None = None) -> None:
+                 metrics: MetricsReporter, model_spec: str | None = None, gpu: GpuSampler | None = None) -> None:
         self.source, self.model, self.config = source, model, config
         self.worker_id = worker_id
         self.profile = profile(model_spec or model.name, config)
@@ -98,6 +108,16 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="qdeck-model")
         self._tasks: set[asyncio.Task[None]] = set()
         self._ahead: asyncio.Task[list[Delivery]] | None = None
+        self.gpu = gpu or GpuSampler(config.gpu_interval_s, metrics.note, module=config.nvml_module)
+        metrics.gpu = self.gpu.take_interval
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, GPU telemetry sampling meanwhile."""
+        self.gpu.start()
+        try:
+            await self._serve(stop)
+        finally:
+            self.gpu.stop()
 
     async def warmup(self) -> None:
         """Warm the model on the thread that will run it. An OpenMP runtime (torch's libgomp) keeps one thread team
@@ -105,7 +125,7 @@ class Worker:
         threads than cores libgomp stops spin-waiting between operations, which cost the model ~25 % on 2 cores."""
         await self._on_model_thread(self.model.warmup)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _serve(self, stop: asyncio.Event) -> None:
         if getattr(self.model, "streaming", False):
             await self._serve_streams(stop)
             return
@@ -255,16 +275,17 @@ class Worker:
 
     def _encode(self, answers: list[_Answer], dead: list[DeadLetter]) -> list[Outgoing]:
         published = time.time_ns()  # replies are encoded here, after the slot is free, and published next
+        gpu = self.gpu.latest  # the latest GPU sample, read by the sampler's thread
         replies: list[Outgoing] = []
         for a in answers:
             try:
-                body = a.encode(self.worker_id, self.model.device, published, self.profile)
+                body = a.encode(self.worker_id, self.model.device, published, self.profile, gpu)
             except (TypeError, ValueError) as exc:  # an output JSON cannot write: the request fails, not the batch
                 reason = f"model output cannot be encoded: {exception_text(exc)}"[:500]
                 self.metrics.counters.errors += 1
                 dead.append(DeadLetter(a.item.delivery, reason, attempts=1))
                 a.output, a.error = None, reason
-                body = a.encode(self.worker_id, self.model.device, published, self.profile)
+                body = a.encode(self.worker_id, self.model.device, published, self.profile, gpu)
             replies.append(Outgoing(a.item.delivery, a.item.request.reply_to, body))
         return replies
 
@@ -280,6 +301,7 @@ class Worker:
         counters = self.metrics.counters
         counters.batches += 1
         counters.items += len(batch)
+        counters.batched += len(batch)
         dead: list[DeadLetter] = []
         items: list[_Item] = []
         for d in batch:

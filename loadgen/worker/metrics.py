@@ -1,4 +1,9 @@
-"""Worker metrics: counters, and a line per interval on stderr (human) or as JSON lines."""
+"""Worker metrics: counters, and a line per interval on stderr (human) or as JSON lines.
+
+With GPU telemetry on (``loadgen.worker.gpu_telemetry``) each interval's line also gives, per GPU, the mean
+utilisation, the largest memory used (of the total), the mean power and the mean SM clock (JSON: ``gpu``, a list of
+``{index, samples, util_pct, mem_used_mib, mem_total_mib, power_w, sm_clock_mhz}``; absent when it is off).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,11 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TextIO
+
+from loadgen.worker.gpu_telemetry import GpuFigures
 
 
 @dataclass(slots=True)
@@ -21,6 +29,7 @@ class Counters:
     held: int = 0  # outcomes that could not be made durable: left unacknowledged, delivered again later
     task_failures: int = 0  # batches whose handling failed unexpectedly (logged; their requests are redelivered)
     reconnects: int = 0  # times the broker link dropped and was re-made
+    batched: int = 0  # the batches' sizes summed (a streaming model: sequences summed over its decode steps)
 
     def copy(self) -> Counters:
         return Counters(*(getattr(self, f.name) for f in fields(self)))
@@ -46,6 +55,7 @@ class Interval:
     reply_failures: int = 0
     held: int = 0
     task_failures: int = 0
+    gpu: tuple[GpuFigures, ...] = ()  # per GPU, when GPU telemetry is on
 
 
 def one_line(text: str) -> str:
@@ -53,6 +63,18 @@ def one_line(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def gpu_text(figures: tuple[GpuFigures, ...]) -> str:
+    """The GPU part of a human metrics line: ``; GPU0 util 87.5%, mem 30,512/81,559 MiB, 312.4 W, SM 1,980 MHz``."""
+    parts = []
+    for g in figures:
+        said = [text for value, text in (
+            (g.util_pct, f"util {g.util_pct}%"),
+            (g.mem_used_mib, f"mem {g.mem_used_mib or 0:,.0f}/{g.mem_total_mib or 0:,.0f} MiB"),
+            (g.power_w, f"{g.power_w} W"), (g.sm_clock_mhz, f"SM {g.sm_clock_mhz or 0:,.0f} MHz")) if value is not None]
+        parts.append(f"; GPU{g.index} " + (", ".join(said) or "no figures"))
+    return "".join(parts)
 
 
 class MetricsReporter:
@@ -63,6 +85,7 @@ class MetricsReporter:
         self.counters = Counters()
         self._last = Counters()
         self._last_t = time.monotonic()
+        self.gpu: Callable[[], tuple[GpuFigures, ...]] | None = None  # GpuSampler.take_interval, when it is on
 
     def interval(self) -> Interval:
         now = time.monotonic()
@@ -70,25 +93,30 @@ class MetricsReporter:
         secs = max(now - self._last_t, 1e-9)
         batches, items = c.batches - p.batches, c.items - p.items
         iv = Interval(worker=self.worker, device=self.device, model=self.model, seconds=round(secs, 3),
-                      batches=batches, items=items, mean_batch=round(items / batches, 2) if batches else 0.0,
+                      batches=batches, items=items,
+                      mean_batch=round((c.batched - p.batched) / batches, 2) if batches else 0.0,
                       items_per_s=round(items / secs, 1), errors=c.errors - p.errors,
                       dead_lettered=c.dead_lettered - p.dead_lettered, malformed=c.malformed - p.malformed,
                       total_items=c.items, reply_failures=c.reply_failures - p.reply_failures,
-                      held=c.held - p.held, task_failures=c.task_failures - p.task_failures)
+                      held=c.held - p.held, task_failures=c.task_failures - p.task_failures,
+                      gpu=self.gpu() if self.gpu is not None else ())
         self._last, self._last_t = c.copy(), now
         return iv
 
     def emit(self) -> Interval:
         iv = self.interval()
         if self.fmt == "json":
-            line = json.dumps({"event": "worker_metrics", **asdict(iv)})
+            doc = asdict(iv)
+            if not iv.gpu:
+                del doc["gpu"]
+            line = json.dumps({"event": "worker_metrics", **doc})
         else:
             extra = "".join(f", {name.replace('_', ' ')} {value}" for name, value in
                             (("reply_failures", iv.reply_failures), ("held", iv.held),
                              ("task_failures", iv.task_failures)) if value)
             line = (f"qdeck worker {iv.worker} [{iv.model} on {iv.device}] {iv.items_per_s:,.1f} items/s, "
                     f"{iv.batches} batches (mean size {iv.mean_batch}), errors {iv.errors}, "
-                    f"dead-lettered {iv.dead_lettered}{extra}, total {iv.total_items:,}")
+                    f"dead-lettered {iv.dead_lettered}{extra}, total {iv.total_items:,}{gpu_text(iv.gpu)}")
         self._line(line)
         return iv
 

@@ -131,7 +131,11 @@ class StreamServer:
                 continue
             self._key += 1
             self._live[self._key] = _Live(d, decoded)
-            self.model.submit(self._key, decoded.input_tokens, decoded.max_tokens)
+            submit_request = getattr(self.model, "submit_request", None)  # a user's generator sees the payload
+            if submit_request is not None:
+                submit_request(self._key, decoded)
+            else:
+                self.model.submit(self._key, decoded.input_tokens, decoded.max_tokens)
 
     def _on_step(self, step: StepOutput) -> None:
         """On the event loop: one step's chunks, encoded and queued for publishing in order."""
@@ -140,7 +144,8 @@ class StreamServer:
         fig = self._figures
         fig.steps += 1
         fig.batch_sum += step.batch
-        self.metrics.counters.batches += 1
+        self.metrics.counters.batches += 1  # a decode step is the streaming model's batch
+        self.metrics.counters.batched += step.batch
         w = self.worker
         for ev in step.events:
             live = self._live.pop(ev.key) if ev.final else self._live.get(ev.key)
@@ -151,7 +156,8 @@ class StreamServer:
             stamps = (Stamps(live.delivery.dequeued_ns, ev.joined_ns, ev.joined_ns, step.end_ns, published)
                       if ev.first or ev.final else None)
             chunk = Chunk(req.run, req.seq, live.parts, ev.tokens, ev.final, w.worker_id, self.model.device,
-                          step.batch, stamps, step.error, w.profile if ev.final else "")
+                          step.batch, stamps, step.error, w.profile if ev.final else "",
+                          gpu=w.gpu.latest if ev.final else None)  # the latest GPU sample, on final chunks
             live.parts += 1
             out.replies.append(Outgoing(live.delivery, req.reply_to, encode_chunk(chunk)))
             if ev.final:

@@ -42,3 +42,22 @@ def test_inlined_recording_matches_record_value_bit_for_bit() -> None:
         assert got.get_value_at_percentile(99) == want.get_value_at_percentile(99), stage
         assert rec.out_of_range[stage] == expected_out_of_range[stage], stage
     assert sum(expected_out_of_range.values()) > 0 and sum(rec.clamped.values()) > 0
+
+
+def test_inlined_gap_recording_matches_record_value_bit_for_bit() -> None:
+    """``record_chunk`` records a stream's gaps (ITL) with the arithmetic inlined once more, for one value."""
+    rec = Recorder()
+    want = new_histogram()
+    out_of_range = 0
+    rnd = random.Random(11)
+    for _ in range(20_000):
+        gap = rnd.choice([rnd.randint(0, 5_000_000), rnd.randint(0, 10**10), rnd.randint(0, 10**16), 0])
+        rec.record_chunk(0, 0, 10**15, 1, gap)
+        if not want.record_value(gap // 1000):
+            out_of_range += 1
+    rec.flush()
+    got = rec.interval["itl"]
+    assert list(got.counts) == list(want.counts)
+    assert got.get_total_count() == want.get_total_count() > 0
+    assert (got.get_min_value(), got.get_max_value()) == (want.get_min_value(), want.get_max_value())
+    assert rec.out_of_range["itl"] == out_of_range > 0 and rec.output_tokens == 20_000
