@@ -82,11 +82,19 @@ def select_entries(entries: Iterable[tuple[str, QueueStats]], pattern: str | Non
     if column not in NUMERIC:
         rows.sort(key=lambda e: _text_key(column, e[0], e[1]), reverse=reverse)
         return rows
+    # by name (then broker), then stably by the figure: what one sort on (figure, name, broker) gives, in two
+    # sorts on plain keys (half the time on 10,000 rows, every poll of the console)
+    rows.sort(key=_by_name_and_broker, reverse=not reverse)
     present = [e for e in rows if getattr(e[1], column) is not None]
     missing = [e for e in rows if getattr(e[1], column) is None]
-    present.sort(key=lambda e: (getattr(e[1], column), e[1].name, e[0]), reverse=not reverse)
-    missing.sort(key=lambda e: (e[1].name, e[0]))
+    present.sort(key=lambda e: getattr(e[1], column), reverse=not reverse)
+    if not reverse:  # missing figures sort last, A→Z
+        missing.reverse()
     return present + missing
+
+
+def _by_name_and_broker(e: tuple[str, QueueStats]) -> tuple[str, str]:
+    return (e[1].name, e[0])
 
 
 def select_queues(queues: Iterable[QueueStats], pattern: str | None = None,

@@ -113,6 +113,7 @@ class OverviewScreen(FilteredScreen):
         self.quick: str | None = None  # the quick filter (``!`` cycles: QUICK)
         self.last_update_ms: float | None = None
         self.last_latency_ms: float | None = None
+        self._notes_shown: list[str] | None = None
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -137,24 +138,31 @@ class OverviewScreen(FilteredScreen):
     def refresh_data(self) -> None:
         t0 = time.perf_counter()
         entries = self.entries()
-        alerts = {i for i, (_l, q) in enumerate(entries) if q.is_dead_letter and q.depth > 0}
         now = self.qapp.clock()
         states = self.qapp.shown_states()
         shown = {label: st.shown_label(now) for label, st in states.items()}
         stale_brokers = {label for label, st in states.items() if st.stale_s(now) is not None}
         stale = {i for i, (label, _q) in enumerate(entries) if label in stale_brokers} if stale_brokers else set()
         levels = {label: st.queue_levels for label, st in states.items()}
+        alerts: set[int] = set()
         warned: set[int] = set()
-        if any(levels.values()):  # a health finding, WARN or worse: CRIT rows in red, the others in yellow
-            for i, (label, q) in enumerate(entries):
+        name_w = dlq_w = 0
+        judged = any(levels.values())
+        for i, (label, q) in enumerate(entries):  # one pass over what can be 10,000 rows, every poll
+            if q.is_dead_letter and q.depth > 0:
+                alerts.add(i)
+            if len(q.name) > name_w:
+                name_w = len(q.name)
+            if q.dead_letter_target is not None and len(q.dead_letter_target) > dlq_w:
+                dlq_w = len(q.dead_letter_target)
+            if judged:  # a health finding, WARN or worse: CRIT rows in red, the others in yellow
                 level = levels[label].get(q.name)
                 if level is Level.CRIT:
                     alerts.add(i)
                 elif level is not None:
                     warned.add(i)
-        widest = {"broker": max((len(text) for text in shown.values()), default=0),
-                  "name": max((len(q.name) for _l, q in entries), default=0),
-                  "dlq": max((len(q.dead_letter_target or "") + 2 for _l, q in entries), default=3)}
+        widest = {"broker": max((len(text) for text in shown.values()), default=0), "name": name_w,
+                  "dlq": dlq_w + 2 if entries else 3}
         table = self.sorted_table()
         table.set_rows(EntryKeys(entries), QueueRows(entries, shown, levels), alerts, widest, stale, warned)
         self._notes()
@@ -172,6 +180,9 @@ class OverviewScreen(FilteredScreen):
         shown = notes[:NOTES_SHOWN]
         if len(notes) > NOTES_SHOWN:
             shown.append(f"! … and {len(notes) - NOTES_SHOWN} more notes ('qdeck queues' lists them all)")
+        if shown == self._notes_shown:  # unchanged: no new layout (each repaints the whole screen)
+            return
+        self._notes_shown = shown
         box = self.query_one("#notes", Static)
         box.update(Text("\n".join(shown), style="yellow"))
         box.display = bool(shown)
