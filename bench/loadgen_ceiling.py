@@ -121,7 +121,7 @@ async def bare_rabbitmq(url: str, queue: str, n: int = BARE_N, window: int = 100
     ``DeliveryReader``), so the comparison isolates the engine. Otherwise pika's own API only (``basic_publish``,
     ``basic_consume``): the loop a user would write with the library."""
     from loadgen.brokers.amqp import AmqpLink, ChannelWriter
-    from loadgen.brokers.amqp_deliveries import DeliveryReader
+    from probes.rabbitmq.amqp_deliveries import DeliveryReader
 
     link = await AmqpLink.open(parse_broker_url(url))
     reply = f"bench.reply.{uuid.uuid4().hex[:8]}"

@@ -11,7 +11,6 @@ are read too (decoded to text by ``probes.kafka_headers``).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -34,24 +33,38 @@ def _first(fields: Mapping[str, str], names: tuple[str, ...]) -> str | None:
 
 
 def _when(text: str) -> datetime | None:
-    """ISO 8601, or epoch seconds / milliseconds."""
-    with contextlib.suppress(ValueError):
+    """ISO 8601, or epoch seconds / milliseconds (try/except, not contextlib.suppress: it runs for every message a
+    redrive reads, and suppress costs more than the parse)."""
+    try:
         return datetime.fromisoformat(text)
-    with contextlib.suppress(ValueError, OverflowError, OSError):
+    except ValueError:
+        pass
+    try:
         number = float(text)
         return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, tz=UTC)
-    return None
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def death_from_fields(fields: Mapping[str, str], fallback_time: datetime | None = None) -> DeathRecord | None:
+    found = death_origin(fields, fallback_time)
+    if found is None:
+        return None
+    origin, reason, when = found
+    attempts_text = _first(fields, ATTEMPT_FIELDS)
+    attempts = int(attempts_text) if attempts_text and attempts_text.isdigit() else None
+    return DeathRecord(queue=origin, reason=reason, count=attempts if attempts else 1, time=when,
+                       original_id=fields.get("original_id") or None, group=fields.get("group") or None,
+                       consumer=fields.get("consumer") or None, attempts=attempts)
+
+
+def death_origin(fields: Mapping[str, str], fallback_time: datetime | None = None
+                 ) -> tuple[str | None, str | None, datetime | None] | None:
+    """``death_from_fields``'s queue, reason and time alone (None: not a dead-letter record), without building the
+    record: for a dead-letter action, which reads it for every message."""
     reason = _first(fields, REASON_FIELDS)
     origin = _first(fields, ORIGIN_FIELDS)
     if reason is None and not _first(fields, ORIGIN_FIELDS[1:]):
         return None
-    attempts_text = _first(fields, ATTEMPT_FIELDS)
-    attempts = int(attempts_text) if attempts_text and attempts_text.isdigit() else None
     stamp = _first(fields, TIME_FIELDS)
-    when = (_when(stamp) if stamp else None) or fallback_time
-    return DeathRecord(queue=origin, reason=reason, count=attempts if attempts else 1, time=when,
-                       original_id=fields.get("original_id") or None, group=fields.get("group") or None,
-                       consumer=fields.get("consumer") or None, attempts=attempts)
+    return origin, reason, (_when(stamp) if stamp else None) or fallback_time

@@ -22,9 +22,9 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.channel import Channel
 
-from loadgen.brokers import pika_compat
 from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
 from probes.netcause import connection_cause
+from probes.rabbitmq import pika_compat
 from probes.rabbitmq.amqp_link import connection_parameters as link_parameters
 from probes.redact import redact_text
 from probes.urls import BrokerTarget

@@ -31,9 +31,9 @@ from typing import Any
 
 from loadgen.brokers.amqp import AmqpLink, ChannelWriter, amqp_error
 from loadgen.brokers.amqp_close import connection_dropped, describe_close
-from loadgen.brokers.amqp_deliveries import DeliveryReader
 from loadgen.transports.base import ReplyHandler
 from probes.errors import ConnectionLost, ProbeError
+from probes.rabbitmq.amqp_deliveries import DeliveryReader
 from probes.urls import BrokerTarget
 
 SLICE = 32  # replies handled between two yields to the loop

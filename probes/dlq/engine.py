@@ -155,39 +155,43 @@ async def _move(store: DeadLetterStore, action: Action, report: Report, chosen: 
                 ensured: set[Place], bucket: TokenBucket | None) -> None:
     ledger = report.ledger
     send: list[tuple[Record, Place, dict[str, Any]]] = []
+    parked_sent: list[bool] = []  # per ``send``: sent to the parked place
     again: list[Record] = []  # confirmed by an interrupted run: remove, do not send again
-    parking: set[int] = set()  # id() of the records sent to the parked place
+    planned: dict[Place, int] = {}  # moved without a publish now (a dry run, a resume), per destination
+    found: dict[Place, list[str]] = {}  # this batch's pre-flight answers (``problems_at`` asks once per place)
+    counts = action.kind == "redrive"
     for r in chosen:
-        plan = _decide(store, action, r)
-        if plan.place is not None and not plan.parked and (found := await problems_at(plan.place)) \
-                and not action.force:
-            plan = Planned(r, None, f"{plan.place}: {found[0]} (--force sends anyway)")
+        place, why, parked = _decide(store, action, r)
+        if place is not None and not parked:
+            problems = found.get(place)
+            if problems is None:
+                problems = found[place] = await problems_at(place)
+            if problems and not action.force:
+                place, why = None, f"{place}: {problems[0]} (--force sends anyway)"
         if len(report.samples) < action.samples:
-            report.samples.append(plan)
-        if plan.place is None:
-            ledger.skip(plan.why or "skipped")
+            report.samples.append(Planned(r, place, why, parked))
+        if place is None:
+            ledger.skip(why or "skipped")
             keep.append(r)
             continue
         if action.dry_run:
-            ledger.destinations[str(plan.place)] += 1
-            ledger.moved += 1
-            ledger.parked += plan.parked
+            planned[place] = planned.get(place, 0) + 1
+            ledger.parked += parked
             keep.append(r)
             continue
         if journal is not None and journal.take_pending(r.identity):
             again.append(r)
             ledger.resumed += 1
-            ledger.moved += 1
-            ledger.destinations[str(plan.place)] += 1
+            planned[place] = planned.get(place, 0) + 1
             continue
-        if plan.parked and plan.place not in ensured:
-            await store.ensure(plan.place)
-            ensured.add(plan.place)
+        if parked and place not in ensured:
+            await store.ensure(place)
+            ensured.add(place)
         if journal is not None and journal.take_in_flight(r.identity):
             ledger.possible_duplicates += 1
-        send.append((r, plan.place, redrive_headers(r, count=action.kind == "redrive")))
-        if plan.parked:
-            parking.add(id(r))
+        send.append((r, place, redrive_headers(r, count=counts)))
+        parked_sent.append(parked)
+    _count_moved(ledger, planned)
     if action.dry_run or not (send or again):
         return
     if bucket is not None and send:
@@ -200,15 +204,16 @@ async def _move(store: DeadLetterStore, action: Action, report: Report, chosen: 
         if steps is not None:
             steps.intent(r.identity for r, _p, _h in send)
         results = await store.publish(send)
-        for (r, place, _h), why in zip(send, results, strict=True):
+        moved: dict[Place, int] = {}
+        for (r, place, _h), parked, why in zip(send, parked_sent, results, strict=True):
             if why is None:
                 done.append(r)
-                ledger.moved += 1
-                ledger.parked += id(r) in parking
-                ledger.destinations[str(place)] += 1
+                ledger.parked += parked
+                moved[place] = moved.get(place, 0) + 1
             else:
                 ledger.fail(why)
                 keep.append(r)
+        _count_moved(ledger, moved)
         if steps is not None and done:
             steps.published(r.identity for r in done)
     to_remove = again + ([] if store.atomic else done)
@@ -220,16 +225,23 @@ async def _move(store: DeadLetterStore, action: Action, report: Report, chosen: 
     report.unsettled += len(done) + len(again) - len(gone)
 
 
-def _decide(store: DeadLetterStore, action: Action, r: Record) -> Planned:
+def _count_moved(ledger: Ledger, per_place: dict[Place, int]) -> None:
+    for place, n in per_place.items():
+        ledger.moved += n
+        ledger.destinations[str(place)] += n
+
+
+def _decide(store: DeadLetterStore, action: Action, r: Record) -> tuple[Place | None, str | None, bool]:
+    """Where ``r`` goes: (place, None, parked), or (None, why it is skipped, False)."""
     if action.kind == "move":
-        return Planned(r, action.to)
+        return action.to, None, False
     place = action.to or r.origin
     if place is None:
-        return Planned(r, None, "origin unknown (--to QUEUE sends them somewhere)")
+        return None, "origin unknown (--to QUEUE sends them somewhere)", False
     if is_looping(r, action.max_redrives):
         parked = store.parked()
         if parked is None:
-            return Planned(r, None, f"redriven {r.redrives} times already (--max-redrives {action.max_redrives}); "
-                                    "left where it is")
-        return Planned(r, parked, f"redriven {r.redrives} times already", parked=True)
-    return Planned(r, place)
+            return None, (f"redriven {r.redrives} times already (--max-redrives {action.max_redrives}); "
+                          "left where it is"), False
+        return parked, f"redriven {r.redrives} times already", True
+    return place, None, False

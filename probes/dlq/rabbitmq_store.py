@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
+import pika.exceptions as pexc
 from pika import spec
 
 from probes.dlq.model import Place, Record
@@ -32,7 +33,7 @@ from probes.dlq.writes import ReadOnly, require_write
 from probes.errors import ConfigError, NotFound, ProbeError, UnsafeOperation
 from probes.rabbitmq.amqp_link import AmqpConnection, ConfirmChannel, QueueState
 from probes.rabbitmq.deadletter import dead_letter_config, delivery_limit, message_ttl, routed_queues
-from probes.rabbitmq.dlq_records import basic_properties, to_record, user_id_problem
+from probes.rabbitmq.dlq_records import Delivered, basic_properties, raw_properties, to_record, user_id_problem
 from probes.rabbitmq.dlq_walk import Walk
 from probes.rabbitmq.http import ManagementClient, vhost_path
 from probes.urls import BrokerTarget
@@ -253,7 +254,7 @@ class RabbitMQStore:
     async def _send(self, pairs: Sequence[tuple[Record, Place, dict[str, Any]]]) -> list[str | None]:
         user = self.target.username or "guest"
         out: list[str | None] = [None] * len(pairs)
-        messages: list[tuple[str, str, bytes, spec.BasicProperties]] = []
+        messages: list[tuple[str, str, bytes, spec.BasicProperties | bytes]] = []
         where: list[int] = []
         for i, (r, place, extra) in enumerate(pairs):
             why = user_id_problem(r, user) if "user_id" in r.properties else None
@@ -261,8 +262,10 @@ class RabbitMQStore:
                 why = f"RabbitMQ cannot write to a {place.kind}"
             if why is None:
                 try:
-                    props = basic_properties(r, extra)
-                except (TypeError, ValueError) as exc:
+                    props: spec.BasicProperties | bytes | None = raw_properties(r, extra)  # as it came, or encoded
+                    if props is None:
+                        props = basic_properties(r, extra)
+                except (TypeError, ValueError, pexc.AMQPError) as exc:
                     why = f"not publishable: {type(exc).__name__}: {exc}"[:300]
             if why is not None:
                 out[i] = why
@@ -286,15 +289,25 @@ class RabbitMQStore:
 
     async def remove(self, records: Sequence[Record]) -> Sequence[Record]:
         if records:
-            await self._settling().ack([r.handle for r in records])
+            await self._settling().ack(_tags(records))
         return records
 
     async def delete(self, records: Sequence[Record]) -> None:
         require_write(self.target, f"delete messages in {self.source}")
         if records:
-            await self._settling().ack([r.handle for r in records])
+            await self._settling().ack(_tags(records))
 
     def _settling(self) -> Walk:
         if self._walk is None:
             raise ProbeError(f"cannot settle messages of {self.source}: they were not read by this walk")
         return self._walk
+
+
+def _tags(records: Sequence[Record]) -> list[int]:
+    """The delivery tags of records this walk read (their handles)."""
+    tags = []
+    for r in records:
+        if not isinstance(r.handle, Delivered):
+            raise ProbeError(f"cannot settle message {r.id}: it was not read by this walk")
+        tags.append(r.handle.tag)
+    return tags

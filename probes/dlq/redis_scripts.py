@@ -25,44 +25,52 @@ local function token()
 end
 """
 
-MOVE_LUA = TOKEN_READER + """
+MOVE_LUA = """
 -- KEYS[1]: the source; KEYS[2..]: destinations. ARGV[1]: how the source gives a message up (x: XDEL its id,
 -- L: LREM one equal value from the head, R: from the tail, n: nothing, an import). The tokens, per message: the
 -- destination's index in KEYS, how it is written (x: XADD *, l: LPUSH, r: RPUSH), the message's handle in the
 -- source (an entry id or the value), a count n and n values (field, value, ... for XADD; the value to push).
 -- Returns per message '' (written, and out of the source), 'GONE', 'WRONGTYPE <type>' or Redis's error text.
+-- It runs for every message: the tokens are read in place (no table per message) and the calls kept local.
+local items = cmsgpack.unpack(ARGV[#ARGV])
 local src, how = KEYS[1], ARGV[1]
-local types, out = {}, {}
-while k <= #items do
-  local d, put, handle, n = tonumber(token()), token(), token(), tonumber(token())
-  local values = {}
-  for j = 1, n do values[j] = token() end
+local rcall, rpcall = redis.call, redis.pcall
+local types, out, m, k, last = {}, {}, 0, 1, #items
+while k <= last do
+  local d, put, handle, n = tonumber(items[k]), items[k + 1], items[k + 2], tonumber(items[k + 3])
+  local first = k + 4
+  k = first + n
   local dst = KEYS[d]
   local want = 'list'
   if put == 'x' then want = 'stream' end
-  if types[d] == nil then types[d] = redis.call('TYPE', dst)['ok'] end
-  if types[d] ~= want and types[d] ~= 'none' then
-    out[#out + 1] = 'WRONGTYPE ' .. types[d]
+  local t = types[d]
+  if t == nil then
+    t = rcall('TYPE', dst)['ok']
+    types[d] = t
+  end
+  m = m + 1
+  if t ~= want and t ~= 'none' then
+    out[m] = 'WRONGTYPE ' .. t
   else
     local r
-    if put == 'x' then r = redis.pcall('XADD', dst, '*', unpack(values))
-    elseif put == 'l' then r = redis.pcall('LPUSH', dst, values[1])
-    else r = redis.pcall('RPUSH', dst, values[1]) end
+    if put == 'x' then r = rpcall('XADD', dst, '*', unpack(items, first, k - 1))
+    elseif put == 'l' then r = rpcall('LPUSH', dst, items[first])
+    else r = rpcall('RPUSH', dst, items[first]) end
     if type(r) == 'table' and r['err'] then
-      out[#out + 1] = r['err']
+      out[m] = r['err']
     else
       types[d] = want
       local gone = 1
-      if how == 'x' then gone = redis.pcall('XDEL', src, handle)
-      elseif how == 'L' then gone = redis.pcall('LREM', src, 1, handle)
-      elseif how == 'R' then gone = redis.pcall('LREM', src, -1, handle) end
+      if how == 'x' then gone = rpcall('XDEL', src, handle)
+      elseif how == 'L' then gone = rpcall('LREM', src, 1, handle)
+      elseif how == 'R' then gone = rpcall('LREM', src, -1, handle) end
       if gone ~= 1 then
-        if put == 'x' then redis.call('XDEL', dst, r)
-        elseif put == 'l' then redis.call('LPOP', dst)
-        else redis.call('RPOP', dst) end
-        if type(gone) == 'table' and gone['err'] then out[#out + 1] = gone['err'] else out[#out + 1] = 'GONE' end
+        if put == 'x' then rcall('XDEL', dst, r)
+        elseif put == 'l' then rcall('LPOP', dst)
+        else rcall('RPOP', dst) end
+        if type(gone) == 'table' and gone['err'] then out[m] = gone['err'] else out[m] = 'GONE' end
       else
-        out[#out + 1] = ''
+        out[m] = ''
       end
     end
   end

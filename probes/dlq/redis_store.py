@@ -29,6 +29,7 @@ import redis.exceptions as rexc
 
 from probes.dlq.model import Place, PlaceKind, Record
 from probes.dlq.provenance import parked_name
+from probes.dlq.redis_places import preflight
 from probes.dlq.redis_records import (
     LUA_PAIRS_LIMIT,
     Held,
@@ -43,14 +44,13 @@ from probes.dlq.store import DeadLetterStore
 from probes.dlq.writes import require_write
 from probes.errors import ConfigError, NotFound, ProbeError
 from probes.redact import redact_text
-from probes.redis_celery import BINDING_PREFIX, celery_bound
 from probes.redis_client import checked, redis_client, redis_error
 from probes.redis_rq import RqLayout
-from probes.redis_scan import ScanBudget, scan_type
 from probes.urls import BrokerTarget
 
 SCRIPT_BYTES = 8 << 20  # one script call carries at most this much message data (Redis blocks while it runs)
 SCRIPT_RECORDS = 1000
+PARSE_SLICE = 100  # entries parsed between turns of the loop while a write is out
 
 Put = Literal["x", "l", "r"]
 PUT_TOKEN: dict[str, bytes] = {"x": b"x", "l": b"l", "r": b"r"}
@@ -84,7 +84,9 @@ class RedisStore:
         self.push: Put = "l" if list_push == "left" else "r"
         self.kind: PlaceKind | None = None
         self.client: Any = None
+        self._mover: Any = None  # the client the move scripts go through: one connection of its own
         self._script: Any = None
+        self._writing = asyncio.Event()  # set as a write goes out: the walk may parse its next batch meanwhile
         self._taken = 0  # list values of the current batch taken out of the source (the walk's position)
         self._origins: dict[str, Place] = {}  # origin name -> Place (its kind from the key's type, once)
 
@@ -92,20 +94,28 @@ class RedisStore:
     async def __aenter__(self) -> RedisStore:
         self.client = redis_client(self.target, read_timeout=60.0)
         self.client.set_response_callback("XRANGE", _raw)  # every field in order, repeats too
-        self._script = self.client.register_script(MOVE_LUA)
+        # A script call on a connection of its own goes out with no wait before it (a pooled call first checks
+        # its connection, a pause in which the walk's parsing would run, ahead of the write instead of beside it).
+        self._mover = self.client.client()
+        self._script = self._mover.register_script(MOVE_LUA)
         try:
             key_type = await self._type(self.source)
+            self.kind = "stream" if key_type == "stream" else "list" if key_type == "list" else None
+            if key_type not in ("stream", "list", "none"):
+                raise NotFound(f"{self.source!r} is a Redis {key_type}, not a stream, a list or RQ's failed "
+                               "registry")
         except BaseException:
-            await self.client.aclose()
+            await self._close()
             raise
-        self.kind = "stream" if key_type == "stream" else "list" if key_type == "list" else None
-        if key_type not in ("stream", "list", "none"):
-            await self.client.aclose()
-            raise NotFound(f"{self.source!r} is a Redis {key_type}, not a stream, a list or RQ's failed registry")
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._mover is not None:
+            await self._mover.aclose()
         if self.client is not None:
             await self.client.aclose()
 
@@ -143,8 +153,9 @@ class RedisStore:
                 yield await self._records(parsed)
 
     async def _stream_walk(self, batch: int) -> AsyncIterator[list[Record]]:
-        """From the first entry to the newest one at the start. The next batch is read and parsed while this one
-        is moved (it starts after this one's last id, whatever becomes of this one)."""
+        """From the first entry to the newest one at the start. The next batch is read while this one is moved
+        (it starts after this one's last id, whatever becomes of this one), and parsed once this one's write has
+        gone out: Redis runs the write while this process parses."""
         top = await self._call(self.client.xrevrange(self.source, count=1))
         if not top:
             return
@@ -154,12 +165,20 @@ class RedisStore:
             entries = await self._call(self.client.xrange(self.source, min=low, max=high, count=batch))
             if not entries:
                 return None, 0, []
-            return entries[-1][0], len(entries), await self._records([parse_entry(e, f) for e, f in entries])
+            await self._writing.wait()
+            parsed = []
+            for i in range(0, len(entries), PARSE_SLICE):
+                if i:
+                    await asyncio.sleep(0)  # the loop turns: the write's bytes the socket did not take go out
+                parsed += [parse_entry(e, f) for e, f in entries[i:i + PARSE_SLICE]]
+            return entries[-1][0], len(entries), await self._records(parsed)
 
         ahead = asyncio.ensure_future(fetch("-"))
         try:
             while True:
+                self._writing.set()  # no write came (a dry run, an export): parse it now
                 last, n, records = await ahead
+                self._writing.clear()
                 if last is None:
                     return
                 more = last != high and n == batch
@@ -214,39 +233,7 @@ class RedisStore:
         return Place(self.kind or "stream", name)
 
     async def preflight(self, place: Place) -> list[str]:
-        problems = []
-        if place.name == self.source:
-            problems.append("it is the source itself: the messages would come straight back")
-        t = await self._type(place.name)
-        if t == "none":
-            if place.kind == "list":
-                if not await self._known_list(place.name):
-                    problems.append("it does not exist (Redis deletes an empty list; --force writes to it anyway)")
-            else:
-                problems.append("it does not exist (--force creates it)")
-        elif t == "stream":
-            groups = await self._call(self.client.xinfo_groups(place.name))
-            if not groups:
-                problems.append("nobody consumes it: the stream has no consumer group")
-            elif not any(int(g.get("consumers", 0)) for g in groups):
-                names = ", ".join(sorted(_s(g.get("name")) for g in groups))
-                problems.append(f"nobody consumes it: its consumer groups ({names}) have no consumers")
-        elif t != "list":
-            problems.append(f"it is a Redis {t}, not a stream or a list")
-        return problems
-
-    async def _known_list(self, name: str) -> bool:
-        """A missing list that is a queue all the same: an RQ queue in rq:queues, or a Celery queue kombu binds."""
-        rq = RqLayout(self.target.param("rq_prefix") or "rq")
-        if await rq.registered(self.client, self._call, name):
-            return True
-
-        async def bindings() -> list[bytes]:
-            keys, _complete = await self._call(scan_type(self.client, "set", ScanBudget(), 100,
-                                                         match=BINDING_PREFIX + "*"))
-            return list(keys)
-
-        return await celery_bound(self.client, self._call, name, bindings)
+        return await preflight(self.client, self._call, self.target, self.source, place)
 
     async def ensure(self, place: Place) -> None:
         """The parked stream or list is created by its first write; here only its type is checked."""
@@ -318,8 +305,10 @@ class RedisStore:
     async def _script_call(self, how: str, keys: list[str], flat: list[bytes], chunk: Sequence[int],
                            items: Sequence[tuple[Record, Place, Mapping[str, Any], Put | None]],
                            results: list[str | None]) -> None:
+        packed = tokens(flat)
+        self._writing.set()
         try:
-            out = await self._script(keys=keys, args=[how, tokens(flat)])
+            out = await self._script(keys=keys, args=[how, packed])
         except rexc.ResponseError as exc:  # the script itself failed: what it did before stays done, atomically
             raise ProbeError(redact_text(f"Redis refused qdeck's move script on {self.source!r}: {exc}"[:300],
                                          self.target.secrets)) from None
@@ -365,6 +354,7 @@ class RedisStore:
         if not records:
             return
         kind = await self._require_source()
+        self._writing.set()
         if kind == "stream":
             for i in range(0, len(records), 1000):
                 await self._call(self.client.xdel(self.source, *(r.id for r in records[i:i + 1000])))

@@ -1,8 +1,9 @@
 """pika on the running asyncio loop, for the probes layer: a connection whose channels open as awaitables, passive
 queue checks on throwaway channels, and a publisher-confirm channel that says per message whether the broker took it.
 
-Public pika API only (``AsyncioConnection``, channel methods, ``pika.spec``): no pika internals, so nothing here
-belongs in a compat module. Failures come out as ``ProbeError``s with one-line, credential-free messages.
+Public pika API, but for the confirm channel's publishes: marshalled by ``probes.rabbitmq.publish_frames`` and
+written many to a write (the pika internals that takes are in ``probes.rabbitmq.pika_compat``; without them,
+``basic_publish``). Failures come out as ``ProbeError``s with one-line, credential-free messages.
 (``loadgen.brokers.amqp`` has the load generator's own, with its fast paths; probes may not import loadgen.)
 """
 
@@ -25,11 +26,13 @@ from pika.channel import Channel
 
 from probes.errors import AuthFailed, BrokerUnreachable, ConnectionLost, NotFound, ProbeError
 from probes.netcause import connection_cause
+from probes.rabbitmq.publish_frames import PublishFrames
 from probes.redact import redact_text
 from probes.urls import BrokerTarget
 
 CONFIRM_TIMEOUT_S = 30.0
 RPC_TIMEOUT_S = 10.0
+WRITE_BYTES = 64 << 10  # a batch of publishes goes out in writes of about this size: the broker starts on the first
 
 
 def connection_parameters(target: BrokerTarget, *, heartbeat: int = 30,
@@ -253,6 +256,7 @@ class ConfirmChannel:
 
     def __init__(self, link: AmqpConnection, chan: Chan) -> None:
         self.link, self.chan = link, chan
+        self.frames = PublishFrames(chan.channel)
         self.seq = 0  # the last publish sequence number used
         self._batch: _Batch | None = None
         self._lock = asyncio.Lock()
@@ -309,20 +313,31 @@ class ConfirmChannel:
             for j in range(len(b.index)):
                 self._settle(b, j, why)
 
-    async def publish(self, messages: list[tuple[str, str, bytes, spec.BasicProperties]],
+    async def publish(self, messages: list[tuple[str, str, bytes, spec.BasicProperties | bytes]],
                       timeout: float = CONFIRM_TIMEOUT_S) -> list[str | None]:
-        """Publish ``(exchange, routing key, body, properties)`` mandatory; per message None once confirmed."""
+        """Publish ``(exchange, routing key, body, properties)`` mandatory; per message None once confirmed.
+        Properties are a ``BasicProperties`` or, as the content header carries them, bytes (written unchanged)."""
         async with self._lock:
             b = _Batch(self.seq + 1, len(messages), asyncio.get_running_loop())
             self._batch = b
+            frames = self.frames if self.frames.direct else None
+            parts: list[bytes] = []
+            size = 0
             publish = self.chan.channel.basic_publish
             for i, (exchange, key, body, props) in enumerate(messages):
                 if not self.usable:
                     b.out[i] = "the confirm channel is closed"
                     continue
                 try:
-                    publish(exchange, key, body, props, mandatory=True)
-                except (pexc.AMQPError, ValueError, TypeError, OverflowError, UnicodeError, struct_error) as exc:
+                    if frames is None:
+                        if isinstance(props, bytes):
+                            props = spec.BasicProperties().decode(props)
+                        publish(exchange, key, body, props, mandatory=True)
+                    else:
+                        raw = props if isinstance(props, bytes) else b"".join(props.encode())
+                        frames.add(parts, exchange, key, body, raw, mandatory=True)
+                except (pexc.AMQPError, ValueError, TypeError, OverflowError, UnicodeError, struct_error,
+                        AssertionError) as exc:
                     # refused while marshalling: nothing was written, no sequence number used
                     b.out[i] = f"not publishable: {type(exc).__name__}: {exc}"[:300]
                     continue
@@ -330,6 +345,13 @@ class ConfirmChannel:
                 b.index.append(i)
                 b.keys[i] = (exchange, key, body)
                 b.open += 1
+                if frames is not None:
+                    size += len(body) + len(raw)
+                    if size >= WRITE_BYTES:
+                        frames.write(parts)
+                        parts, size = [], 0
+            if frames is not None:
+                frames.write(parts)
             if b.open:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(b.done), timeout)

@@ -12,12 +12,15 @@ message (body, properties, headers), stable across reads.
 
 Write: a ``Record`` becomes ``basic_publish`` arguments: the same properties and headers (x-death included, so a
 message that dies again has its count raised instead of a new entry), qdeck's headers replaced, not appended.
-Values are the same; a few AMQP field types are not, as pika encodes what it decoded: short and 32-bit integers go
-back as 32-bit ('I'; 64-bit ones stay 64-bit on a redrive, and after an export and import only where the value
-needs 64 bits), a long string that is not UTF-8 goes back as a byte array ('x'). One pika 1.x flaw loses data,
-and qdeck cannot see it: pika decodes float and double header values ('f', 'd') as integers, truncated, so such a
-header is redriven as its integer part (reading the raw frame would take pika internals, kept to one compat module
-in loadgen/).
+A message read by this walk (redrive, move) is written with the property bytes it came with (``raw_properties``):
+its headers table is copied entry by entry as the broker delivered it, every value with its AMQP type, byte for
+byte, but for the entries dropped below and qdeck's two headers, which are dropped where they were and appended
+(encoded as pika encodes them: a long string, a 32-bit integer). A record that did not come from a delivery (an
+import) is encoded by pika from its values, and a few AMQP field types then change: short and 32-bit integers go
+back as 32-bit ('I'; 64-bit ones stay 64-bit where the value needs 64 bits), a long string that is not UTF-8 goes
+back as a byte array ('x'), and float and double values ('f', 'd'), which pika 1.x decodes as truncated integers,
+as their integer part. Deliveries are parsed off the socket (``probes.rabbitmq.amqp_deliveries``, raw) and their
+properties decoded by pika (``to_record``).
 Two things are deliberately not carried over:
 
 - ``CC``/``BCC`` headers (sender-selected distribution): published again they would copy the message to the
@@ -33,32 +36,84 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from pika import spec
+from pika import data, spec
 
 from probes.death_fields import ORIGIN_FIELDS, death_from_fields
 from probes.dlq.model import Place, Record
 from probes.dlq.provenance import REDRIVE_COUNT, REDRIVE_ID, parse_count, parse_id
 from probes.models import PeekedMessage
+from probes.rabbitmq.amqp_properties import FIELDS, Table, read_properties, splice_headers
 from probes.rabbitmq.deadletter import parse_deaths
 
-PROPERTY_NAMES = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id", "reply_to",
-                  "expiration", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id")
+PROPERTY_NAMES = tuple(name for name, _flag, _kind in FIELDS if name != "headers")  # pika's names, in AMQP's order
 BROKER_HEADERS = frozenset({"x-delivery-count"})
 ROUTING_HEADERS = frozenset({"CC", "BCC"})
 DEATH_HEADERS = frozenset({"x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange"})
 _WORKER_FIELDS = frozenset(("reason", "failed_at", "attempts", *ORIGIN_FIELDS))
 
 
-def to_record(tag: int, props: spec.BasicProperties, body: bytes) -> Record:
-    """A delivery (its tag, pika's decoded properties, the body) → Record."""
-    properties = {name: value for name in PROPERTY_NAMES if (value := getattr(props, name, None)) is not None}
-    table = props.headers or {}
+class Delivered(NamedTuple):
+    """A record's handle: its delivery tag, and the property bytes it was delivered with and where their headers
+    table is (written back as they are, but for the headers ``raw_properties`` changes)."""
+
+    tag: int
+    properties: bytes | None = None
+    table: Table | None = None
+
+
+class _Facts(NamedTuple):
+    """What a record takes from its headers table."""
+
+    headers: tuple[tuple[str, Any], ...]
+    reason: str | None
+    died_at: datetime | None
+    origin: Place | None
+    origin_source: str | None
+    redrives: int
+    original_id: str | None
+
+
+# Dead letters that died together carry the same table (x-death's time is in seconds): read once, remembered by its
+# bytes (bounded). Records read from the same bytes share its decoded values: read them, never change them.
+_TABLES: dict[bytes, _Facts] = {}
+_TABLES_MAX = 1024
+_TABLE_BYTES_MAX = 16 << 10  # larger tables are read each time
+
+
+def to_record(tag: int, delivered: spec.BasicProperties | bytes, body: bytes) -> Record:
+    """A delivery (its tag, its properties: the content header's bytes, or as pika decoded them; the body) →
+    Record."""
+    read = read_properties(delivered) if isinstance(delivered, bytes) else None
+    if read is not None:
+        assert isinstance(delivered, bytes)
+        properties, table = read
+        raw = delivered[table.start:table.end]
+        facts = _TABLES.get(raw)
+        if facts is None:
+            facts = _facts(data.decode_table(raw, 0)[0] if raw else {})
+            if len(raw) <= _TABLE_BYTES_MAX:
+                if len(_TABLES) >= _TABLES_MAX:
+                    _TABLES.clear()
+                _TABLES[raw] = facts
+        handle = Delivered(tag, delivered, table)
+    else:
+        props = spec.BasicProperties().decode(delivered) if isinstance(delivered, bytes) else delivered
+        properties = {name: value for name in PROPERTY_NAMES if (value := getattr(props, name, None)) is not None}
+        facts = _facts(props.headers or {})
+        handle = Delivered(tag)
+    message_id = properties.get("message_id")
+    rid = message_id if isinstance(message_id, str) and message_id else digest(body, properties, facts.headers)
+    return Record(id=rid, body=body, headers=facts.headers, properties=properties,
+                  timestamp=_when(properties.get("timestamp")), died_at=facts.died_at, reason=facts.reason,
+                  origin=facts.origin, origin_source=facts.origin_source, redrives=facts.redrives,
+                  original_id=facts.original_id, handle=handle)
+
+
+def _facts(table: Mapping[str, Any]) -> _Facts:
     headers = tuple((k, v) for k, v in table.items() if k not in BROKER_HEADERS) \
         if "x-delivery-count" in table else tuple(table.items())
-    message_id = properties.get("message_id")
-    rid = message_id if isinstance(message_id, str) and message_id else digest(body, properties, headers)
     origin = origin_source = reason = None
     died_at = None
     if "x-death" in table or "x-first-death-queue" in table:
@@ -71,12 +126,9 @@ def to_record(tag: int, props: spec.BasicProperties, body: bytes) -> Record:
             if death.queue:
                 origin = Place("queue", death.queue)
                 origin_source = next((f for f in ORIGIN_FIELDS if fields.get(f) == death.queue), None)
-    stamp = properties.get("timestamp")
     redrives = parse_count(table.get(REDRIVE_COUNT)) if REDRIVE_COUNT in table else 0
     original = parse_id(table.get(REDRIVE_ID)) if REDRIVE_ID in table else None
-    return Record(id=rid, body=body, headers=headers, properties=properties, timestamp=_when(stamp),
-                  died_at=died_at, reason=reason, origin=origin, origin_source=origin_source, redrives=redrives,
-                  original_id=original, handle=tag)
+    return _Facts(headers, reason, died_at, origin, origin_source, redrives, original)
 
 
 Death = tuple[str | None, datetime | None, Place | None, str | None]  # reason, died at, origin, origin's header
@@ -141,6 +193,21 @@ def basic_properties(r: Record, extra: Mapping[str, Any]) -> spec.BasicPropertie
     headers.update(extra)
     props = {k: v for k, v in r.properties.items() if k in PROPERTY_NAMES}
     return spec.BasicProperties(headers=headers or None, **props)
+
+
+_DROPPED = frozenset(n.encode() for n in (*BROKER_HEADERS, *ROUTING_HEADERS))
+
+
+def raw_properties(r: Record, extra: Mapping[str, Any]) -> bytes | None:
+    """The property bytes to publish ``r`` with when a walk delivered it: those it came with, its headers table
+    copied entry by entry but for what ``basic_properties`` drops too (the broker's and the routing headers, and
+    ``extra``'s names), with ``extra`` appended. None for any other record, or bytes this does not read (an
+    unknown field type): ``basic_properties`` then encodes it from its values."""
+    held = r.handle
+    if not isinstance(held, Delivered) or held.properties is None or held.table is None:
+        return None
+    drop = _DROPPED.union(k.encode("utf-8", "surrogateescape") for k in extra)
+    return splice_headers(held.properties, held.table, drop, dict(extra))
 
 
 def user_id_problem(r: Record, user: str) -> str | None:

@@ -1,10 +1,11 @@
 """One walk of a RabbitMQ queue for the dead-letter actions: every message it held at the start, once, each held
 (unacked) until it is settled, and what is left in place requeued only at the end.
 
-- Deliveries come to consumers with manual acks on one channel. A consumer's prefetch is fixed when it starts
-  (per-consumer qos cannot change later, and quorum queues have no channel-wide qos), so when the messages left in
-  place fill the room, another consumer on the same channel adds room: the window keeps flowing however many are
-  held, and memory stays bounded by the window, not by the queue.
+- Deliveries come to consumers with manual acks on one channel, parsed off the socket with their property bytes
+  as they came (``probes.rabbitmq.amqp_deliveries``, raw: a redrive writes them back unchanged). A consumer's
+  prefetch is fixed when it starts (per-consumer qos cannot change later, and quorum queues have no channel-wide
+  qos), so when the messages left in place fill the room, another consumer on the same channel adds room: the
+  window keeps flowing however many are held, and memory stays bounded by the window, not by the queue.
 - The walk ends after the count it started with (the consumers are cancelled at the delivery that completes it; a
   message published meanwhile and delivered before the cancel is sent straight back), or when nothing arrives for
   ``idle_s`` (someone else took the rest).
@@ -25,15 +26,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pika.exceptions as pexc
-from pika.channel import Channel
 
 from probes.errors import NotFound, ProbeError
+from probes.rabbitmq.amqp_deliveries import DeliveryReader
 from probes.rabbitmq.amqp_link import AmqpConnection, Chan, amqp_error
 
 MAX_PREFETCH = 65535  # basic.qos prefetch-count is a short
 WINDOW_BATCHES = 2  # the prefetch window, in batches
 REQUEUE_CHUNK = 16  # quorum requeues between round trips (see Walk._requeue_in_order)
-Convert = Callable[[int, Any, bytes], Any]  # (delivery tag, pika's BasicProperties, body) -> what a batch holds
+Convert = Callable[[int, bytes, bytes], Any]  # (delivery tag, property bytes, body) -> what a batch holds
 
 
 class Walk:
@@ -74,12 +75,11 @@ class Walk:
             self.broken = fut.result()
             self.wake.set()
 
-    def _on_message(self, _ch: Channel, method: Any, props: Any, body: bytes) -> None:
+    def _on_message(self, body: bytes, tag: int, props: bytes) -> None:
         if self.done:  # published after the walk started, delivered before the cancel: not this walk's
             with contextlib.suppress(Exception):  # a closing channel requeues it anyway
-                self.channel.basic_nack(method.delivery_tag, requeue=True)
+                self.channel.basic_nack(tag, requeue=True)
             return
-        tag = method.delivery_tag
         try:
             self.buffer.append(self.convert(tag, props, body))
         except Exception as exc:  # a converter bug must not vanish inside pika's callback: the walk stops on it
@@ -113,7 +113,9 @@ class Walk:
         # consumer, it takes them in tag order, oldest consumer (oldest messages) first
         tag = f"qdeck-dlq-{self.name}-{self.consumers:05d}"
         self.consumers += 1
-        self.tags.append(self.channel.basic_consume(self.queue, self._on_message, auto_ack=False, consumer_tag=tag))
+        reader = DeliveryReader.of(self.link.connection)
+        self.tags.append(reader.consume(self.channel, self.queue, self._on_message, auto_ack=False, consumer_tag=tag,
+                                        raw=True))
 
     def _cancel(self) -> None:
         for tag in self.tags:

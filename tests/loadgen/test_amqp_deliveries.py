@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pika import frame, spec
 
-from loadgen.brokers.amqp_deliveries import DeliveryReader
+from probes.rabbitmq.amqp_deliveries import DeliveryReader
 
 
 class _Conn:

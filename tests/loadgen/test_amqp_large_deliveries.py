@@ -17,7 +17,7 @@ import pytest
 from pika import frame, spec
 
 from loadgen.brokers.amqp import READ_SLICE_BYTES
-from loadgen.brokers.amqp_deliveries import DeliveryReader
+from probes.rabbitmq.amqp_deliveries import DeliveryReader
 from tests.loadgen.test_amqp_deliveries import _Channel, _Conn, _count_frames, _deliver
 
 SIZE = 10 * 1024 * 1024  # 10 MiB

@@ -1,4 +1,4 @@
-"""On a real RabbitMQ connection, the pika fast paths (``loadgen.brokers.pika_compat``) are the ones in use.
+"""On a real RabbitMQ connection, the pika fast paths (``probes.rabbitmq.pika_compat``) are the ones in use.
 
 The unit tests of ``ChannelWriter`` and ``DeliveryReader`` run on fakes that define pika's internals themselves, so
 they stay green whatever pika does; this test fails instead when a pika upgrade removes or renames one of them
@@ -12,9 +12,9 @@ from typing import Any
 import pika
 import pytest
 
-from loadgen.brokers import pika_compat
 from loadgen.brokers.amqp import READ_SLICE_BYTES, AmqpLink, ChannelWriter
-from loadgen.brokers.amqp_deliveries import DeliveryReader
+from probes.rabbitmq import pika_compat
+from probes.rabbitmq.amqp_deliveries import DeliveryReader
 from probes.urls import parse_broker_url
 from tests.workers import unique
 

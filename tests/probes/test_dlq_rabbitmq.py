@@ -32,6 +32,8 @@ from probes.dlq.selection import Selection
 from probes.dlq.store import open_store
 from probes.dlq.writes import ReadOnly
 from probes.errors import NotFound, UnsafeOperation
+from probes.rabbitmq.amqp_deliveries import DeliveryReader
+from probes.rabbitmq.amqp_link import AmqpConnection, ConfirmChannel
 from probes.urls import BrokerTarget, parse_broker_url
 from tests.rabbit import RabbitVhost, wait_sync
 
@@ -215,6 +217,59 @@ def worker_dead_letters(vhost: RabbitVhost, queue: str, n: int, qtype: str) -> N
             await source.link.aclose()
 
     asyncio.run(go())
+
+
+def test_a_redrive_keeps_the_delivered_property_bytes_and_types_pika_cannot_write(vhost: RabbitVhost) -> None:
+    """The headers table travels as the broker delivered it, entry by entry (a float, a double, a short integer and
+    a long string that is not UTF-8 included, which pika would decode and encode into other types), qdeck's two
+    headers taken out where they were and appended; every other property byte unchanged."""
+    declare(vhost, "classic", "work.dlq")
+    declare(vhost, "classic", "work")
+
+    def entry(name: bytes, kind: bytes, value: bytes) -> bytes:
+        return bytes([len(name)]) + name + kind + value
+
+    def text(name: str, value: bytes) -> bytes:
+        return entry(name.encode(), b"S", len(value).to_bytes(4, "big") + value)
+
+    table = [text("source", b"work"), text("reason", b"boom"), entry(b"f", b"f", bytes.fromhex("3fc00000")),
+             entry(REDRIVE_COUNT.encode(), b"I", (1).to_bytes(4, "big")), entry(b"d", b"d", bytes(8)),
+             entry(b"short", b"s", b"\xff\xf9"), text("latin1", b"\xe9t\xe9")]
+    others = b"".join(pika.BasicProperties(delivery_mode=2, message_id="m-raw", priority=4).encode())
+    flags = int.from_bytes(others[:2], "big") | pika.BasicProperties.FLAG_HEADERS
+    body = b"".join(table)
+    sent = flags.to_bytes(2, "big") + len(body).to_bytes(4, "big") + body + others[2:]
+
+    async def publish_and_read(t: BrokerTarget) -> tuple[list[str | None], bytes]:
+        link = await AmqpConnection.open(t)
+        try:
+            confirm = await ConfirmChannel.open(link)
+            assert confirm.frames.direct  # the batched write is the one in use
+            out = await confirm.publish([("", "work.dlq", b"raw", sent)])
+            report = await _redrive(t)
+            assert report.ledger.moved == 1
+            chan = await link.channel()
+            got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            reader = DeliveryReader.of(link.connection)
+
+            def arrived(_body: bytes, _tag: int, props: bytes) -> None:
+                if not got.done():
+                    got.set_result(props)
+
+            reader.consume(chan.channel, "work", arrived, auto_ack=True, raw=True)
+            return out, await asyncio.wait_for(got, 10)
+        finally:
+            await link.aclose()
+
+    async def _redrive(t: BrokerTarget) -> Report:
+        async with RabbitMQStore(t, "work.dlq") as store:
+            return await run_action(store, Action("redrive", dry_run=False, force=True), Selection())
+
+    confirmed, arrived = asyncio.run(publish_and_read(target(vhost)))
+    assert confirmed == [None]
+    kept = b"".join(e for e in table if REDRIVE_COUNT.encode() not in e)
+    added = text(REDRIVE_ID, b"m-raw") + entry(REDRIVE_COUNT.encode(), b"I", (2).to_bytes(4, "big"))
+    assert arrived == flags.to_bytes(2, "big") + len(kept + added).to_bytes(4, "big") + kept + added + others[2:]
 
 
 # ---- move, purge, delete ---------------------------------------------------------------------------------------

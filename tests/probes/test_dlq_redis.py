@@ -108,6 +108,30 @@ async def test_redrive_worker_dead_letters_back_to_their_stream_exactly(r: tuple
     assert [f[b"body"] for _e, f in got[0][1]] == bodies
 
 
+async def test_a_long_stream_is_walked_batch_by_batch_whatever_the_action(r: tuple[redis.Redis, str],
+                                                                          redis_url: str) -> None:
+    """Several batches (the next one read while this one is written, parsed a slice at a time): a dry run and an
+    export (no writes) walk them all, a redrive moves them all in order, field for field."""
+    client, p = r
+    dlq, origin = f"{p}:work:dlq", f"{p}:work"
+    client.xgroup_create(origin, "g", id="$", mkstream=True)
+    pipe = client.pipeline(transaction=False)
+    for i in range(620):
+        pipe.xadd(dlq, {"body": b"%d" % i, "reason": "boom", "source": origin, "n": i % 3})
+    pipe.execute()
+    before = entries(client, dlq)
+    dry = await act(redis_url, dlq, Action("redrive", batch=250, force=True))
+    assert (dry.ledger.examined, dry.ledger.moved) == (620, 620) and client.xlen(dlq) == 620
+    out: list[Record] = []
+    async with open_store(target(redis_url), dlq) as s:
+        exported = await run_action(s, Action("export", batch=250), Selection(), on_export=out.append)
+    assert exported.ledger.exported == 620 and [rec.body for rec in out] == [b"%d" % i for i in range(620)]
+    report = await act(redis_url, dlq, Action("redrive", dry_run=False, batch=250, force=True))
+    assert (report.ledger.moved, report.ledger.failed) == (620, 0) and client.xlen(dlq) == 0
+    assert [flat for _e, flat in entries(client, origin)] == [
+        [*flat, REDRIVE_ID.encode(), eid, REDRIVE_COUNT.encode(), b"1"] for eid, flat in before]
+
+
 async def test_move_to_a_named_stream_keeps_repeated_fields_and_the_count(r: tuple[redis.Redis, str],
                                                                            redis_url: str) -> None:
     client, p = r

@@ -4,10 +4,11 @@ pika turns every delivery into three frame objects, a method object, a propertie
 about a third of the CPU of both ends of the request/reply path (the worker consuming requests, the load generator
 consuming replies) at tens of thousands of messages a second. ``DeliveryReader`` sits in front of pika's frame
 parser on one connection: a complete delivery for a consumer registered with it is parsed with ``struct`` and handed
-to its callback as ``(body, delivery_tag, properties)``; every other frame (heartbeats, RPC replies, channel closing,
-deliveries for other consumers, returns) goes to pika, whole and in order, so pika's state stays pika's. Publisher
-confirms (Basic.Ack / Basic.Nack) of a channel registered with ``confirms`` are parsed here too: one per few requests
-on the load generator's request channel.
+to its callback as ``(body, delivery_tag, properties)`` (``raw=True``: the content header's property bytes as they
+came, undecoded, for a caller that decodes them itself or passes them on unchanged); every other frame (heartbeats,
+RPC replies, channel closing, deliveries for other consumers, returns) goes to pika, whole and in order, so pika's
+state stays pika's. Publisher confirms (Basic.Ack / Basic.Nack) of a channel registered with ``confirms`` are parsed
+here too: one per few requests on the load generator's request channel.
 
 The consumer is registered with pika too (``basic_consume``), so cancelling, closing and acking stay pika's API;
 a cancelled consumer's deliveries go to pika, which rejects them as it always does. The pika internals it relies on
@@ -25,11 +26,12 @@ from typing import Any
 from pika import spec
 from pika.channel import Channel
 
-from loadgen.brokers import pika_compat
+from probes.rabbitmq import pika_compat
 
 OnDelivery = Callable[[bytes, int, Any], None]
 """``(body, delivery_tag, properties)``; properties is a ``pika.BasicProperties`` (shared and empty when the
-message has none: read it, never change it)."""
+message has none: read it, never change it), or for a ``raw`` consumer the property bytes of its content header
+(the property flags and the properties as AMQP encodes them: ``b"\\x00\\x00"`` when it has none)."""
 OnConfirm = Callable[[int, bool], None]
 """``(delivery_tag, multiple)``: a publisher confirm (an ack or a nack: either way the broker has decided)."""
 
@@ -41,13 +43,17 @@ _Q = struct.Struct(">Q")
 _HEADER_FIXED = struct.Struct(">HHQH")  # class, weight, body size, first property flags
 _END = spec.FRAME_END
 _NO_PROPERTIES = spec.BasicProperties()
+Owner = tuple[Channel, OnDelivery, set[str], bool]  # a consumer's channel, callback, cancelled tags, raw
 
 
-def _pika_callback(on_delivery: OnDelivery) -> Callable[[Any, Any, Any, bytes], None]:
+def _pika_callback(on_delivery: OnDelivery, raw: bool) -> Callable[[Any, Any, Any, bytes], None]:
     def on_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
         on_delivery(body, method.delivery_tag, properties)
 
-    return on_message
+    def on_raw_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        on_delivery(body, method.delivery_tag, b"".join(properties.encode()))  # what pika decoded, encoded again
+
+    return on_raw_message if raw else on_message
 
 
 def _frame_end(buf: bytes, pos: int, size: int, kind: int, number: int) -> int | None:
@@ -86,12 +92,12 @@ _MORE, _DONE, _NOT_OURS = 0, 1, 2  # what parsing a delivery's content frames ca
 
 
 def _content(buf: bytes, pos: int, size: int, number: int, properties: Any, body_size: int, got: int,
-             parts: list[bytes | memoryview]) -> tuple[int, int, Any, int, int]:
+             parts: list[bytes | memoryview], raw: bool = False) -> tuple[int, int, Any, int, int]:
     """Parse a delivery's content frames on channel ``number`` from ``pos`` on, going on from what its earlier
     frames said (``properties`` None: the content header is next; ``got`` bytes of ``body_size`` in ``parts``, to
     which the body frames' payloads are added). Returns (status, position, properties, body_size, got): ``_DONE``
     and the position after its last frame; ``_MORE`` and the start of a frame not complete yet; ``_NOT_OURS`` when
-    a frame is not the content it needs."""
+    a frame is not the content it needs. ``raw``: properties are the header's property bytes, not decoded."""
     if properties is None:
         hend = _frame_end(buf, pos, size, spec.FRAME_HEADER, number)
         if hend is None:
@@ -99,7 +105,9 @@ def _content(buf: bytes, pos: int, size: int, number: int, properties: Any, body
         if hend < 0 or hend - pos - 7 < 14:
             return _NOT_OURS, pos, None, 0, 0  # not the content a delivery needs: pika decides (and closes the link)
         _cls, _weight, body_size, flags = _HEADER_FIXED.unpack_from(buf, pos + 7)
-        if flags:
+        if raw:
+            properties = buf[pos + 19:hend]
+        elif flags:
             properties = spec.BasicProperties()
             properties.decode(buf[pos + 19:hend])
         else:
@@ -137,12 +145,12 @@ class _Delivery:
     delivery turns out not to be this reader's after all), their size (``nbytes``)."""
 
     __slots__ = ("body_size", "cancelled", "channel", "delivery_tag", "got", "nbytes", "number", "on_delivery", "parts",
-                 "properties", "raw", "tag")
+                 "properties", "raw", "raw_properties", "tag")
 
-    def __init__(self, number: int, tag: bytes, owner: tuple[Channel, OnDelivery, set[str]], delivery_tag: int,
-                 properties: Any, body_size: int, got: int, parts: list[bytes | memoryview]) -> None:
+    def __init__(self, number: int, tag: bytes, owner: Owner, delivery_tag: int, properties: Any, body_size: int,
+                 got: int, parts: list[bytes | memoryview]) -> None:
         self.number, self.tag, self.delivery_tag = number, tag, delivery_tag
-        self.channel, self.on_delivery, self.cancelled = owner
+        self.channel, self.on_delivery, self.cancelled, self.raw_properties = owner
         self.properties, self.body_size, self.got, self.parts = properties, body_size, got, parts
         self.raw: list[memoryview] = []
         self.nbytes = 0
@@ -175,7 +183,7 @@ class DeliveryReader:
         self.parsed = 0
         self.confirms_parsed = 0
         self._to_pika: Callable[[bytes], None] | None = None
-        self._consumers: dict[tuple[int, bytes], tuple[Channel, OnDelivery, set[str]]] = {}
+        self._consumers: dict[tuple[int, bytes], Owner] = {}
         self._confirms: dict[int, tuple[Channel, OnConfirm]] = {}  # channel number → its confirm callback
         self._chunks: list[bytes | memoryview] = []  # the reads since the start of a frame not complete yet
         self._held = 0  # their size
@@ -193,12 +201,15 @@ class DeliveryReader:
         partial = b"".join(self._partial.raw) if self._partial is not None else b""
         return partial + b"".join(self._chunks)
 
-    def consume(self, channel: Channel, queue: str, on_delivery: OnDelivery, *, auto_ack: bool) -> str:
-        """``basic_consume`` whose deliveries reach ``on_delivery(body, delivery_tag, properties)``."""
-        tag = channel.basic_consume(queue, _pika_callback(on_delivery), auto_ack=auto_ack)
+    def consume(self, channel: Channel, queue: str, on_delivery: OnDelivery, *, auto_ack: bool,
+                consumer_tag: str | None = None, raw: bool = False) -> str:
+        """``basic_consume`` whose deliveries reach ``on_delivery(body, delivery_tag, properties)`` (``raw``: the
+        property bytes, undecoded; through pika's path, what pika decoded encoded again)."""
+        named = {"consumer_tag": consumer_tag} if consumer_tag is not None else {}
+        tag = channel.basic_consume(queue, _pika_callback(on_delivery, raw), auto_ack=auto_ack, **named)
         cancelled = pika_compat.cancelled_tags(channel)
         if self.direct and cancelled is not None:
-            self._consumers[(channel.channel_number, tag.encode())] = (channel, on_delivery, cancelled)
+            self._consumers[(channel.channel_number, tag.encode())] = (channel, on_delivery, cancelled, raw)
             self._install()
         return str(tag)
 
@@ -248,7 +259,8 @@ class DeliveryReader:
                 status = _NOT_OURS
                 if d.owned():
                     status, nxt, d.properties, d.body_size, d.got = _content(buf, 0, size, d.number, d.properties,
-                                                                             d.body_size, d.got, d.parts)
+                                                                             d.body_size, d.got, d.parts,
+                                                                             d.raw_properties)
                 if status == _DONE:
                     nbytes += d.nbytes + nxt
                     frames += 2 + len(d.parts)
@@ -276,7 +288,7 @@ class DeliveryReader:
                         # A delivery of a registered consumer: parsed here.
                         parts: list[bytes | memoryview] = []
                         status, nxt, properties, body_size, got = _content(buf, end + 1, size, number, None, 0, 0,
-                                                                           parts)
+                                                                           parts, owner[3])
                         (delivery_tag,) = _Q.unpack_from(buf, p + len(tag))
                         if status == _DONE:
                             nbytes += nxt - pos

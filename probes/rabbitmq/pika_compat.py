@@ -3,15 +3,17 @@
 Checked against the source of pika 1.3.2, 1.4.0 and 1.4.4 and run against 1.4.4 (pinned ``pika>=1.3.2,<1.5`` in
 pyproject.toml). pika's main branch after 1.4.4 keeps ``_frame_buffer`` as a ``bytearray`` and trims it in place:
 ``take_over_reads`` handles both. Each fast path has its own check here; its caller falls back to pika's public API
-when the check fails (``ChannelWriter`` to ``basic_publish``/``basic_ack``, ``DeliveryReader`` to pika's frame
-parser, the socket write to pika's buffered write), and ``tests/loadgen/test_pika_compat.py`` asserts on a real
+when the check fails (``ChannelWriter`` (``loadgen.brokers.amqp``) and ``PublishFrames`` (``publish_frames``, the
+dead-letter redrive's confirmed publishes) to ``basic_publish``/``basic_ack``, ``DeliveryReader``
+(``amqp_deliveries``) to pika's frame parser, the socket write to pika's buffered write), and
+``tests/loadgen/test_pika_compat.py`` asserts on a real
 connection that every check passes: a pika upgrade that breaks one fails a test instead of slowing qdeck down
 unnoticed.
 
 The internals used, all of ``pika.connection.Connection`` unless said otherwise:
 
 - ``_adapter_emit_data(data)`` (``BaseConnection``): hands bytes to the connection's transport, in order, after
-  whatever it still holds. ``ChannelWriter`` writes a batch of marshalled frames through it.
+  whatever it still holds. ``ChannelWriter`` and ``PublishFrames`` write a batch of marshalled frames through it.
 - ``_body_max_length``: the largest body frame payload, known once the connection is tuned.
 - ``bytes_sent``, ``frames_sent``, ``bytes_received``, ``frames_received``: counters (public names, undocumented)
   that pika's heartbeat checker reads to know the link is alive; bytes qdeck writes or parses itself are counted.
