@@ -170,7 +170,7 @@ async def bare_chunks(url: str, rate: float | None, seconds: float, n: int = 200
     ``window`` written and not yet read."""
     import redis.asyncio as aioredis
 
-    from loadgen.transports.redis_streams import pack_xadds, pack_xread, xadd_head, xread_entries
+    from loadgen.brokers.redis_resp import pack_xadds, pack_xread, xadd_head, xread_entries
 
     run = uuid.uuid4().hex[:16]
     stream = f"bench:chunks:{run}"

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 import redis.exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
 
+from loadgen.brokers.redis_resp import pack_xadds, pack_xread, pack_xtrim_minid, xadd_head, xread_entries
 from loadgen.transports.base import ReplyHandler
 from probes.errors import ConnectionLost, ProbeError
 from probes.redis_client import checked, redis_client, redis_error
@@ -31,32 +31,6 @@ READ_COUNT = 256
 SLICE = 32  # replies handled between two yields to the loop
 BLOCK_MS = 100
 TRIM_EVERY = 5000
-
-
-def _bulk(data: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-def xadd_head(stream: str) -> bytes:
-    """The RESP prefix of ``XADD <stream> * body``; append one bulk string (the body) per command."""
-    return b"*5\r\n$4\r\nXADD\r\n" + _bulk(stream.encode()) + _bulk(b"*") + _bulk(b"body")
-
-
-def pack_xadds(head: bytes, bodies: list[bytes]) -> bytes:
-    return b"".join([head + b"$%d\r\n%b\r\n" % (len(b), b) for b in bodies])
-
-
-def pack_xread(stream: bytes, last: bytes, count: int, block_ms: int) -> bytes:
-    return (b"*8\r\n$5\r\nXREAD\r\n$5\r\nCOUNT\r\n" + _bulk(b"%d" % count) + b"$5\r\nBLOCK\r\n"
-            + _bulk(b"%d" % block_ms) + b"$7\r\nSTREAMS\r\n" + _bulk(stream) + _bulk(last))
-
-
-def xread_entries(res: Any) -> list[Any]:
-    """The entries ``[[id, [field, value, ...]], ...]`` of a raw one-stream XREAD reply (RESP2 list of
-    ``[stream, entries]`` or RESP3 map ``{stream: entries}``); [] on a timeout."""
-    if not res:
-        return []
-    return next(iter(res.values())) if isinstance(res, dict) else res[0][1]
 
 
 class RedisTransport:
@@ -165,8 +139,7 @@ class RedisTransport:
                 self._last = last = entries[-1][0]
                 since_trim += len(entries)
                 if since_trim >= TRIM_EVERY:
-                    await conn.send_packed_command(b"*4\r\n$5\r\nXTRIM\r\n" + _bulk(stream) + b"$5\r\nMINID\r\n"
-                                                   + _bulk(last), check_health=False)
+                    await conn.send_packed_command(pack_xtrim_minid(stream, last), check_health=False)
                     await conn.read_response()
                     since_trim = 0
         except (rexc.RedisError, OSError) as exc:
