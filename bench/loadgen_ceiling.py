@@ -14,7 +14,10 @@ one second of flood is a noisy sample of it. Requests/s:
 The ceiling is the highest open-loop constant rate at which qdeck's engine keeps achieved ≥ 99 % of target,
 schedule-lag p99 within 1.5 ms of the coalescing window (``COALESCE_S``: requests due within it are held for one
 write on purpose, so the generator's own lateness is what lies beyond it; 2 ms with the 0.5 ms window this bound was
-set with), every request answered, and end-to-end p99 < 50 ms — the last so that the worker keeps up:
+set with) — or, where it is more, within 1.5 ms of the lag p99 the generator shows at a light load (5 % of the
+slowest bare-loop run) on the same machine in the same run: a slower VM's timer and scheduling floor is not the
+engine's capacity (on one, trials at a third of the ceiling missed the absolute bound) —, every request
+answered, and end-to-end p99 < 50 ms — the last so that the worker keeps up:
 without it the search climbs to rates the sender sustains while replies pile up behind a saturated worker. Found by
 stepping ×1.25 and bisecting twice; a rate that fails a trial passes only if it passes two more (one stall of the
 VM is not a ceiling). Prints the ceiling and its ratio to each reference (target ≥ 0.8). Then it records
@@ -53,7 +56,9 @@ from probes.urls import parse_broker_url
 BARE_N = 40_000
 CHUNK = 100
 E2E_P99_MS = 50.0  # replies keep up: a worker falling behind builds a backlog and end-to-end grows
-LAG_P99_MS = COALESCE_S * 1000 + 1.5  # on time: at most 1.5 ms late beyond the deliberate coalescing wait
+LAG_SLACK_MS = 1.5  # on time: at most this much later than the generator is at a light load on the same machine
+LAG_P99_MS = COALESCE_S * 1000 + LAG_SLACK_MS  # the least bound: 1.5 ms beyond the deliberate coalescing wait
+FLOOR_SHARE = 0.05  # the light load the lag floor is measured at: this share of the slowest bare-loop run
 RATIO_TARGET = 0.8  # the ceiling against each bare loop
 FLAT_MB = 1.0  # memory growth from 100k to 1M recorded requests
 
@@ -72,7 +77,7 @@ async def bare_redis(url: str, queue: str, n: int = BARE_N, window: int = 1000) 
     replies), another reads the reply stream with raw XREADs, as the qdeck transport does."""
     import redis.asyncio as aioredis
 
-    from loadgen.transports.redis_streams import pack_xadds, pack_xread, xadd_head, xread_entries
+    from loadgen.brokers.redis_resp import pack_xadds, pack_xread, xadd_head, xread_entries
 
     run = uuid.uuid4().hex[:8]
     reply = f"bench:reply:{run}"
@@ -170,36 +175,44 @@ def p99_ms(hist: HdrHistogram) -> float:
     return hist.get_value_at_percentile(99) / 1000 if hist.get_total_count() else 0.0
 
 
-def trial(url: str, queue: str, rate: float, seconds: float) -> tuple[bool, str]:
+def trial(url: str, queue: str, rate: float, seconds: float, lag_bound: float = LAG_P99_MS) -> tuple[bool, str]:
     result = run_constant(url, queue, rate, seconds)
     rec = result.recorder
     lag_p99 = p99_ms(rec.total["schedule_lag"])
     ratio = result.achieved_rate / result.target_rate if result.target_rate else 0.0
     e2e_p99 = p99_ms(rec.total["end_to_end"])
-    ok = (ratio >= 0.99 and lag_p99 < LAG_P99_MS and e2e_p99 < E2E_P99_MS and rec.timeouts == 0 and result.unsent == 0
+    ok = (ratio >= 0.99 and lag_p99 < lag_bound and e2e_p99 < E2E_P99_MS and rec.timeouts == 0 and result.unsent == 0
           and rec.replied == rec.sent)
     return ok, (f"achieved {ratio * 100:.1f}%, schedule-lag p99 {lag_p99:.2f} ms, end-to-end p99 {e2e_p99:.1f} ms, "
                 f"replied {rec.replied:,} of {rec.sent:,}")
 
 
-def sustained(url: str, queue: str, rate: float, seconds: float) -> bool:
+def lag_floor(url: str, queue: str, rate: float, seconds: float) -> float:
+    """The schedule-lag p99 at a light load (``rate``), the lower of two runs: what this machine's scheduling and
+    timers give the generator when it is nowhere near its capacity (about the coalescing window on a quiet fast
+    machine; ~2 ms on a slower VM, where an absolute bound failed trials at a third of the ceiling)."""
+    floors = [p99_ms(run_constant(url, queue, rate, seconds).recorder.total["schedule_lag"]) for _ in range(2)]
+    return min(floors)
+
+
+def sustained(url: str, queue: str, rate: float, seconds: float, lag_bound: float = LAG_P99_MS) -> bool:
     """Whether ``rate`` is sustained. A rate that fails a trial gets two more and passes only if both pass (two
     trials of three): on this VM a stall of a few ms now and then (a vCPU descheduled) fails a trial at any rate,
     and without a second look one stall low in the search decides the ceiling."""
 
     def attempt(note: str) -> bool:
-        ok, why = trial(url, queue, rate, seconds)
+        ok, why = trial(url, queue, rate, seconds, lag_bound)
         print(f"    {rate:9,.0f}/s  {'ok  ' if ok else 'FAIL'}  {why}{note}", flush=True)
         return ok
 
     return attempt("") or (attempt(" (second trial)") and attempt(" (third trial)"))
 
 
-def ceiling(url: str, queue: str, start: float, seconds: float) -> float:
+def ceiling(url: str, queue: str, start: float, seconds: float, lag_bound: float = LAG_P99_MS) -> float:
     best, fail = 0.0, None
     rate = start
     while fail is None or best == 0.0:
-        if sustained(url, queue, rate, seconds):
+        if sustained(url, queue, rate, seconds, lag_bound):
             best = rate
             if fail is not None:
                 break
@@ -212,7 +225,7 @@ def ceiling(url: str, queue: str, start: float, seconds: float) -> float:
                 rate /= 1.25
     for _ in range(2):
         mid = (best + fail) / 2
-        best, fail = (mid, fail) if sustained(url, queue, mid, seconds) else (best, mid)
+        best, fail = (mid, fail) if sustained(url, queue, mid, seconds, lag_bound) else (best, mid)
     return best
 
 
@@ -275,8 +288,14 @@ def main() -> None:
             with worker(url, queue, "--model", "echo", "--max-batch", "64", "--max-wait-ms", "0"):
                 for when in ("before the search", "before the search"):
                     _references(kind, url, queue, runs, when)
+                slowest = min(min(r) for r in runs.values())
+                light = max(slowest * FLOOR_SHARE, 100.0)
+                floor = lag_floor(url, queue, light, args.trial)
+                bound = max(LAG_P99_MS, floor + LAG_SLACK_MS)
+                print(f"  schedule-lag p99 at a light {light:,.0f}/s: {floor:.2f} ms → on time below {bound:.2f} ms "
+                      f"(at least {LAG_P99_MS:.1f} ms)", flush=True)
                 print("  qdeck open-loop ceiling search:", flush=True)
-                top = ceiling(url, queue, max(min(min(r) for r in runs.values()) * 0.3, 100.0), args.trial)
+                top = ceiling(url, queue, max(slowest * 0.3, 100.0), args.trial, bound)
                 _references(kind, url, queue, runs, "after the search")
             for name, rates in runs.items():
                 bare = statistics.median(rates)
