@@ -7,6 +7,7 @@ tried before WARN; a rule may have either or both.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -87,9 +88,16 @@ def finding(rule: str, thresholds: Thresholds, value: float, *, broker: str, que
     level, threshold = judge(value, thresholds)
     text = f"{figure or info.figure} {fmt_figure(value, info.unit)}"
     if threshold is not None:
-        text += (f" < {fmt_figure(threshold, info.unit)}" if level is Level.OK
-                 else f" >= {fmt_figure(threshold, info.unit)} ({str(level).lower()})")
+        text += _against(threshold, info.unit, level)
     if detail:
         text += f"; {detail}"
     return Finding(rule=rule, level=level, broker=broker, queue=queue, group=group, value=float(value),
                    threshold=threshold, summary=text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _against(threshold: float, unit: Unit, level: Level) -> str:
+    """`` < 1,000`` or `` >= 1,000 (warn)``: a few thresholds, formatted once (a big broker has ~35,000 findings)."""
+    if level is Level.OK:
+        return f" < {fmt_figure(threshold, unit)}"
+    return f" >= {fmt_figure(threshold, unit)} ({str(level).lower()})"

@@ -32,9 +32,12 @@ class SnapshotWindow:
             return
         self._snapshots.append(snapshot)
         cutoff = snapshot.taken_at - self.span_s
+        dropped = False
         while len(self._snapshots) > 1 and self._snapshots[1].taken_at <= cutoff:
             self._snapshots.popleft()
-        prune(self.memo, self._snapshots)
+            dropped = True
+        if dropped:  # (not on every add: a window being filled from a caller's kept snapshots shares their memo)
+            prune(self.memo, self._snapshots)
 
     def derived(self, snapshot: BrokerSnapshot, what: str, fn: Callable[[BrokerSnapshot], Any]) -> Any:
         """``fn(snapshot)``, computed once while ``snapshot`` is in the window (``what`` names ``fn``)."""
