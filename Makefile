@@ -55,6 +55,10 @@ bench: setup
 	$(PY) -m bench.console_10k
 	$(PY) -m bench.large_messages
 	$(PY) -m bench.faults
+	$(PY) -m bench.dlq_redis
+	$(PY) -m bench.dlq_rabbitmq
+	$(PY) -m bench.dlq_kafka
+	$(PY) -m bench.dlq_faults
 
 clean:
 	rm -rf $(VENV) .brokers .pytest_cache .mypy_cache .ruff_cache *.egg-info
