@@ -126,7 +126,11 @@ def _length(value: Any, key: str, where: str) -> int:
             number = float(value.strip())
         except ValueError:
             number = None
-    if number is None or not math.isfinite(number) or not float(number).is_integer():
+    try:
+        whole = number is not None and math.isfinite(number) and float(number).is_integer()
+    except OverflowError:  # an integer of hundreds of digits: no float holds it
+        whole = False
+    if number is None or not whole:
         raise PlanError(f"{where}: {key} {_show(value)} is not a whole number")
     if not 1 <= number <= MAX_TOKENS:
         raise PlanError(f"{where}: {key} {_show(value)} is not between 1 and {MAX_TOKENS:,}")
@@ -182,8 +186,8 @@ def _jsonl(text: str, p: Path, skipped: dict[str, int]) -> tuple[str, list[tuple
         where = f"dataset {p} line {n}"
         try:
             obj = json.loads(line)
-        except ValueError as exc:
-            raise PlanError(f"{where}: not JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested past the parser's depth
+            raise PlanError(f"{where}: not JSON ({_json_problem(exc)})") from None
         if not isinstance(obj, dict):
             raise PlanError(f"{where}: not a JSON object")
         fmt = fmt or ("sharegpt" if "conversations" in obj else "jsonl")
@@ -213,8 +217,8 @@ def _json_list(text: str, p: Path) -> Iterator[tuple[int, Any]]:
     while True:
         try:
             obj, end = decoder.raw_decode(text, j)
-        except ValueError as exc:
-            raise PlanError(f"dataset {p} line {at(j)}: not JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise PlanError(f"dataset {p} line {at(j)}: not JSON ({_json_problem(exc)})") from None
         yield at(j), obj
         j = skip(end)
         if j < len(text) and text[j] == "]":
@@ -248,3 +252,7 @@ def _conversation(obj: Any, where: str, skipped: dict[str, int]) -> tuple[int, i
         if n > MAX_TOKENS:
             raise PlanError(f"{where}: the {key} is about {n:,} tokens, more than {MAX_TOKENS:,}")
     return n_in, n_out
+
+
+def _json_problem(exc: Exception) -> str:
+    return "nested too deep" if isinstance(exc, RecursionError) else str(exc)

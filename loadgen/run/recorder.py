@@ -271,14 +271,15 @@ class Recorder:
         if value > sink.hi:
             sink.hi = value
 
-    def record_stream(self, intended_ns: int, sent_ns: int, first_ns: int, received_ns: int, max_gap_ns: int,
-                      stamps: Stamps, batch_size: int, device: str, wall_offset_ns: int, worker: str,
+    def record_stream(self, intended_ns: int, sent_ns: int, first_ns: int, last_ns: int, received_ns: int,
+                      max_gap_ns: int, stamps: Stamps, batch_size: int, device: str, wall_offset_ns: int, worker: str,
                       input_tokens: int, output_tokens: int) -> None:
-        """A stream completed at ``received_ns`` (its last chunk): its end-to-end stages as a reply's (the final
-        chunk's stamps), its TPOT and token counts, and whether it met the objectives."""
+        """A stream completed at ``received_ns`` (its final chunk): its end-to-end stages as a reply's (the final
+        chunk's stamps), its TPOT (first chunk to ``last_ns``, the last chunk that carried tokens) and token
+        counts, and whether it met the objectives."""
         self.record_reply(intended_ns, sent_ns, received_ns, stamps, batch_size, device, wall_offset_ns, worker)
         self.streams += 1
-        tpot_ns = (received_ns - first_ns) // (output_tokens - 1) if output_tokens > 1 else None
+        tpot_ns = (last_ns - first_ns) // (output_tokens - 1) if output_tokens > 1 else None
         if tpot_ns is not None:
             self._record(self._tpot_sink, ("tpot",), (tpot_ns,))
         # token counts are recorded as "ns" ×1000 so that _record's µs conversion gives the count itself; a request

@@ -5,8 +5,10 @@ whatever order they arrive. A chunk whose index already came is a duplicate (cou
 for a request already answered is a duplicate too; the final chunk of a stream cut by the timeout counts the stream
 as late (its other chunks are not counted again). Figures are taken on arrival, on the generator's monotonic clock:
 the first chunk to arrive gives TTFT, every arrival after it a gap (ITL), and the completed stream its TPOT and
-token counts. A stream cut by the timeout is a timeout, with the tokens received so far counted apart
-(``streams_cut``, ``cut_tokens``).
+token counts. An empty chunk after the first (a worker that learns a stream has ended only after its last token,
+as a generator function's return) carries no token: it is no gap, and TPOT ends at the last chunk with tokens. A
+stream cut by the timeout is a timeout, with the tokens received so far counted apart (``streams_cut``,
+``cut_tokens``).
 """
 
 from __future__ import annotations
@@ -43,13 +45,13 @@ class Stream:
         if self.seen & bit:
             return DUPLICATE
         self.seen |= bit
-        if self.count:
+        if not self.count:
+            self.first_ns = self.last_ns = received_ns
+        elif ch.tokens:  # an empty chunk after the first (a stream's end said after its last token) is no token
             gap = received_ns - self.last_ns
             if gap > self.max_gap_ns:
                 self.max_gap_ns = gap
-        else:
-            self.first_ns = received_ns
-        self.last_ns = received_ns
+            self.last_ns = received_ns
         self.count += 1
         self.tokens += ch.tokens
         if ch.final:
@@ -83,7 +85,7 @@ def on_chunk(engine: Engine, ch: Chunk, received_ns: int) -> None:
     if outcome == DUPLICATE:
         recorder.record_duplicate()
         return
-    if not entry.warmup:
+    if not entry.warmup and (stream.count == 1 or ch.tokens):
         recorder.record_chunk(entry.intended_ns, entry.sent_ns, received_ns, ch.tokens,
                               received_ns - previous if stream.count > 1 else None)
     if outcome != DONE:
@@ -100,6 +102,7 @@ def on_chunk(engine: Engine, ch: Chunk, received_ns: int) -> None:
     if final.error is not None or final.stamps is None:
         recorder.record_error("worker_error")
         return
-    recorder.record_stream(entry.intended_ns, entry.sent_ns, stream.first_ns, received_ns, stream.max_gap_ns,
+    recorder.record_stream(entry.intended_ns, entry.sent_ns, stream.first_ns, stream.last_ns, received_ns,
+                           stream.max_gap_ns,
                            final.stamps, final.batch_size, final.device, engine.wall(0), final.model,
                            entry.input_tokens, stream.tokens)

@@ -74,6 +74,7 @@ class StreamServer:
         self.worker, self.model = worker, model
         self.source, self.config, self.metrics = worker.source, worker.config, worker.metrics
         self._live: dict[int, _Live] = {}
+        self._broken: set[int] = set()  # id() of the deliveries whose streams lost chunks to a failed publish
         self._key = 0
         self._out: asyncio.Queue[_Publish | None] = asyncio.Queue()
         self._room = asyncio.Event()
@@ -187,14 +188,39 @@ class StreamServer:
                 item.replies += more.replies
                 item.dead += more.dead
                 item.done += more.done
+            if self._broken:
+                item = await self._without_broken(item)
             try:
                 self.worker._count(await self.source.settle(item.replies, item.dead, item.done))
             except ProbeError as exc:  # the link dropped: unacknowledged requests are delivered again
                 self.metrics.counters.task_failures += 1
                 self.metrics.warning(f"streamed replies could not be published (their requests will be "
                                      f"delivered again): {exception_text(exc)}")
+                # a stream still running lost chunks: its later chunks are dropped and its request is not
+                # acknowledged with its final one, but released, to be delivered again whole
+                finished = {id(d) for d in item.done}
+                self._broken.update(id(r.delivery) for r in item.replies if id(r.delivery) not in finished)
             if ended:
                 return
+
+    async def _without_broken(self, item: _Publish) -> _Publish:
+        """``item`` without what belongs to streams that lost chunks; the requests of those that ended are given
+        back to the broker (never acknowledged: the generator saw a stream with a hole in it)."""
+        broken = self._broken
+        kept = _Publish([r for r in item.replies if id(r.delivery) not in broken],
+                        [d for d in item.dead if id(d.delivery) not in broken])
+        released = []
+        for d in item.done:
+            if id(d) in broken:
+                broken.discard(id(d))
+                released.append(d)
+            else:
+                kept.done.append(d)
+        if released:
+            await self.source.release(released)
+            self.metrics.warning(f"{len(released)} streamed requests lost chunks to a failed publish: released to "
+                                 "be delivered again, not acknowledged")
+        return kept
 
     async def _tick(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -159,6 +159,25 @@ def test_streams_in_order_out_of_order_duplicated_cut_and_late() -> None:
     assert _same(t["end_to_end"], [180_000, 90_000, timeout_us, 5_000 + timeout_us])
 
 
+def test_an_empty_final_chunk_is_no_gap_and_tpot_ends_at_the_last_token() -> None:
+    """A generator-function model learns its stream ended only on the next step: the empty final chunk comes a
+    step after the last token. It ends the stream (e2e) but is neither a gap nor part of TPOT."""
+    engine = _engine()
+    _expect(engine, 1, 0, 0)
+    _chunk(engine, 1, 0, 1, False, 10 * MS)
+    _chunk(engine, 1, 1, 1, False, 20 * MS)
+    _chunk(engine, 1, 2, 1, False, 30 * MS)
+    _chunk(engine, 1, 3, 0, True, 40 * MS)
+    rec = engine.recorder
+    rec.flush()
+    rec.roll(0.0, 1.0)
+    t = rec.total
+    assert rec.streams == 1 and rec.output_tokens == 3
+    assert _same(t["itl"], [10_000, 10_000])
+    assert _same(t["tpot"], [10_000])  # (30 − 10) / 2, not (40 − 10) / 2
+    assert _same(t["end_to_end"], [40_000])
+
+
 def test_one_token_stream_has_no_tpot_and_an_error_stream_is_an_error() -> None:
     engine = _engine()
     _expect(engine, 1, 0, 0)

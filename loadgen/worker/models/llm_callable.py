@@ -68,6 +68,7 @@ class CallableStreamModel:
                                                               repr=False)
     _active: list[_Stream] = field(default_factory=list, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
+    _joining: int = field(default=0, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -96,11 +97,15 @@ class CallableStreamModel:
 
     def room(self) -> int:
         with self._lock:
-            return max(self.max_seqs - len(self._active) - len(self._waiting), 0)
+            return max(self.max_seqs - self._held(), 0)
 
     def held(self) -> int:
         with self._lock:
-            return len(self._active) + len(self._waiting)
+            return self._held()
+
+    def _held(self) -> int:
+        """(lock held) Streams running, joining (taken from the queue, their generators being made) or waiting."""
+        return len(self._active) + self._joining + len(self._waiting)
 
     def close(self) -> None:
         with self._lock:
@@ -122,6 +127,7 @@ class CallableStreamModel:
                 joining: list[tuple[int, Request]] = []
                 while self._waiting and len(self._active) + len(joining) < self.max_seqs:
                     joining.append(self._waiting.popleft())
+                self._joining = len(joining)
             failed: list[StepOutput] = []
             for key, req in joining:
                 try:
@@ -129,8 +135,12 @@ class CallableStreamModel:
                                            "max_tokens": req.max_tokens}))
                 except Exception as exc:
                     failed.append(_failure(key, start, exc))
+                    with self._lock:
+                        self._joining -= 1
                     continue
-                self._active.append(_Stream(key, chunks, req.max_tokens or MAX_TOKENS, start))
+                with self._lock:
+                    self._active.append(_Stream(key, chunks, req.max_tokens or MAX_TOKENS, start))
+                    self._joining -= 1
             events, batch = self._step(start, failed)
             for out in failed:
                 emit(out)
@@ -164,7 +174,8 @@ class CallableStreamModel:
                 done.append(s)
         if done:
             gone = {id(s) for s in done}
-            self._active = [s for s in self._active if id(s) not in gone]
+            with self._lock:
+                self._active = [s for s in self._active if id(s) not in gone]
         return events, batch
 
 
