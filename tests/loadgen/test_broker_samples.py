@@ -366,7 +366,9 @@ def test_an_unconsumed_stream_is_sampled_into_the_summary_and_the_csv(redis_url:
     assert s["littles_law"] is None and "Little's law not judged: no replies, so no queue wait" in s["notes"]
     with table.open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["stage"] == "end_to_end"]
-    assert [int(r["depth"]) for r in rows[:2]] == pytest.approx([x["depth"] for x in b["samples"]], abs=0.5)
+    # the CSV row is written as its interval rolls, its mean depth rounded; the summary's mean may hold a reading
+    # or two the sampler finished just after the roll (CI saw 10 against 10.525): within one request
+    assert [int(r["depth"]) for r in rows[:2]] == pytest.approx([x["depth"] for x in b["samples"]], abs=1.0)
     assert [r["consumers"] for r in rows[:2]] == ["0", "0"]
     off = qdeck("load", "run", "-b", redis_url, "-q", redis_queue, "--rate", "20", "--duration", "1", "--timeout",
                 "0.3s", "--json", "--quiet", "--no-broker-samples", timeout=60)
