@@ -70,9 +70,12 @@ def gpu_from_wire(value: Any) -> GpuSample:
     return GpuSample(at_ms, tuple(out))
 
 
-class DeviceFigures(NamedTuple):
-    """One device's figures over an interval (None: no reading in it had that figure)."""
+@dataclass(frozen=True, slots=True)
+class GpuFigures:
+    """One device's figures over an interval (None: no reading in it had that figure): the worker's metric lines
+    and the run's summary both give these."""
 
+    index: int
     samples: int
     util_pct: float | None  # mean
     mem_used_mib: float | None  # largest
@@ -113,7 +116,8 @@ class DeviceSums:
             self.clock += dev.sm_clock_mhz
             self.clock_n += 1
 
-    def figures(self) -> DeviceFigures:
-        return DeviceFigures(self.samples, round(self.util / self.util_n, 1) if self.util_n else None, self.mem_max,
-                             self.mem_total, round(self.power / self.power_n, 1) if self.power_n else None,
-                             round(self.clock / self.clock_n) if self.clock_n else None)
+    def figures(self, index: int) -> GpuFigures:
+        """The interval's figures of the device at ``index``."""
+        return GpuFigures(index, self.samples, round(self.util / self.util_n, 1) if self.util_n else None,
+                          self.mem_max, self.mem_total, round(self.power / self.power_n, 1) if self.power_n else None,
+                          round(self.clock / self.clock_n) if self.clock_n else None)

@@ -64,17 +64,17 @@ class GpuIntervals:
         t = round(end_s, 3)
         utils = []
         for key, sums in self._open.items():
-            samples, util, mem_used, mem_total, power, clock = sums.figures()
+            f = sums.figures(key[1])
             device = self._devices.get(key)
             if device is None:
                 device = self._devices[key] = {"worker": key[0], "index": key[1], "mem_total_mib": None,
                                                "intervals": []}
-            if mem_total is not None:
-                device["mem_total_mib"] = mem_total
-            device["intervals"].append({"t": t, "util_pct": util, "mem_used_mib": mem_used, "power_w": power,
-                                        "sm_clock_mhz": clock, "samples": samples})
-            if util is not None:
-                utils.append(util)
+            if f.mem_total_mib is not None:
+                device["mem_total_mib"] = f.mem_total_mib
+            device["intervals"].append({"t": t, "util_pct": f.util_pct, "mem_used_mib": f.mem_used_mib,
+                                        "power_w": f.power_w, "sm_clock_mhz": f.sm_clock_mhz, "samples": f.samples})
+            if f.util_pct is not None:
+                utils.append(f.util_pct)
         self._open = {}
         wait = queue_wait.get_value_at_percentile(50) / 1000 if queue_wait.get_total_count() else None
         self._intervals.append({"t": t, "util_pct": round(sum(utils) / len(utils), 1) if utils else None,

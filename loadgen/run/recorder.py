@@ -369,12 +369,7 @@ class Recorder:
         if self.llm_active:
             self._roll_llm(start_s, end_s)
         for stage in STAGES:
-            hist = self.interval[stage]
-            if stage in self._writers:
-                self._writers[stage][0].output_interval_histogram(hist, start_s, end_s, max_value_unit_ratio=1000.0)
-            if hist.get_total_count():
-                self.total[stage].add(hist)
-            hdrh_compat.reset(hist)
+            self._roll_histogram(stage, start_s, end_s)
         self.intervals.append(stats)
         return stats
 
@@ -383,12 +378,16 @@ class Recorder:
             for metric in LLM_HISTOGRAMS:
                 self._writers[metric] = open_log(log_path(self._log_dir[0], metric), metric, self._log_dir[1])
         for metric in LLM_HISTOGRAMS:
-            hist = self.interval[metric]
-            if metric in self._writers:
-                self._writers[metric][0].output_interval_histogram(hist, start_s, end_s, max_value_unit_ratio=1000.0)
-            if hist.get_total_count():
-                self.total[metric].add(hist)
-            hdrh_compat.reset(hist)
+            self._roll_histogram(metric, start_s, end_s)
+
+    def _roll_histogram(self, name: str, start_s: float, end_s: float) -> None:
+        """Close one histogram's interval: into its interval log (when one is open), into the run's total, reset."""
+        hist = self.interval[name]
+        if name in self._writers:
+            self._writers[name][0].output_interval_histogram(hist, start_s, end_s, max_value_unit_ratio=1000.0)
+        if hist.get_total_count():
+            self.total[name].add(hist)
+        hdrh_compat.reset(hist)
 
     def close_logs(self) -> None:
         for _writer, fh in self._writers.values():

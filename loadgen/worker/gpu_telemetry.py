@@ -23,29 +23,15 @@ import importlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from loadgen.gpu_sample import DeviceSums, GpuDevice, GpuSample
+from loadgen.gpu_sample import DeviceSums, GpuDevice, GpuFigures, GpuSample
 
 NVML_MODULE = "pynvml"
 # the figures a device may not give (memory: used and total together), with their names in the log
 FIGURES = {"util_pct": "utilisation", "mem_used_mib": "memory", "power_w": "power", "sm_clock_mhz": "SM clock"}
 MIB = 1 << 20
 Note = Callable[[str, str], None]  # (event, sentence): MetricsReporter.note
-
-
-@dataclass(frozen=True, slots=True)
-class GpuFigures:
-    """One device's figures over a metrics interval (None: no reading of that figure in it)."""
-
-    index: int
-    samples: int
-    util_pct: float | None  # mean
-    mem_used_mib: float | None  # largest
-    mem_total_mib: float | None
-    power_w: float | None  # mean
-    sm_clock_mhz: float | None  # mean
 
 
 def import_nvml(spec: str) -> Any:
@@ -90,7 +76,7 @@ class GpuSampler:
         """Each device's figures since the last call (empty when nothing was read)."""
         with self._lock:
             sums, self._sums = self._sums, {}
-        return tuple(GpuFigures(i, *s.figures()) for i, s in sorted(sums.items()) if s.samples)
+        return tuple(s.figures(i) for i, s in sorted(sums.items()) if s.samples)
 
     def open(self) -> str | None:
         """Load and initialise NVML and take the first sample; why not, as a phrase (None: on)."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TextIO
 
-from loadgen.worker.gpu_telemetry import GpuFigures
+from loadgen.gpu_sample import GpuFigures
 
 
 @dataclass(slots=True)

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from loadgen.envelope import Chunk, Malformed, Reply, Stamps, decode_reply, encode_chunk, encode_reply
-from loadgen.gpu_sample import PROBLEM, GpuDevice, GpuSample
-from loadgen.worker.gpu_telemetry import GpuFigures, GpuSampler
+from loadgen.gpu_sample import PROBLEM, GpuDevice, GpuFigures, GpuSample
+from loadgen.worker.gpu_telemetry import GpuSampler
 from loadgen.worker.metrics import MetricsReporter
 from tests.cli import qdeck
 from tests.nvml_stand_in import StandInNvml, two_gpus
