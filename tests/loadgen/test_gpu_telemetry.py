@@ -22,6 +22,7 @@ from loadgen.gpu_sample import PROBLEM, GpuDevice, GpuFigures, GpuSample
 from loadgen.worker.gpu_telemetry import GpuSampler
 from loadgen.worker.metrics import MetricsReporter
 from tests.cli import qdeck
+from tests.loadgen.list_source import ListSource
 from tests.nvml_stand_in import StandInNvml, two_gpus
 from tests.workers import unique, worker
 
@@ -191,43 +192,6 @@ def test_a_malformed_gpu_field_is_a_malformed_reply_with_the_reason(gpu: Any) ->
 
 # --- the worker puts the sample on its replies ------------------------------------------------------------------------
 
-class ListSource:
-    """Hands out the requests once the sampler has its first sample; keeps what the worker publishes."""
-
-    queue, dead_letter_name = "gpu", "gpu.dlq"
-
-    def __init__(self, bodies: list[bytes], ready: Any) -> None:
-        from loadgen.worker.source import Delivery
-
-        self._left = [Delivery(b, i) for i, b in enumerate(bodies)]
-        self.ready, self.published, self.done = ready, [], 0
-
-    async def start(self) -> None: ...
-
-    async def release(self, deliveries: list[Any]) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-    async def fetch(self, max_items: int, timeout_s: float) -> list[Any]:
-        if self._left and self.ready():
-            out, self._left = self._left[:max_items], self._left[max_items:]
-            for d in out:
-                d.dequeued_ns = time.time_ns()
-            return out
-        await asyncio.sleep(0.005)
-        return []
-
-    async def settle(self, replies: list[Any], dead: list[Any], done: list[Any]) -> Any:
-        from loadgen.worker.source import Settlement
-
-        self.published += [decode_reply(r.body) for r in replies]
-        self.done += len(done)
-        return Settlement(replied=len(replies))
-
-    async def stop_fetching(self) -> list[Any]:
-        return []
-
-
 @pytest.mark.parametrize("model", ["echo", "llm-synthetic:step_ms=1,per_seq_ms=0,prefill_ms=0"])
 async def test_the_worker_puts_its_latest_sample_on_replies_and_final_chunks(model: str) -> None:
     from loadgen.envelope import Request, encode_request
@@ -244,11 +208,11 @@ async def test_the_worker_puts_its_latest_sample_on_replies_and_final_chunks(mod
     stop = asyncio.Event()
     served = asyncio.create_task(w.run(stop))
     deadline = time.monotonic() + 20
-    while source.done < 6 and time.monotonic() < deadline:
+    while len(source.acked) < 6 and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     stop.set()
     await asyncio.wait_for(served, 20)
-    assert source.done == 6 and notes == ["GPU telemetry on: 2 GPUs, read every 0.05 s"]
+    assert len(source.acked) == 6 and notes == ["GPU telemetry on: 2 GPUs, read every 0.05 s"]
     last = [m for m in source.published if isinstance(m, Reply) or (isinstance(m, Chunk) and m.final)]
     others = [m for m in source.published if m not in last]
     assert len(last) == 6 and all(isinstance(m, Chunk) for m in others) and (others or model == "echo")

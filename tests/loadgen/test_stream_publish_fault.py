@@ -7,59 +7,17 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from typing import Any
 
-from loadgen.envelope import Chunk, Request, decode_reply, encode_request
+from loadgen.envelope import Chunk, Request, encode_request
 from loadgen.worker.core import Worker, WorkerConfig
 from loadgen.worker.metrics import MetricsReporter
 from loadgen.worker.models import load_model
-from loadgen.worker.source import Delivery, Settlement
-from probes.errors import BrokerUnreachable
-
-
-class FailsFirstSettle:
-    """Hands out the requests at once; its first settle fails as a dropped link does."""
-
-    queue, dead_letter_name = "q", "q.dlq"
-
-    def __init__(self, bodies: list[bytes]) -> None:
-        self._left = [Delivery(b, i) for i, b in enumerate(bodies)]
-        self.settles = 0
-        self.published: list[Any] = []
-        self.acked: list[int] = []
-        self.released: list[int] = []
-
-    async def start(self) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-    async def stop_fetching(self) -> list[Any]:
-        return []
-
-    async def release(self, deliveries: list[Delivery]) -> None:
-        self.released += [d.handle for d in deliveries]
-
-    async def fetch(self, max_items: int, timeout_s: float) -> list[Delivery]:
-        if self._left:
-            out, self._left = self._left[:max_items], self._left[max_items:]
-            for d in out:
-                d.dequeued_ns = time.time_ns()
-            return out
-        await asyncio.sleep(0.005)
-        return []
-
-    async def settle(self, replies: list[Any], dead: list[Any], done: list[Delivery]) -> Settlement:
-        self.settles += 1
-        if self.settles == 1:
-            raise BrokerUnreachable("the link dropped")
-        self.published += [decode_reply(r.body) for r in replies]
-        self.acked += [d.handle for d in done]
-        return Settlement(replied=len(replies))
+from tests.loadgen.list_source import ListSource
 
 
 async def test_a_stream_that_lost_a_chunk_is_released_not_acknowledged() -> None:
     bodies = [encode_request(Request("r", 1, 1, 1, "replies", "w", "p", max_tokens=6))]
-    source = FailsFirstSettle(bodies)
+    source = ListSource(bodies, fail_settles=1)  # the first settle fails as a dropped link does
     model = load_model("llm-synthetic:step_ms=5,per_seq_ms=0,prefill_ms=0,chunk=1", "cpu")
     metrics = MetricsReporter("w1", "cpu", "llm", out=io.StringIO())
     w = Worker(source, model, WorkerConfig(max_batch=4, metrics_interval_s=60),  # type: ignore[arg-type]
