@@ -17,7 +17,6 @@ request's stream with the error (a dead letter with the reason), and the others 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any
 from loadgen.envelope import Request
 from loadgen.errors import ModelError
 from loadgen.worker.models.llm_synthetic import StepOutput, TokenEvent
+from loadgen.worker.models.sequence_queue import SequenceQueue
 
 MAX_SEQS = 64
 MAX_TOKENS = 1_000_000  # a stream with no max_tokens stops here: a generator that never returns is a bug
@@ -57,21 +57,16 @@ def chunk_tokens(item: Any) -> int:
 
 
 @dataclass
-class CallableStreamModel:
+class CallableStreamModel(SequenceQueue[tuple[int, Request], _Stream]):
     fn: Callable[[dict[str, Any]], Generator[Any, None, None]]
     name: str
     max_seqs: int = MAX_SEQS
     device: str = "cpu"
     streaming: bool = True
-    _lock: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
-    _waiting: collections.deque[tuple[int, Request]] = field(default_factory=collections.deque, init=False,
-                                                              repr=False)
-    _active: list[_Stream] = field(default_factory=list, init=False, repr=False)
-    _closed: bool = field(default=False, init=False, repr=False)
     _joining: int = field(default=0, init=False, repr=False)
-    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.max_seqs, int) or self.max_seqs < 1:
             raise ModelError(f"model {self.name}: max_seqs must be a whole number of at least 1, not "
                              f"{self.max_seqs!r}")
@@ -91,37 +86,21 @@ class CallableStreamModel:
 
     def submit_request(self, key: int, request: Request) -> None:
         """A request joins the waiting queue; ``fn`` sees its payload and lengths."""
-        with self._lock:
-            self._waiting.append((key, request))
-            self._lock.notify()
-
-    def room(self) -> int:
-        with self._lock:
-            return max(self.max_seqs - self._held(), 0)
-
-    def held(self) -> int:
-        with self._lock:
-            return self._held()
+        self._enqueue((key, request))
 
     def _held(self) -> int:
         """(lock held) Streams running, joining (taken from the queue, their generators being made) or waiting."""
         return len(self._active) + self._joining + len(self._waiting)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._lock.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        super().close()
         for stream in self._active:
             _close(stream.chunks)
 
     def _run(self, emit: Callable[[StepOutput], None]) -> None:
         while True:
             with self._lock:
-                while not self._closed and not self._waiting and not self._active:
-                    self._lock.wait()
-                if self._closed:
+                if not self._wait_for_work():
                     return
                 start = time.time_ns()
                 joining: list[tuple[int, Request]] = []

@@ -18,7 +18,6 @@ The worker (``loadgen.worker.stream_serve``) feeds it requests as it has room an
 
 from __future__ import annotations
 
-import collections
 import math
 import threading
 import time
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.errors import ModelError
+from loadgen.worker.models.sequence_queue import SequenceQueue
 
 MAX_MS = 3_600_000.0
 
@@ -63,7 +63,7 @@ class _Seq:
 
 
 @dataclass
-class LlmSyntheticModel:
+class LlmSyntheticModel(SequenceQueue[_Seq, _Seq]):
     step_ms: float = 10.0
     per_seq_ms: float = 0.1
     prefill_ms: float = 0.01  # per input token of a joining sequence
@@ -77,16 +77,12 @@ class LlmSyntheticModel:
     name: str = "llm-synthetic"
     device: str = "cpu"
     streaming: bool = True  # the worker serves it through loadgen.worker.stream_serve
-    _lock: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
-    _waiting: collections.deque[_Seq] = field(default_factory=collections.deque, init=False, repr=False)
-    _active: list[_Seq] = field(default_factory=list, init=False, repr=False)
     _kv_used: int = field(default=0, init=False, repr=False)
-    _closed: bool = field(default=False, init=False, repr=False)
-    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _first_step: float | None = field(default=None, init=False, repr=False)
     _stalled: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for key in ("step_ms", "per_seq_ms", "prefill_ms", "stall_ms", "stall_after_s"):
             value = getattr(self, key)
             if not (math.isfinite(value) and 0 <= value <= MAX_MS):
@@ -117,28 +113,14 @@ class LlmSyntheticModel:
     def submit(self, key: int, input_tokens: int, max_tokens: int) -> None:
         """A request joins the waiting queue (0: the model's default length)."""
         n_in, n_out = input_tokens or self.input_tokens, max_tokens or self.output_tokens
-        with self._lock:
-            self._waiting.append(_Seq(key, n_in, n_out, n_in + n_out))
-            self._lock.notify()
+        self._enqueue(_Seq(key, n_in, n_out, n_in + n_out))
 
     def room(self) -> int:
         """How many more requests it takes now: none while a waiting one is held back by the KV budget."""
         with self._lock:
             if self._waiting and self._active and self._kv_used + self._waiting[0].kv > self.kv_tokens:
                 return 0
-            return max(self.max_seqs - len(self._active) - len(self._waiting), 0)
-
-    def held(self) -> int:
-        """Sequences running or waiting."""
-        with self._lock:
-            return len(self._active) + len(self._waiting)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._lock.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            return max(self.max_seqs - self._held(), 0)
 
     def _admit(self, now_ns: int) -> int:
         """At a step boundary (lock held): waiting requests join while they fit; their input tokens."""
@@ -159,9 +141,7 @@ class LlmSyntheticModel:
 
         while True:
             with self._lock:
-                while not self._closed and not self._waiting and not self._active:
-                    self._lock.wait()
-                if self._closed:
+                if not self._wait_for_work():
                     return
                 start = time.time_ns()
                 try:

@@ -35,7 +35,6 @@ CUDA (float16 and bfloat16 only on CUDA). ``seed`` fixes the weights and the pro
 
 from __future__ import annotations
 
-import collections
 import inspect
 import os
 import queue
@@ -48,6 +47,7 @@ from typing import Any
 
 from loadgen.errors import ModelError
 from loadgen.worker.models.llm_synthetic import StepOutput, TokenEvent
+from loadgen.worker.models.sequence_queue import SequenceQueue
 
 NAME = "llm-transformers"
 SIZES: dict[str, dict[str, Any]] = {
@@ -84,7 +84,7 @@ class _Batch:
 
 
 @dataclass
-class LlmTransformersModel:
+class LlmTransformersModel(SequenceQueue[_Seq, _Seq]):
     size: str = "tiny"
     max_seqs: int = 32
     chunk: int = 1
@@ -98,14 +98,9 @@ class LlmTransformersModel:
     streaming: bool = True  # the worker serves it through loadgen.worker.stream_serve
     module: Any = field(default=None, init=False, repr=False)  # the transformers LlamaForCausalLM
     tokens: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict, init=False, repr=False)
-    _lock: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
-    _waiting: collections.deque[_Seq] = field(default_factory=collections.deque, init=False, repr=False)
-    _active: list[_Seq] = field(default_factory=list, init=False, repr=False)
     _batch: _Batch = field(default_factory=_Batch, init=False, repr=False)
-    _closed: bool = field(default=False, init=False, repr=False)
     _jobs: queue.SimpleQueue[tuple[Callable[[], Any] | None, Future[Any] | None]] = field(
         default_factory=queue.SimpleQueue, init=False, repr=False)
-    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _torch: Any = field(default=None, init=False, repr=False)
     _cache_cls: Any = field(default=None, init=False, repr=False)
     _cache_kw: str = field(default="past_key_values", init=False, repr=False)
@@ -113,6 +108,7 @@ class LlmTransformersModel:
     _max_positions: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.size not in SIZES:
             raise ModelError(f"{NAME}: size must be one of {', '.join(SIZES)}, not {self.size!r}")
         if self.dtype not in DTYPES:
@@ -172,25 +168,12 @@ class LlmTransformersModel:
 
     def submit(self, key: int, input_tokens: int, max_tokens: int) -> None:
         """A request joins the waiting queue (0: the model's default length)."""
-        with self._lock:
-            self._waiting.append(_Seq(key, input_tokens or self.input_tokens, max_tokens or self.output_tokens))
-            self._lock.notify()
+        self._enqueue(_Seq(key, input_tokens or self.input_tokens, max_tokens or self.output_tokens))
 
-    def room(self) -> int:
-        with self._lock:
-            return max(self.max_seqs - len(self._active) - len(self._waiting), 0)
-
-    def held(self) -> int:
-        with self._lock:
-            return len(self._active) + len(self._waiting)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._lock.notify()
+    def _join_engine(self) -> None:
         if self._thread is not None:
-            self._jobs.put((None, None))
-            self._thread.join(timeout=10)
+            self._jobs.put((None, None))  # the engine thread serves jobs (warm-up, the engine): the last one
+        super()._join_engine()
 
     # -- the engine thread: warm-up and the engine run on the same thread --
 
@@ -227,9 +210,7 @@ class LlmTransformersModel:
         torch = self._torch
         while True:
             with self._lock:
-                while not self._closed and not self._waiting and not self._active:
-                    self._lock.wait()
-                if self._closed:
+                if not self._wait_for_work():
                     return
                 start = time.time_ns()
                 joining, refused = self._admit(start)
