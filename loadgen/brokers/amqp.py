@@ -26,6 +26,7 @@ from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
 from probes.netcause import connection_cause
 from probes.rabbitmq import pika_compat
 from probes.rabbitmq.amqp_link import connection_parameters as link_parameters
+from probes.rabbitmq.publish_frames import FRAME_END, add_body
 from probes.redact import redact_text
 from probes.urls import BrokerTarget
 
@@ -134,9 +135,7 @@ class AmqpLink:
             await asyncio.wait_for(closed, 5.0)
 
 
-_FRAME_HEAD = struct.Struct(">BHI")
 _ACK = struct.Struct(">BHIIQB")
-_FRAME_END = bytes((spec.FRAME_END,))
 _CACHE_MAX = 1024
 _PERSISTENT = spec.BasicProperties(delivery_mode=spec.PERSISTENT_DELIVERY_MODE)
 
@@ -237,9 +236,7 @@ class ChannelWriter:
                 header = headers[size] = pframe.Header(number, size, properties).marshal()
             parts.append(method)
             parts.append(header)
-            for start in range(0, size, max_len):
-                chunk = body[start:start + max_len]
-                parts.append(_FRAME_HEAD.pack(spec.FRAME_BODY, number, len(chunk)) + chunk + _FRAME_END)
+            add_body(parts, number, body, max_len)
         return parts
 
     def _ack_parts(self, acks: Iterable[tuple[int, bool]], parts: list[bytes]) -> None:
@@ -247,7 +244,7 @@ class ChannelWriter:
         pack = _ACK.pack
         for tag, multiple in acks:
             parts.append(pack(spec.FRAME_METHOD, number, 13, spec.Basic.Ack.INDEX, tag, 1 if multiple else 0)
-                         + _FRAME_END)
+                         + FRAME_END)
 
 
 class ConfirmedPublisher:

@@ -18,10 +18,18 @@ from pika import frame, spec
 
 from probes.rabbitmq import pika_compat
 
-_HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
+FRAME_HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
+FRAME_END = bytes([spec.FRAME_END])
 _HEADER = struct.Struct(">HxxQ")  # content class, weight (0), body size
-_END = bytes([spec.FRAME_END])
 _CACHE_MAX = 1024
+
+
+def add_body(parts: list[bytes], number: int, body: bytes, max_len: int) -> None:
+    """Append ``body``'s frames on channel ``number``, split at ``max_len`` (the connection's frame size) as pika
+    splits it (none for an empty body)."""
+    for start in range(0, len(body), max_len):
+        chunk = body[start:start + max_len]
+        parts.append(FRAME_HEAD.pack(spec.FRAME_BODY, number, len(chunk)) + chunk + FRAME_END)
 
 
 class PublishFrames:
@@ -52,11 +60,9 @@ class PublishFrames:
             raise ValueError(f"its properties ({len(properties):,} bytes) do not fit in one frame")
         size = len(body)
         parts.append(method)
-        parts.append(_HEAD.pack(spec.FRAME_HEADER, number, 12 + len(properties)) + _HEADER.pack(spec.Basic.INDEX, size)
-                     + properties + _END)
-        for start in range(0, size, max_len):
-            chunk = body[start:start + max_len]
-            parts.append(_HEAD.pack(spec.FRAME_BODY, number, len(chunk)) + chunk + _END)
+        parts.append(FRAME_HEAD.pack(spec.FRAME_HEADER, number, 12 + len(properties))
+                     + _HEADER.pack(spec.Basic.INDEX, size) + properties + FRAME_END)
+        add_body(parts, number, body, max_len)
 
     def write(self, parts: list[bytes]) -> None:
         """Hand ``parts`` (whole frames) to the connection as one write."""
