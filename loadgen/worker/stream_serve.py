@@ -74,6 +74,8 @@ class StreamServer:
         self.worker, self.model = worker, model
         self.source, self.config, self.metrics = worker.source, worker.config, worker.metrics
         self._live: dict[int, _Live] = {}
+        # a model that takes the whole request (a user's generator function sees the payload), looked up once
+        self._submit_request: Callable[[int, Request], None] | None = getattr(model, "submit_request", None)
         self._broken: set[int] = set()  # id() of the deliveries whose streams lost chunks to a failed publish
         self._key = 0
         self._out: asyncio.Queue[_Publish | None] = asyncio.Queue()
@@ -132,9 +134,8 @@ class StreamServer:
                 continue
             self._key += 1
             self._live[self._key] = _Live(d, decoded)
-            submit_request = getattr(self.model, "submit_request", None)  # a user's generator sees the payload
-            if submit_request is not None:
-                submit_request(self._key, decoded)
+            if self._submit_request is not None:
+                self._submit_request(self._key, decoded)
             else:
                 self.model.submit(self._key, decoded.input_tokens, decoded.max_tokens)
 
