@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from loadgen.errors import ModelError
 from loadgen.worker.models.sequence_queue import SequenceQueue
@@ -38,6 +38,30 @@ class TokenEvent:
     first: bool
     final: bool
     joined_ns: int  # wall clock: the start of the step the sequence joined in (its prefill start)
+
+
+class Generating(Protocol):
+    """A sequence being generated, as the chunk rule reads and updates it."""
+
+    key: int
+    max_tokens: int
+    generated: int
+    unsent: int
+    joined_ns: int
+
+
+def next_token(seq: Generating, chunk: int) -> tuple[TokenEvent | None, bool]:
+    """One more token of ``seq``: the chunk it completes, or None, and whether it was the last. The chunk rule of
+    every streaming model: the first token goes out at once, then a chunk every ``chunk`` tokens, and the final
+    chunk with the rest."""
+    seq.generated += 1
+    seq.unsent += 1
+    first, final = seq.generated == 1, seq.generated >= seq.max_tokens
+    if not (first or final or seq.unsent >= chunk):
+        return None, final
+    event = TokenEvent(seq.key, seq.unsent, first, final, seq.joined_ns)
+    seq.unsent = 0
+    return event, final
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,12 +194,9 @@ class LlmSyntheticModel(SequenceQueue[_Seq, _Seq]):
         events = []
         done = []
         for seq in active:
-            seq.generated += 1
-            seq.unsent += 1
-            first, final = seq.generated == 1, seq.generated >= seq.max_tokens
-            if first or final or seq.unsent >= self.chunk:
-                events.append(TokenEvent(seq.key, seq.unsent, first, final, seq.joined_ns))
-                seq.unsent = 0
+            event, final = next_token(seq, self.chunk)
+            if event is not None:
+                events.append(event)
             if final:
                 done.append(seq)
         if done:

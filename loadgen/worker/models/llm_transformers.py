@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.errors import ModelError
-from loadgen.worker.models.llm_synthetic import StepOutput, TokenEvent
+from loadgen.worker.models.llm_synthetic import StepOutput, TokenEvent, next_token
 from loadgen.worker.models.sequence_queue import SequenceQueue
 
 NAME = "llm-transformers"
@@ -266,14 +266,11 @@ class LlmTransformersModel(SequenceQueue[_Seq, _Seq]):
         end = time.time_ns()
         events, done = [], []
         for seq, token in made:
-            seq.generated += 1
-            seq.unsent += 1
             if self.record:
                 self.tokens[seq.key][1].append(token)
-            first, final = seq.generated == 1, seq.generated >= seq.max_tokens
-            if first or final or seq.unsent >= self.chunk:
-                events.append(TokenEvent(seq.key, seq.unsent, first, final, seq.joined_ns))
-                seq.unsent = 0
+            event, final = next_token(seq, self.chunk)
+            if event is not None:
+                events.append(event)
             if final:
                 done.append(seq)
         if done:
