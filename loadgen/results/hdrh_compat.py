@@ -7,6 +7,8 @@ not, and a test checks that the fast path is the one in use.
 - the recording fast path: the histogram's bucket layout (``sub_bucket_mask``, ``unit_magnitude``,
   ``sub_bucket_half_count_magnitude``, ``sub_bucket_half_count``, ``counts_len``), its ``counts`` ctypes array and
   its ``total_count``/``min_value``/``max_value`` fields, applied after a batch of inlined records;
+- bulk recording: the same index arithmetic over a numpy array of values (``bulk_indices``), counted into a numpy
+  view of ``counts`` (``counts_view``): hdrh's ``_counts_index_for`` for thousands of values in a few numpy calls;
 - ``reset``: a memset of ``counts`` (``HdrHistogram.reset`` zeroes counts one by one in Python);
 - ``set_interval_stamps``: the start/end stamps (ms) an interval log line takes when its start is 0;
 - ``mean_and_stddev``: hdrh's own mean and standard deviation (``get_mean_value``, ``get_stddev``: each walks all
@@ -27,6 +29,7 @@ import math
 import sys
 from collections.abc import Iterable
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 LAYOUT_FIELDS = ("sub_bucket_mask", "unit_magnitude", "sub_bucket_half_count_magnitude", "sub_bucket_half_count",
@@ -53,6 +56,34 @@ def counts_index(layout_: Layout, value: int) -> int:
     mask, unit, half_mag, half_count, _len = layout_
     bucket = (value | mask).bit_length() - (unit + half_mag + 1)
     return ((bucket + 1) << half_mag) + (value >> (bucket + unit)) - half_count
+
+
+EXACT_BELOW = 1 << 53  # integers a float64 holds exactly: bulk_indices takes bit lengths from their exponents
+
+
+def bulk_ok(hist: HdrHistogram) -> bool:
+    """Whether ``bulk_indices`` serves ``hist``: the fast path's internals, and every value it can hold below 2**53."""
+    return fast_path_ok(hist) and int(hist.highest_trackable_value) < EXACT_BELOW
+
+
+def bulk_indices(layout_: Layout, values: np.ndarray) -> np.ndarray:
+    """``counts_index`` of each of ``values`` (int64, ≥ 0, any shape), elementwise. The bit length comes from the
+    exponent ``frexp`` gives (exact below 2**53); a value at or past 2**53 gets ``counts_len``, i.e. out of range,
+    which it is for every histogram ``bulk_ok`` accepts."""
+    mask, unit, half_mag, half_count, counts_len = layout_
+    wide = values | mask
+    bits = np.frexp(wide.astype(np.float64))[1].astype(np.int64)
+    bucket = bits - (unit + half_mag + 1)
+    index = ((bucket + 1) << half_mag) + (values >> (bucket + unit)) - half_count
+    index[wide >= EXACT_BELOW] = counts_len
+    return index
+
+
+def counts_view(hist: HdrHistogram) -> np.ndarray:
+    """``hist``'s counts as a numpy int64 array over the same memory (what is added to it is in the histogram;
+    hdrh's 64-bit counts never come near the sign bit)."""
+    view = np.ctypeslib.as_array(hist.counts)
+    return view if view.dtype == np.int64 else view.view(np.int64)
 
 
 def counts_array(hist: HdrHistogram) -> ctypes.Array[ctypes.c_int64]:

@@ -23,12 +23,14 @@ the replies: the joint record ``qdeck load plan`` fits service time against batc
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
@@ -54,18 +56,21 @@ TTFT_STAGES = ("ttft", "ttft_uncorrected")
 ALL = STAGES + LLM_HISTOGRAMS
 BrokerFigures = Callable[[float, float], tuple[int | None, int | None]]  # an interval's (depth, consumers)
 SKEW_TOLERANCE_US = 1000  # a negative cross-host stage beyond this is clock skew; within it, measurement noise
+BULK_VALUES = 3072  # values buffered for bulk recording before they are counted (512 replies of 6 stages)
 
 
 class FastSink:
     """One interval histogram's counts, recorded into by ``Recorder._record`` with HdrHistogram's index arithmetic
-    inlined (~3× cheaper than ``record_value``, and bit-for-bit the same counts: tests check it). The total, min
-    and max are applied to the histogram at ``flush()``, before anyone reads it."""
+    inlined (~3× cheaper than ``record_value``, and bit-for-bit the same counts: tests check it), or in bulk by
+    ``Recorder._count_bulk``. The total, min and max are applied to the histogram at ``flush()``, before anyone
+    reads it."""
 
-    __slots__ = ("counts", "hi", "hist", "lo", "n", "stage")
+    __slots__ = ("counts", "hi", "hist", "lo", "n", "stage", "view")
 
     def __init__(self, hist: HdrHistogram, stage: str) -> None:
         self.hist, self.stage = hist, stage
         self.counts = hdrh_compat.counts_array(hist)
+        self.view = hdrh_compat.counts_view(hist)
         self.n, self.lo, self.hi = 0, 1 << 62, 0
 
     def flush(self) -> None:
@@ -126,6 +131,10 @@ class Recorder:
     _reply_sinks: tuple[FastSink, ...] = ()
     _timeout_sinks: tuple[FastSink, ...] = ()
     _layout: hdrh_compat.Layout = (0, 0, 0, 0, 0)
+    # Bulk recording (the hot stages): raw ns values buffered, k per record, counted by numpy every BULK_VALUES.
+    # None where the histograms do not allow it (hdrh_compat.bulk_ok): those values take _record at once.
+    _reply_bulk: array[int] | None = None
+    _lag_bulk: array[int] | None = None
     # LLM-shaped load (streamed replies)
     llm_active: bool = False  # a chunk has come, or the run was asked to be LLM-shaped
     llm_facts: dict[str, Any] | None = None  # the run's lengths and objectives (LlmLoad.facts())
@@ -155,6 +164,8 @@ class Recorder:
             self._lag_sink = (self._sinks["schedule_lag"],)
             self._reply_sinks = tuple(self._sinks[s] for s in REPLY_STAGES)
             self._timeout_sinks = tuple(self._sinks[s] for s in TIMEOUT_STAGES)
+            if all(hdrh_compat.bulk_ok(hist) for hist in self.interval.values()):
+                self._reply_bulk, self._lag_bulk = array("q"), array("q")
 
     def _record(self, sinks: tuple[FastSink, ...], stages: tuple[str, ...], values: tuple[int, ...]) -> None:
         """Record ns ``values`` as µs into ``sinks`` (the histograms of ``stages``), pairwise: a negative value is
@@ -195,8 +206,64 @@ class Recorder:
         if ns < -SKEW_TOLERANCE_US * 1000:
             self.skewed[stage] += 1
 
+    def _bulk(self, buf: array[int], sinks: tuple[FastSink, ...], stages: tuple[str, ...],
+              values: tuple[int, ...]) -> None:
+        """Buffer one record's ns ``values`` (one per sink) for bulk counting; count the buffer once it is full.
+        A value beyond 64 bits (a hostile stamp) cannot be buffered: that record takes ``_record`` at once."""
+        start = len(buf)
+        try:
+            buf.extend(values)
+        except OverflowError:
+            del buf[start:]
+            self._record(sinks, stages, values)
+            return
+        if start + len(values) >= BULK_VALUES:
+            self._count_bulk(buf, sinks)
+
+    def _count_bulk(self, buf: array[int], sinks: tuple[FastSink, ...]) -> None:
+        """Count the buffered values into ``sinks`` (column j of each record into sink j), as ``_record`` counts
+        them one by one: negative ones clamped to 0 (counted, and as skew below the tolerance), those beyond the
+        histogram counted out of range; then empty the buffer."""
+        if not buf:
+            return
+        ns = np.frombuffer(buf, dtype=np.int64).reshape(-1, len(sinks)).copy()
+        del buf[:]
+        negative = ns < 0
+        if negative.any():
+            skewed = (ns < -SKEW_TOLERANCE_US * 1000).sum(axis=0)
+            for j, clamped in enumerate(negative.sum(axis=0).tolist()):
+                if clamped:
+                    stage = sinks[j].stage
+                    self.clamped[stage] += clamped
+                    if skewed[j]:
+                        self.skewed[stage] += int(skewed[j])
+            ns[negative] = 0
+        values = ns // 1000
+        index = hdrh_compat.bulk_indices(self._layout, values)
+        inside = index < self._layout[4]
+        for j, sink in enumerate(sinks):
+            col_index, col_values = index[:, j], values[:, j]
+            ok = inside[:, j]
+            if not ok.all():
+                self.out_of_range[sink.stage] += int(ok.size - ok.sum())
+                col_index, col_values = col_index[ok], col_values[ok]
+            if not col_index.size:
+                continue
+            first = int(col_index.min())
+            counted = np.bincount(col_index - first)
+            sink.view[first:first + counted.size] += counted
+            sink.n += int(col_index.size)
+            lo, hi = int(col_values.min()), int(col_values.max())
+            if lo < sink.lo:
+                sink.lo = lo
+            if hi > sink.hi:
+                sink.hi = hi
+
     def flush(self) -> None:
         """Bring the interval histograms' totals up to date (``roll`` does this itself)."""
+        if self._reply_bulk is not None and self._lag_bulk is not None:
+            self._count_bulk(self._reply_bulk, self._reply_sinks)
+            self._count_bulk(self._lag_bulk, self._lag_sink)
         for sink in self._sinks.values():
             sink.flush()
 
@@ -207,7 +274,10 @@ class Recorder:
         self.warmup_sent += count
 
     def record_schedule_lag(self, intended_ns: int, sent_ns: int) -> None:
-        self._record(self._lag_sink, ("schedule_lag",), (sent_ns - intended_ns,))
+        if self._lag_bulk is None:
+            self._record(self._lag_sink, ("schedule_lag",), (sent_ns - intended_ns,))
+        else:
+            self._bulk(self._lag_bulk, self._lag_sink, ("schedule_lag",), (sent_ns - intended_ns,))
 
     def record_reply(self, intended_ns: int, sent_ns: int, received_ns: int, stamps: Stamps, batch_size: int,
                      device: str, wall_offset_ns: int = 0, worker: str = "") -> None:
@@ -216,9 +286,12 @@ class Recorder:
         wall clock (monotonic + ``wall_offset_ns``, fixed at the run's start)."""
         self.replied += 1
         dequeued, _formed, start, end, _published = stamps
-        self._record(self._reply_sinks, REPLY_STAGES,
-                     (received_ns - intended_ns, received_ns - sent_ns, dequeued - (sent_ns + wall_offset_ns),
-                      start - dequeued, end - start, received_ns + wall_offset_ns - end))
+        values = (received_ns - intended_ns, received_ns - sent_ns, dequeued - (sent_ns + wall_offset_ns),
+                  start - dequeued, end - start, received_ns + wall_offset_ns - end)
+        if self._reply_bulk is None:
+            self._record(self._reply_sinks, REPLY_STAGES, values)
+        else:
+            self._bulk(self._reply_bulk, self._reply_sinks, REPLY_STAGES, values)
         self.batch_sizes[batch_size] += 1
         service = (end - start) // 1000 if end > start else 0
         sums = self.service_by_batch[batch_size]

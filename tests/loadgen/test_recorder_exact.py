@@ -15,9 +15,13 @@ def test_inlined_recording_matches_record_value_bit_for_bit() -> None:
     expected_out_of_range = dict.fromkeys(ref, 0)
     rnd = random.Random(7)
     for _ in range(20_000):
-        # µs from 0 to beyond the 1 h ceiling, and negative stages (clock skew), so every branch is taken.
+        # µs from 0 to beyond the 1 h ceiling, and negative stages (clock skew), so every branch is taken; and
+        # ns values past 2**53 µs (where the bulk path's float exponent is no longer exact) and past 64 bits (a
+        # hostile stamp: the bulk buffer cannot hold it, that reply is recorded one value at a time).
         e2e, unc, queue, batch, service = (rnd.choice([rnd.randint(0, 5_000), rnd.randint(0, 10**7),
-                                                       rnd.randint(0, 10**13), rnd.randint(-10**6, 10**6)])
+                                                       rnd.randint(0, 10**13), rnd.randint(-10**6, 10**6),
+                                                       rnd.randint(2**53 * 1000, 2**63 - 1),
+                                                       rnd.randint(2**63, 2**66)])
                                            for _ in range(5))
         intended = 10**15
         received = intended + e2e
