@@ -20,7 +20,10 @@ engine's capacity (on one, trials at a third of the ceiling missed the absolute 
 answered, and end-to-end p99 < 50 ms — the last so that the worker keeps up:
 without it the search climbs to rates the sender sustains while replies pile up behind a saturated worker. Found by
 stepping ×1.25 and bisecting twice; a rate that fails a trial passes only if it passes two more (one stall of the
-VM is not a ceiling). Prints the ceiling and its ratio to each reference (target ≥ 0.8). Then it records
+VM is not a ceiling). Prints the ceiling and its ratio to each reference (target ≥ 0.8). Every bare-loop run and
+every trial also prints the CPU each process spent per request (this generator, the worker and, where its process
+can be seen on this machine, the broker): the machine is shared, and the broker's and the worker's cost per
+request differs between a flood of 100-request writes and paced open-loop sending. Then it records
 1,000,000 requests into a recorder and prints the memory growth (target: flat, i.e. the traced heap grows by at
 most 1 MB from the 100,000th record to the 1,000,000th: the per-interval figures, a few hundred bytes each).
 Exits 1 when any target is missed.
@@ -39,10 +42,11 @@ import time
 import tracemalloc
 import uuid
 
+import psutil
 from hdrh.histogram import HdrHistogram
 
 from bench._targets import Targets
-from bench._workers import redis_url, worker
+from bench._workers import CpuSplit, listening_process, redis_url, worker
 from console.demo import remove_queues
 from loadgen import aio
 from loadgen.envelope import Request, Stamps, encode_request
@@ -175,16 +179,21 @@ def p99_ms(hist: HdrHistogram) -> float:
     return hist.get_value_at_percentile(99) / 1000 if hist.get_total_count() else 0.0
 
 
+SPLIT = CpuSplit()  # the processes whose CPU per request each run prints (main sets them)
+
+
 def trial(url: str, queue: str, rate: float, seconds: float, lag_bound: float = LAG_P99_MS) -> tuple[bool, str]:
+    SPLIT.start()
     result = run_constant(url, queue, rate, seconds)
     rec = result.recorder
+    cpu = SPLIT.per(rec.sent + rec.warmup_sent)
     lag_p99 = p99_ms(rec.total["schedule_lag"])
     ratio = result.achieved_rate / result.target_rate if result.target_rate else 0.0
     e2e_p99 = p99_ms(rec.total["end_to_end"])
     ok = (ratio >= 0.99 and lag_p99 < lag_bound and e2e_p99 < E2E_P99_MS and rec.timeouts == 0 and result.unsent == 0
           and rec.replied == rec.sent)
     return ok, (f"achieved {ratio * 100:.1f}%, schedule-lag p99 {lag_p99:.2f} ms, end-to-end p99 {e2e_p99:.1f} ms, "
-                f"replied {rec.replied:,} of {rec.sent:,}")
+                f"replied {rec.replied:,} of {rec.sent:,}; {cpu}")
 
 
 def lag_floor(url: str, queue: str, rate: float, seconds: float) -> float:
@@ -264,9 +273,11 @@ def _references(kind: str, url: str, queue: str, out: dict[str, list[float]], wh
         loops = {"bare pika loop (the transport's I/O)": lambda: bare_rabbitmq(url, queue, lean=True),
                  "bare pika loop (pika's own API)": lambda: bare_rabbitmq(url, queue, lean=False)}
     for name, loop in loops.items():
+        SPLIT.start()
         rate = aio.run(loop())
         out.setdefault(name, []).append(rate)
-        print(f"  {name}, {when}, {BARE_N:,} round trips, at most 1,000 in flight: {rate:,.0f}/s", flush=True)
+        print(f"  {name}, {when}, {BARE_N:,} round trips, at most 1,000 in flight: {rate:,.0f}/s; "
+              f"{SPLIT.per(BARE_N)}", flush=True)
 
 
 def main() -> None:
@@ -285,7 +296,9 @@ def main() -> None:
             queue = f"qdeck-bench-ceiling-{uuid.uuid4().hex[:6]}"
             print(f"{kind}: echo worker on {queue}", flush=True)
             runs: dict[str, list[float]] = {}
-            with worker(url, queue, "--model", "echo", "--max-batch", "64", "--max-wait-ms", "0"):
+            with worker(url, queue, "--model", "echo", "--max-batch", "64", "--max-wait-ms", "0") as proc:
+                SPLIT.watch({"generator": psutil.Process(), "worker": psutil.Process(proc.pid),
+                                "broker": listening_process(parse_broker_url(url).port)})
                 for when in ("before the search", "before the search"):
                     _references(kind, url, queue, runs, when)
                 slowest = min(min(r) for r in runs.values())

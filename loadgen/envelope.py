@@ -24,6 +24,7 @@ decodes exactly as ``json.loads`` decodes it.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -85,6 +86,12 @@ class Reply(NamedTuple):
     @property
     def id(self) -> str:
         return f"{self.run}:{self.seq}"
+
+
+# What ``Stamps(*five)`` and ``Reply(*ten)`` do (a NamedTuple's ``__new__`` is ``tuple.__new__(cls, fields)``), for
+# the decoder's fast path, which has checked the fields' count and types itself.
+_new_stamps = functools.partial(tuple.__new__, Stamps)
+_new_reply = functools.partial(tuple.__new__, Reply)
 
 
 class Chunk(NamedTuple):
@@ -261,25 +268,26 @@ def decode_request(data: bytes | str) -> Request | Malformed:
 
 def decode_reply(data: bytes | str) -> Reply | Chunk | Malformed:
     """A reply, a chunk of a streamed reply, or ``Malformed(reason)``. The load generator decodes one per request
-    (or chunk): a well-formed one takes the fast path (one dict lookup per field); anything else gets the full check
-    and a precise reason."""
+    (or chunk): a well-formed one takes the fast path (one dict lookup per field, the named tuples made without
+    their Python-level constructors); anything else gets the full check and a precise reason."""
     try:
         doc = fast_loads(data, "output")
         if doc["t"] == "chunk":
             return _fast_chunk(doc) or _decode_chunk_checked(data)
         stamps = doc["stamps"]
         a, b, c, d, e = stamps
+        run, seq, batch_size, worker, device = doc["run"], doc["seq"], doc["batch_size"], doc["worker"], doc["device"]
         error = doc.get("error")
         model = doc.get("model", "")
         gpu = None if (raw := doc.get("gpu")) is None else gpu_from_wire(raw)
-        if (doc["v"] in _REPLY_VERSIONS and type(doc["v"]) is int and doc["t"] == "rep"
-                and type(doc["run"]) is str and type(doc["seq"]) is int
-                and type(stamps) is list and type(a) is int and type(b) is int and type(c) is int
-                and type(d) is int and type(e) is int and type(doc["batch_size"]) is int
-                and type(doc["worker"]) is str and type(doc["device"]) is str
-                and (error is None or type(error) is str) and type(model) is str):
-            return Reply(doc["run"], doc["seq"], doc["worker"], doc["device"], doc["batch_size"],
-                         Stamps(a, b, c, d, e), doc.get("output"), error, model, gpu)
+        version = doc["v"]
+        if (type(version) is int and version in _REPLY_VERSIONS and doc["t"] == "rep" and type(run) is str
+                and type(seq) is int and type(stamps) is list and type(a) is int and type(b) is int
+                and type(c) is int and type(d) is int and type(e) is int and type(batch_size) is int
+                and type(worker) is str and type(device) is str and (error is None or type(error) is str)
+                and type(model) is str):
+            return _new_reply((run, seq, worker, device, batch_size, _new_stamps(stamps), doc.get("output"),
+                               error, model, gpu))
     except (ValueError, KeyError, TypeError, RecursionError):
         pass
     return _decode_reply_checked(data)

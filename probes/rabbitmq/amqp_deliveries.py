@@ -247,7 +247,7 @@ class DeliveryReader:
         pos = 0
         to_pika = self._to_pika
         assert to_pika is not None
-        unpack_head = _HEAD.unpack_from
+        unpack_head, header_fixed, unpack_q = _HEAD.unpack_from, _HEADER_FIXED.unpack_from, _Q.unpack_from
         consumers, confirms = self._consumers, self._confirms
         parsed = confirmed = nbytes = frames = 0
         waiting = False
@@ -285,7 +285,26 @@ class DeliveryReader:
                     tag = buf[p:p + buf[p - 1]]
                     owner = consumers.get((number, tag))
                     if owner is not None and owner[0].is_open and not (owner[2] and tag.decode() in owner[2]):
-                        # A delivery of a registered consumer: parsed here.
+                        # A delivery of a registered consumer: parsed here. The common case first, inline: a content
+                        # header with no properties and the whole body in one frame, both already read.
+                        hpos = end + 1
+                        if size - hpos >= 8 and not owner[3]:
+                            hkind, hnumber, hlength = unpack_head(buf, hpos)
+                            hend = hpos + 7 + hlength
+                            if hkind == 2 and hnumber == number and hlength >= 14 and hend + 8 < size \
+                                    and buf[hend] == _END:
+                                _cls, _weight, body_size, flags = header_fixed(buf, hpos + 7)
+                                bkind, bnumber, blength = unpack_head(buf, hend + 1)
+                                bend = hend + 8 + blength
+                                if not flags and body_size and bkind == 3 and bnumber == number \
+                                        and blength == body_size and bend < size and buf[bend] == _END:
+                                    (delivery_tag,) = unpack_q(buf, p + len(tag))
+                                    nbytes += bend + 1 - pos
+                                    frames += 3
+                                    parsed += 1
+                                    pos = bend + 1
+                                    owner[1](buf[hend + 8:bend], delivery_tag, _NO_PROPERTIES)
+                                    continue
                         parts: list[bytes | memoryview] = []
                         status, nxt, properties, body_size, got = _content(buf, end + 1, size, number, None, 0, 0,
                                                                            parts, owner[3])
