@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from typing import Any
 
 import pika
@@ -45,7 +46,11 @@ class RabbitMQSource:
         self.link: AmqpLink | None = None
         self.writer: ChannelWriter | None = None
         self.confirmed: ConfirmedPublisher | None = None
-        self._buffer: asyncio.Queue[Delivery] = asyncio.Queue()
+        # Deliveries received and not yet fetched; a fetch waiting for one waits on _arrived (no task, no
+        # wait_for: a worker under steady load waits once per batch, and asyncio.Queue.get under wait_for made a
+        # task and a timer handle each time).
+        self._buffer: deque[Delivery] = deque()
+        self._arrived: asyncio.Future[None] | None = None
         self._consumer_tag: str | None = None
         self._acks = AckPlan()
 
@@ -61,7 +66,10 @@ class RabbitMQSource:
 
     def _on_message(self, body: bytes, delivery_tag: int, properties: Any) -> None:
         self._acks.received(delivery_tag)
-        self._buffer.put_nowait(Delivery(body, (delivery_tag, properties)))
+        self._buffer.append(Delivery(body, (delivery_tag, properties)))
+        arrived = self._arrived
+        if arrived is not None and not arrived.done():
+            arrived.set_result(None)
 
     def _check(self) -> AmqpLink:
         assert self.link is not None, "start() first"
@@ -79,22 +87,25 @@ class RabbitMQSource:
             if closing is not None:
                 with contextlib.suppress(ProbeError):
                     await closing.aclose()
-        self._buffer = asyncio.Queue()
+        self._buffer = deque()
         self._acks = AckPlan()
         await self.start()
 
     async def fetch(self, max_items: int, timeout_s: float) -> list[Delivery]:
         self._check()
-        out: list[Delivery] = []
-        if self._buffer.empty():
+        if not self._buffer:
             if timeout_s <= 0:
-                return out
+                return []
+            loop = asyncio.get_running_loop()
+            self._arrived = arrived = loop.create_future()
+            timer = loop.call_later(timeout_s, _wake, arrived)
             try:
-                out.append(await asyncio.wait_for(self._buffer.get(), timeout_s))
-            except TimeoutError:
-                return out
-        while len(out) < max_items and not self._buffer.empty():
-            out.append(self._buffer.get_nowait())
+                await arrived
+            finally:
+                timer.cancel()
+                self._arrived = None
+        buffer = self._buffer  # after a wait: the one reconnect() may have put in place meanwhile
+        out = [buffer.popleft() for _ in range(min(max_items, len(buffer)))]
         now = time.time_ns()
         for d in out:
             d.dequeued_ns = now
@@ -171,9 +182,8 @@ class RabbitMQSource:
         if link is not None and self._consumer_tag and not link.closed.done():
             with contextlib.suppress(ProbeError):  # a dead channel has no consumer left to cancel
                 await link.call(link.channel.basic_cancel, self._consumer_tag, what="basic.cancel")
-        left: list[Delivery] = []
-        while not self._buffer.empty():
-            left.append(self._buffer.get_nowait())
+        left = list(self._buffer)
+        self._buffer.clear()
         return left
 
     async def release(self, deliveries: list[Delivery]) -> None:
@@ -190,3 +200,9 @@ class RabbitMQSource:
             await self.confirmed.aclose()
         if self.link is not None:
             await self.link.aclose()
+
+
+def _wake(arrived: asyncio.Future[None]) -> None:
+    """A fetch's wait is over (its time is up): it returns what has come, perhaps nothing."""
+    if not arrived.done():
+        arrived.set_result(None)
