@@ -174,3 +174,20 @@ def test_hostile_output_paths_leave_as_escapes(tmp_path: Path) -> None:
     assert "\x1b" not in run.all and "\x07" not in run.all
     assert "results in " in run.out and "/outr\\x1b]0;pwned\\x07\\x1b[2J/ (summary.json" in run.out
     assert "/reportr\\x1b]0;pwned\\x07\\x1b[2J.html" in run.err and html.exists()
+
+
+def test_a_hostile_dataset_name_leaves_as_escapes(tmp_path: Path) -> None:
+    """An LLM-shaped run names its dataset file under the LLM table (and in a refusal when it cannot be read): the
+    user's file name, which may hold control characters, passes the one sanitiser like every other name."""
+    name = f"rows{CSI}{OSC}\u202e.jsonl"
+    dataset = tmp_path / name
+    dataset.write_text("".join(json.dumps({"input_tokens": 8, "output_tokens": 4}) + "\n" for _ in range(20)))
+    code, raw = _run("load", "run", "-b", "memory://hostile-dataset", "-q", "q", "--rate", "20", "--duration",
+                     "0.5s", "--dataset", str(dataset))
+    assert code == 0, raw[-2000:]
+    assert not _leaks(raw), (_leaks(raw), raw[-2000:])
+    assert b"lengths: dataset " in raw and b"rows\\x1b[2J\\x1b]0;pwned\\x07\\u202e.jsonl" in raw, raw[-2000:]
+    code, raw = _run("load", "run", "-b", "memory://hostile-dataset", "-q", "q", "--rate", "20", "--duration",
+                     "0.5s", "--dataset", str(tmp_path / f"missing{HOSTILE}.jsonl"))
+    assert code == 2 and raw.count(b"\n") == 1, raw
+    assert not _leaks(raw) and b"missing\\x1b[2J" in raw, raw
