@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -22,12 +21,11 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.channel import Channel
 
-from probes.errors import AuthFailed, BrokerUnreachable, NotFound, ProbeError
-from probes.netcause import connection_cause
+from probes.errors import BrokerUnreachable, NotFound, ProbeError
 from probes.rabbitmq import pika_compat
+from probes.rabbitmq.amqp_link import amqp_error as amqp_error  # re-exported (transport, worker)
 from probes.rabbitmq.amqp_link import connection_parameters as link_parameters
 from probes.rabbitmq.publish_frames import FRAME_END, add_body
-from probes.redact import redact_text
 from probes.urls import BrokerTarget
 
 
@@ -35,21 +33,6 @@ def connection_parameters(target: BrokerTarget, *, heartbeat: int = 30) -> pika.
     """The probes' parameters (one place for TLS and timeouts), giving up on a connection the broker blocks after
     30 s: a run or a worker stuck behind a memory alarm says so instead of waiting a minute."""
     return link_parameters(target, heartbeat=heartbeat, blocked_connection_timeout=30)
-
-
-def amqp_error(target: BrokerTarget, exc: BaseException, what: str = "") -> ProbeError:
-    where = f"RabbitMQ at {target.host}:{target.port}"
-    if isinstance(exc, pexc.ProbableAuthenticationError | pexc.AuthenticationError):
-        return AuthFailed(f"authentication failed at {where}: check the user name and password")
-    if isinstance(exc, pexc.ProbableAccessDeniedError):
-        return AuthFailed(f"access denied at {where} (vhost {target.path!r})")
-    if isinstance(exc, pexc.ChannelClosedByBroker) and exc.reply_code == 404:
-        return NotFound(redact_text(f"{what or 'not found'} at {where}: {exc.reply_text}", target.secrets))
-    if isinstance(exc, pexc.AMQPConnectionError | AMQPConnectorException | OSError):
-        inner = next((e for e in getattr(exc, "exceptions", ()) if isinstance(e, BaseException)), exc)
-        return BrokerUnreachable(f"broker unreachable: {where}: {_diagnose(target, inner)}"[:300])
-    return ProbeError(redact_text(f"RabbitMQ error at {where}{' (' + what + ')' if what else ''}: {exc}"[:300],
-                                  target.secrets))
 
 
 class AmqpLink:
@@ -378,18 +361,6 @@ async def callback_call(start: Callable[[Callable[[Any], None]], Any], timeout: 
     done: asyncio.Future[Any] = loop.create_future()
     start(lambda value: _resolve(done, value))
     return await asyncio.wait_for(done, timeout)
-
-
-def _diagnose(target: BrokerTarget, exc: BaseException) -> str:
-    """pika's asyncio adapter often reports a failed connect as a bare AMQPConnectionError; a plain TCP connect
-    then tells refused from unknown host from timeout."""
-    if isinstance(exc, OSError):
-        return connection_cause(exc)
-    try:
-        socket.create_connection((target.host, target.port), timeout=3).close()
-    except OSError as probe:
-        return connection_cause(probe)
-    return "the server accepted TCP but the AMQP handshake failed (is this port RabbitMQ's AMQP port?)"
 
 
 READ_SLICE_BYTES = 8 * 1024

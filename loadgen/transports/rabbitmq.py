@@ -30,9 +30,9 @@ from collections import deque
 from typing import Any
 
 from loadgen.brokers.amqp import AmqpLink, ChannelWriter, amqp_error
-from loadgen.brokers.amqp_close import connection_dropped, describe_close
 from loadgen.transports.base import ReplyHandler
 from probes.errors import ConnectionLost, ProbeError
+from probes.rabbitmq.amqp_close import connection_dropped, describe_close
 from probes.rabbitmq.amqp_deliveries import DeliveryReader
 from probes.urls import BrokerTarget
 

@@ -24,7 +24,6 @@ import pika
 from pika.spec import PERSISTENT_DELIVERY_MODE
 
 from loadgen.brokers.amqp import AckPlan, AmqpLink, ChannelWriter, ConfirmedPublisher, amqp_error
-from loadgen.brokers.amqp_close import connection_dropped, describe_close
 from loadgen.worker.source import (
     DeadLetter,
     Delivery,
@@ -35,6 +34,7 @@ from loadgen.worker.source import (
     summarise,
 )
 from probes.errors import ConnectionLost, ProbeError
+from probes.rabbitmq.amqp_close import connection_dropped, describe_close
 from probes.rabbitmq.amqp_deliveries import DeliveryReader
 from probes.urls import BrokerTarget
 

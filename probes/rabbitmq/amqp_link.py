@@ -4,13 +4,15 @@ queue checks on throwaway channels, and a publisher-confirm channel that says pe
 Public pika API, but for the confirm channel's publishes: marshalled by ``probes.rabbitmq.publish_frames`` and
 written many to a write (the pika internals that takes are in ``probes.rabbitmq.pika_compat``; without them,
 ``basic_publish``). Failures come out as ``ProbeError``s with one-line, credential-free messages.
-(``loadgen.brokers.amqp`` has the load generator's own, with its fast paths; probes may not import loadgen.)
+(``loadgen.brokers.amqp`` has the load generator's own links, with their fast paths, on this module's
+``connection_parameters`` and ``amqp_error``; probes may not import loadgen.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from pika.channel import Channel
 
 from probes.errors import AuthFailed, BrokerUnreachable, ConnectionLost, NotFound, ProbeError
 from probes.netcause import connection_cause
+from probes.rabbitmq.amqp_close import connection_dropped, describe_close
 from probes.rabbitmq.publish_frames import PublishFrames
 from probes.redact import redact_text
 from probes.urls import BrokerTarget
@@ -54,10 +57,14 @@ def connection_parameters(target: BrokerTarget, *, heartbeat: int = 30,
 
 
 def amqp_error(target: BrokerTarget, exc: BaseException, what: str = "") -> ProbeError:
-    """``exc`` (a pika exception, or the reason a channel or connection closed) as one ProbeError line."""
-    where = f"RabbitMQ at {target.host}:{target.port}"
+    """``exc`` (a pika exception, or the reason a channel or connection closed) as one ProbeError line; the one
+    translation for the probes and the load generator's and worker's links. A connection the broker closed is a
+    ``ConnectionLost`` when reconnecting is the remedy (``connection_dropped``), else a ``BrokerUnreachable`` that
+    says why; a connection that could not be made says what the socket said (``_diagnose``)."""
     if isinstance(exc, ProbeError):
         return exc
+    where = f"RabbitMQ at {target.host}:{target.port}"
+    during = f" during {what}" if what else ""
     if isinstance(exc, pexc.ProbableAuthenticationError | pexc.AuthenticationError):
         return AuthFailed(f"authentication failed at {where}: check the user name and password")
     if isinstance(exc, pexc.ProbableAccessDeniedError):
@@ -69,14 +76,52 @@ def amqp_error(target: BrokerTarget, exc: BaseException, what: str = "") -> Prob
         if exc.reply_code == 403:
             return AuthFailed(redact_text(text, target.secrets)[:300])
         return ProbeError(redact_text(f"RabbitMQ refused {text}", target.secrets)[:300])
+    if isinstance(exc, pexc.ConnectionClosedByBroker) and not connection_dropped(exc):
+        return BrokerUnreachable(redact_text(f"{where}: {describe_close(exc)}{during}", target.secrets)[:300])
     if isinstance(exc, pexc.ConnectionClosedByBroker | pexc.StreamLostError | pexc.ConnectionWrongStateError):
-        return ConnectionLost(redact_text(f"the connection to {where} was lost{' during ' + what if what else ''}: "
+        return ConnectionLost(redact_text(f"the connection to {where} was lost{during}: "
                                           f"{type(exc).__name__}: {exc}", target.secrets)[:300])
     if isinstance(exc, pexc.AMQPConnectionError | AMQPConnectorException | OSError):
-        inner = next((e for e in getattr(exc, "exceptions", ()) if isinstance(e, BaseException)), exc)
-        return BrokerUnreachable(f"broker unreachable: {where}: {connection_cause(inner)}"[:300])
+        return BrokerUnreachable(redact_text(f"broker unreachable: {where}: {_diagnose(target, exc)}",
+                                             target.secrets)[:300])
     return ProbeError(redact_text(f"RabbitMQ error at {where}{' (' + what + ')' if what else ''}: "
                                   f"{type(exc).__name__}: {exc}", target.secrets)[:300])
+
+
+# Failures to open a connection that may come without the socket's error: a bare AMQPConnectionError, the connection
+# workflow's own exceptions, and a server that is not AMQP (an incompatible protocol, an open aborted at stack_timeout).
+_OPEN_FAILED = (pexc.ConnectionOpenAborted, pexc.IncompatibleProtocolError, AMQPConnectorException)
+
+
+def _diagnose(target: BrokerTarget, exc: BaseException) -> str:
+    """Why a connection failed, in a few words: the socket's error when pika kept one (refused, unknown host, TLS);
+    for a failed open without one, a plain TCP connect tells refused from unknown host from timeout from a server that
+    is not RabbitMQ's AMQP port; any other closing (heartbeats, a blocked-connection timeout) in its own words."""
+    cause = _socket_error(exc)
+    if cause is not None:
+        return connection_cause(cause)
+    if type(exc) is not pexc.AMQPConnectionError and not isinstance(exc, _OPEN_FAILED):
+        return connection_cause(exc)
+    try:
+        socket.create_connection((target.host, target.port), timeout=3).close()
+    except OSError as probe:
+        return connection_cause(probe)
+    return "the server accepted TCP but the AMQP handshake failed (is this port RabbitMQ's AMQP port?)"
+
+
+def _socket_error(exc: BaseException) -> OSError | None:
+    """The OSError inside ``exc``: pika wraps it in its connection workflow's exceptions (``args``, ``exceptions``,
+    ``exception``), a few levels deep."""
+    todo = [exc]
+    for _ in range(16):
+        if not todo:
+            break
+        seen = todo.pop(0)
+        if isinstance(seen, OSError):
+            return seen
+        inner = (*seen.args, *(getattr(seen, "exceptions", None) or ()), getattr(seen, "exception", None))
+        todo += [e for e in inner if isinstance(e, BaseException)]
+    return None
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
