@@ -25,7 +25,7 @@ from probes.errors import BrokerUnreachable, NotFound, ProbeError
 from probes.rabbitmq import pika_compat
 from probes.rabbitmq.amqp_link import amqp_error as amqp_error  # re-exported (transport, worker)
 from probes.rabbitmq.amqp_link import connection_parameters as link_parameters
-from probes.rabbitmq.publish_frames import FRAME_END, add_body
+from probes.rabbitmq.publish_frames import FRAME_END, FRAME_HEAD, add_body
 from probes.urls import BrokerTarget
 
 
@@ -146,6 +146,9 @@ class ChannelWriter:
         self._methods: dict[str, bytes] = {}
         self._headers: dict[int, bytes] = {}  # content header by body size: transient
         self._persistent_headers: dict[int, bytes] = {}  # and delivery mode 2
+        # A body in one frame (the common case): its method frame, content header and body-frame head as one
+        # prefix, by (routing key, body size, persistent); the body and the frame end follow it.
+        self._prefixes: dict[tuple[str, int, bool], bytes] = {}
 
     def _check_open(self) -> None:
         if not self.channel.is_open:
@@ -203,20 +206,31 @@ class ChannelWriter:
         methods = self._methods
         headers = self._persistent_headers if persistent else self._headers
         properties = _PERSISTENT if persistent else spec.BasicProperties()
+        prefixes = self._prefixes
         parts: list[bytes] = []
         for key, body in messages:
+            size = len(body)
+            prefix = prefixes.get((key, size, persistent))
+            if prefix is not None:  # three parts for its three frames (_emit counts frames by parts)
+                parts.append(prefix)
+                parts.append(body)
+                parts.append(FRAME_END)
+                continue
             method = methods.get(key)
             if method is None:
                 if len(methods) >= _CACHE_MAX:
                     methods.clear()
                 publish = spec.Basic.Publish(exchange="", routing_key=key)
                 method = methods[key] = pframe.Method(number, publish).marshal()
-            size = len(body)
             header = headers.get(size)
             if header is None:
                 if len(headers) >= _CACHE_MAX:
                     headers.clear()
                 header = headers[size] = pframe.Header(number, size, properties).marshal()
+            if 0 < size <= max_len:
+                if len(prefixes) >= _CACHE_MAX:
+                    prefixes.clear()
+                prefixes[(key, size, persistent)] = method + header + FRAME_HEAD.pack(spec.FRAME_BODY, number, size)
             parts.append(method)
             parts.append(header)
             add_body(parts, number, body, max_len)

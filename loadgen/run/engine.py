@@ -366,9 +366,9 @@ class Engine:
         templates = self._templates
         pending = self.pending
         mono0, wall0 = self._mono0, self._wall0
-        first = self._seq + 1
+        first = seq = self._seq + 1
         for offset, size, warmup in batch:
-            self._seq += 1
+            self._seq = seq
             if size is None:
                 size = spec.payload_size
             template = templates.get(size)
@@ -379,12 +379,13 @@ class Engine:
                 template = templates[size] = RequestTemplate(spec.run_id, self.transport.reply_to, spec.workload,
                                                              payload)
             if self.llm is None:
-                bodies.append(template.encode(self._seq, wall0 + offset, sent_wall))
-                pending[self._seq] = _Pending(mono0 + offset, now, warmup)
+                bodies.append(template.encode(seq, wall0 + offset, sent_wall))
+                pending[seq] = _Pending(mono0 + offset, now, warmup)
             else:
                 n_in, n_out = self.llm.next_lengths()
-                bodies.append(template.encode_llm(self._seq, wall0 + offset, sent_wall, n_in, n_out))
-                pending[self._seq] = _Pending(mono0 + offset, now, warmup, input_tokens=n_in)
+                bodies.append(template.encode_llm(seq, wall0 + offset, sent_wall, n_in, n_out))
+                pending[seq] = _Pending(mono0 + offset, now, warmup, input_tokens=n_in)
+            seq += 1
         try:
             await self.transport.send(bodies)
         except ProbeError as exc:
@@ -398,13 +399,12 @@ class Engine:
         if result.gaps and result.gaps[-1].to_s is None:
             result.gaps[-1].to_s = (now - mono0) / NS
         recorder = self.recorder
-        for offset, _size, warmup in batch:
-            if warmup:
-                recorder.record_warmup_sent()
-            else:
-                result.intended += 1
-                recorder.record_sent()
-                recorder.record_schedule_lag(mono0 + offset, now)
+        measured = [mono0 + offset for offset, _size, warmup in batch if not warmup]
+        if len(measured) < len(batch):
+            recorder.record_warmup_sent(len(batch) - len(measured))
+        if measured:
+            result.intended += len(measured)
+            recorder.record_schedule_lags(measured, now)
 
     def _unconfirmed(self) -> None:
         """Requests the transport wrote just before its connection dropped and the broker never confirmed (it may

@@ -273,6 +273,22 @@ class Recorder:
     def record_warmup_sent(self, count: int = 1) -> None:
         self.warmup_sent += count
 
+    def record_schedule_lags(self, intended_ns: list[int], sent_ns: int) -> None:
+        """One write's requests, all sent at ``sent_ns``: their schedule lags (and their count as sent)."""
+        self.sent += len(intended_ns)
+        buf = self._lag_bulk
+        if buf is None or len(buf) + len(intended_ns) > BULK_VALUES:
+            for intended in intended_ns:
+                self.record_schedule_lag(intended, sent_ns)
+            return
+        start = len(buf)
+        try:
+            buf.extend([sent_ns - intended for intended in intended_ns])
+        except OverflowError:
+            del buf[start:]
+            for intended in intended_ns:
+                self._record(self._lag_sink, ("schedule_lag",), (sent_ns - intended,))
+
     def record_schedule_lag(self, intended_ns: int, sent_ns: int) -> None:
         if self._lag_bulk is None:
             self._record(self._lag_sink, ("schedule_lag",), (sent_ns - intended_ns,))

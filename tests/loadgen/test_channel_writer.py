@@ -52,6 +52,9 @@ def test_publish_and_ack_bytes_are_pikas(body_max: int) -> None:
     assert conn.written[1] == acked
     assert conn.written[2] == _pika_publish(3, body_max, *messages[0]) + acked[:2 * 21]
     assert conn.bytes_sent == sum(map(len, conn.written))
+    # counted as pika counts its frames: three per publish with a one-frame body (two with none), one per ack
+    bodies = sum(2 + -(-len(b) // body_max) for _k, b in messages)
+    assert conn.frames_sent == bodies + len(acks) + (2 + -(-len(messages[0][1]) // body_max)) + 2
 
 
 def test_closed_channel_raises_and_writes_nothing() -> None:

@@ -65,3 +65,26 @@ def test_inlined_gap_recording_matches_record_value_bit_for_bit() -> None:
     assert got.get_total_count() == want.get_total_count() > 0
     assert (got.get_min_value(), got.get_max_value()) == (want.get_min_value(), want.get_max_value())
     assert rec.out_of_range["itl"] == out_of_range > 0 and rec.output_tokens == 20_000
+
+
+def test_a_writes_schedule_lags_match_record_value_bit_for_bit() -> None:
+    """``record_schedule_lags`` (one write's requests, sent at one time) counts each as sent and records each lag as
+    ``record_value`` would, negative ones clamped, across bulk flushes and past 64 bits."""
+    rec = Recorder()
+    want = new_histogram()
+    rnd = random.Random(13)
+    sent_ns = 10**15
+    total = 0
+    for _ in range(3_000):
+        intended = [sent_ns - rnd.choice([rnd.randint(0, 3_000_000), rnd.randint(-5_000, 0), 2**64])
+                    for _ in range(rnd.randint(1, 40))]
+        rec.record_schedule_lags(intended, sent_ns)
+        total += len(intended)
+        for i in intended:
+            want.record_value(max(sent_ns - i, 0) // 1000)
+    rec.flush()
+    got = rec.interval["schedule_lag"]
+    assert rec.sent == total
+    assert list(got.counts) == list(want.counts) and got.get_total_count() == want.get_total_count() > 0
+    assert (got.get_min_value(), got.get_max_value()) == (want.get_min_value(), want.get_max_value())
+    assert rec.clamped["schedule_lag"] > 0 and rec.out_of_range["schedule_lag"] > 0
