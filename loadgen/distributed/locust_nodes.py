@@ -154,7 +154,7 @@ def run_master(args: argparse.Namespace) -> int:
     results = [master.done[i] for i in range(args.agents)]
     summaries = [r["summary"] for r in results]
     merged = merge_summaries(spec.facts(), doc.get("display", ""), doc.get("kind", ""), summaries,
-                            [r["host"] for r in results])
+                            [r["host"] for r in results], [r["logs"] for r in results])
     out.mkdir(parents=True, exist_ok=True)
     write_summary(merged, out / "summary.json")
     write_hgrm(stage_histogram(merged, "end_to_end"), out / "end_to_end.hgrm")

@@ -88,6 +88,60 @@ class GpuIntervals:
                 "intervals": list(self._intervals)}
 
 
+def merge_sections(sections: Sequence[Any], queue_wait_p50_ms: Mapping[float, float | None]) -> dict[str, Any] | None:
+    """The ``gpu`` sections of a distributed run's agents (``record()`` each) as one, or None when no agent received
+    a sample. Agents share the workers, so a GPU is the same (worker, index) in every section; its intervals (the
+    agents roll on the same interval ends) are combined: utilisation, power and clock as means weighted by each
+    agent's samples, memory used the largest. ``samples`` adds the agents' counts: a sample that replies brought to
+    two agents counts once for each. ``queue_wait_p50_ms``: the merged run's queue wait p50 by interval end ``t``."""
+    parts = [part for part in sections if isinstance(part, Mapping) and part.get("samples")]
+    if not parts:
+        return None
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for part in parts:
+        for dev in part.get("devices") or []:
+            key = (str(dev.get("worker")), int(dev.get("index") or 0))
+            entry = found.setdefault(key, {"mem_total_mib": None, "by_t": {}})
+            if dev.get("mem_total_mib") is not None:
+                entry["mem_total_mib"] = dev["mem_total_mib"]
+            for row in dev.get("intervals") or []:
+                entry["by_t"].setdefault(float(row["t"]), []).append(row)
+    devices = []
+    utils: dict[float, list[float]] = {}
+    for (worker, index), entry in sorted(found.items()):
+        rows = []
+        for t, same in sorted(entry["by_t"].items()):
+            util = _weighted(same, "util_pct")
+            mems = [r["mem_used_mib"] for r in same if _num(r.get("mem_used_mib")) is not None]
+            clock = _weighted(same, "sm_clock_mhz")
+            rows.append({"t": t, "util_pct": None if util is None else round(util, 1),
+                         "mem_used_mib": max(mems) if mems else None, "power_w": _rounded(_weighted(same, "power_w")),
+                         "sm_clock_mhz": None if clock is None else round(clock),
+                         "samples": sum(int(r.get("samples") or 0) for r in same)})
+            if util is not None:
+                utils.setdefault(t, []).append(util)
+        devices.append({"worker": worker, "index": index, "mem_total_mib": entry["mem_total_mib"], "intervals": rows})
+    ends = sorted({float(row["t"]) for part in parts for row in part.get("intervals") or []} | set(utils))
+    intervals = [{"t": t, "util_pct": round(sum(utils[t]) / len(utils[t]), 1) if t in utils else None,
+                  "queue_wait_p50_ms": queue_wait_p50_ms.get(t)} for t in ends]
+    return {"samples": sum(int(part["samples"]) for part in parts), "devices": devices, "intervals": intervals}
+
+
+def _weighted(rows: Sequence[Mapping[str, Any]], name: str) -> float | None:
+    """The mean of ``name`` over ``rows``, each weighted by its samples (rows without the figure left out)."""
+    total = weight = 0.0
+    for row in rows:
+        value, n = _num(row.get(name)), _num(row.get("samples"))
+        if value is not None and n:
+            total += value * n
+            weight += n
+    return total / weight if weight else None
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def _num(value: Any) -> float | None:
     return float(value) if type(value) in (int, float) and value == value and abs(value) < 1e300 else None
 

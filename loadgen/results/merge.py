@@ -15,6 +15,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen.results import hdrh_compat
+from loadgen.results.gpu_intervals import merge_sections
 from loadgen.results.stages import STAGES, log_path, new_histogram, open_log
 from loadgen.results.summary import COUNTS, RunRecord, build_summary, stage_histogram
 
@@ -42,9 +43,10 @@ def _stage_sum(shares: list[dict[str, Any]], stage: str, key: str) -> int:
 
 
 def merge_summaries(facts: dict[str, Any], broker: str, broker_kind: str, shares: list[dict[str, Any]],
-                    hosts: list[str]) -> dict[str, Any]:
+                    hosts: list[str], logs: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """``facts``: the whole run's ``RunSpec.facts()``; ``shares``: the agents' summary.json documents in share
-    order; ``hosts``: where each ran. The same builder as a local run's, over the added histograms."""
+    order; ``hosts``: where each ran; ``logs``: their interval logs (``log_texts``), from which the merged GPU
+    section takes each interval's queue wait. The same builder as a local run's, over the added histograms."""
     stages = {}
     for stage in STAGES:
         hist = new_histogram()
@@ -71,7 +73,8 @@ def merge_summaries(facts: dict[str, Any], broker: str, broker_kind: str, shares
         behind=any(doc["generator"]["behind"] for doc in shares),
         aborted="; ".join(aborted) or None, notes=notes,
         reconnects=sum(int(doc["generator"].get("reconnects", 0)) for doc in shares),
-        gaps=[dict(gap, agent=i) for i, doc in enumerate(shares) for gap in doc.get("gaps") or []])
+        gaps=[dict(gap, agent=i) for i, doc in enumerate(shares) for gap in doc.get("gaps") or []],
+        gpu=merge_sections([doc.get("gpu") for doc in shares], _queue_wait_p50_ms(logs or [])))
     summary = build_summary(record)
     # The agents' rates add up (each measured its own share's window): the merged run's are their sums.
     target = sum(float(doc["rates"]["target"]) for doc in shares)
@@ -82,6 +85,21 @@ def merge_summaries(facts: dict[str, Any], broker: str, broker_kind: str, shares
                           "rates": doc["rates"], "generator": doc["generator"], "aborted": doc.get("aborted")}
                          for i, (doc, host) in enumerate(zip(shares, hosts, strict=True))]
     return summary
+
+
+def _queue_wait_p50_ms(logs: list[dict[str, str]]) -> dict[float, float | None]:
+    """The merged run's queue wait p50 (ms) by interval end (s from the start), from the agents' interval logs:
+    the k-th intervals added, as ``merge_logs`` writes them."""
+    per_agent = [read_intervals(texts["queue_wait"]) for texts in logs if "queue_wait" in texts]
+    out: dict[float, float | None] = {}
+    for k in range(max((len(iv) for iv in per_agent), default=0)):
+        parts = [iv[k] for iv in per_agent if k < len(iv)]
+        hist = new_histogram()
+        for _start, _length, part in parts:
+            hist.add(part)
+        start, length = parts[0][0], parts[0][1]
+        out[round(start + length, 3)] = hist.get_value_at_percentile(50) / 1000 if hist.get_total_count() else None
+    return out
 
 
 def read_intervals(text: str) -> list[tuple[float, float, HdrHistogram]]:

@@ -46,7 +46,10 @@ def test_two_agents_share_a_run_and_the_master_merges_it(redis_url: str, tmp_pat
     # One agent is told its own broker (the password stays off the control link), one takes the master's.
     agents = [_agent(port, "--broker", redis_url), _agent(port)]
     try:
-        with worker(redis_url, queue, "--model", "echo", "--max-wait-ms", "1", tmp_path=tmp_path):
+        # The worker's GPUs are NVML stand-ins (tests.nvml_stand_in: two GPUs at fixed readings): the agents'
+        # GPU sections are merged into the master's summary.
+        with worker(redis_url, queue, "--model", "echo", "--max-wait-ms", "1", "--nvml-module", "tests.nvml_stand_in",
+                    "--gpu-interval", "0.1", tmp_path=tmp_path):
             run = qdeck("load", "run", "-b", redis_url, "-q", queue, "--rate", "300", "--duration", "2", "--warmup",
                         "0.5", "--schedule", "poisson", "--agents", "2", "--bind", f"127.0.0.1:{port}",
                         "--out", str(out), "--slo", "p99<5s", "--slo", "errors<1%", "--json", timeout=120)
@@ -82,6 +85,20 @@ def test_two_agents_share_a_run_and_the_master_merges_it(redis_url: str, tmp_pat
         total += hist.get_total_count()
     assert total == c["replied"]
     assert "Value     Percentile TotalCount 1/(1-Percentile)" in (out / "end_to_end.hgrm").read_text()
+
+    gpu = summary["gpu"]
+    agents_gpu = [json.loads((out / "agents" / str(i) / "summary.json").read_text())["gpu"] for i in (0, 1)]
+    assert gpu["samples"] == sum(g["samples"] for g in agents_gpu) > 0
+    first, second = gpu["devices"]
+    assert first["worker"] == second["worker"] and (first["index"], second["index"]) == (0, 1)
+    assert {(r["util_pct"], r["mem_used_mib"], r["power_w"], r["sm_clock_mhz"]) for r in first["intervals"]} == {
+        (87.0, 30720, 312.4, 1980)}
+    assert {(r["util_pct"], r["mem_used_mib"], r["power_w"], r["sm_clock_mhz"]) for r in second["intervals"]} == {
+        (12.0, 2560, 75.0, 1410)}
+    assert sum(r["samples"] for r in first["intervals"]) == sum(
+        r["samples"] for g in agents_gpu for r in g["devices"][0]["intervals"])
+    measured = [r for r in gpu["intervals"] if r["util_pct"] is not None]
+    assert measured and all(r["util_pct"] == 49.5 and r["queue_wait_p50_ms"] is not None for r in measured)
 
 
 def test_missing_agents_and_unsplittable_plans_are_one_line_errors(redis_url: str) -> None:

@@ -257,3 +257,25 @@ def test_a_run_through_redis_carries_the_workers_gpu_samples_into_summary_json(r
     measured = [r for r in gpu["intervals"] if r["util_pct"] is not None]
     assert measured and all(r["util_pct"] == 49.5 and r["queue_wait_p50_ms"] is not None for r in measured)
     assert summary["counts"]["replied"] > 0
+
+
+def test_agents_gpu_sections_merge_weighted_by_their_samples() -> None:
+    """A distributed run's agents each saw some of a shared worker's samples: per GPU and interval the means are
+    weighted by samples, memory is the largest, a figure an agent lacked is left out, samples add up."""
+    from loadgen.results.gpu_intervals import merge_sections
+
+    def section(samples: int, util: float | None, mem: int, power: float, t: float = 1.0) -> dict[str, Any]:
+        row = {"t": t, "util_pct": util, "mem_used_mib": mem, "power_w": power, "sm_clock_mhz": 1500,
+               "samples": samples}
+        return {"samples": samples, "devices": [{"worker": "w1", "index": 0, "mem_total_mib": 81920,
+                                                 "intervals": [row]}],
+                "intervals": [{"t": t, "util_pct": util, "queue_wait_p50_ms": 3.0}]}
+
+    merged = merge_sections([section(3, 90.0, 100, 300.0), section(1, 50.0, 400, 100.0), None,
+                             section(2, None, 50, 200.0), {"samples": 0}], {1.0: 2.5})
+    assert merged is not None and merged["samples"] == 6
+    (device,) = merged["devices"]
+    assert device["intervals"] == [{"t": 1.0, "util_pct": 80.0, "mem_used_mib": 400, "power_w": 233.3,
+                                    "sm_clock_mhz": 1500, "samples": 6}]
+    assert merged["intervals"] == [{"t": 1.0, "util_pct": 80.0, "queue_wait_p50_ms": 2.5}]
+    assert merge_sections([None, {"samples": 0}], {}) is None
