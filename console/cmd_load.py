@@ -162,9 +162,6 @@ def run(
     if rules and agents is not None:
         raise fail("--abort-on is for a run on this machine (each agent judges only its own share)")
     llm = built.llm
-    if llm is not None and agents is not None:
-        raise fail("--input-tokens, --output-tokens, --dataset, --max-tokens and --objective are for a run on this "
-                   "machine (not --agents)")
     if csv_file is not None:
         if agents is not None:
             raise fail("--csv is for a run on this machine; with --agents, read the merged interval logs under --out")
@@ -176,7 +173,8 @@ def run(
     if agents is not None:
         from console.load_cluster import run_distributed
 
-        summary = run_distributed(built.broker, built.spec, agents, bind=bind, wait_s=wait_s, out=out, quiet=quiet)
+        summary = run_distributed(built.broker, built.spec, agents, bind=bind, wait_s=wait_s, out=out, quiet=quiet,
+                                  llm=llm)
         code = report(summary, built.slos, out=out, junit=junit, json_out=json_out)
         if html is not None and out is not None:
             code = html_report(out, html, code)

@@ -22,20 +22,25 @@ from console.runner import EXIT_USAGE
 from probes import resolve_broker
 
 if TYPE_CHECKING:
+    from loadgen.run.llm_load import LlmLoad
     from loadgen.run.spec import RunSpec
 
 
 def run_distributed(broker: str | None, spec: RunSpec, agents: int, *, bind: str, wait_s: float, out: Path | None,
-                    quiet: bool) -> dict[str, Any]:
+                    quiet: bool, llm: LlmLoad | None = None) -> dict[str, Any]:
+    """``llm``: the run is LLM-shaped; every agent sends its share with the same lengths and objectives (a dataset's
+    rows travel with the share), drawn from the share's own seed."""
     from loadgen.distributed.shares import spec_to_dict
     from loadgen.results.summary import load_summary
+    from loadgen.run.llm_load import llm_to_wire
 
     target = resolve_broker(broker)  # a bad URL or unknown profile fails here, before any agent is involved
     with tempfile.TemporaryDirectory(prefix="qdeck-master-") as tmp:
         out_dir = out if out is not None else Path(tmp)
         args = [sys.executable, "-m", "loadgen.distributed.locust_nodes", "master", "--agents", str(agents),
                 "--bind", bind, "--out", str(out_dir), "--wait", str(wait_s)] + (["--quiet"] if quiet else [])
-        doc = {"spec": spec_to_dict(spec), "broker": broker, "display": target.display, "kind": target.kind}
+        doc = {"spec": spec_to_dict(spec), "broker": broker, "display": target.display, "kind": target.kind,
+               "llm": llm_to_wire(llm) if llm is not None else None}
         try:
             code = _relay(args, json.dumps(doc))
         except KeyboardInterrupt:  # the child got the Ctrl-C too and told the agents to stop

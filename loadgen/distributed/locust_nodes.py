@@ -32,9 +32,10 @@ from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from loadgen.distributed.child import run_child
 from loadgen.distributed.shares import run_deadline_s, share, spec_from_dict, spec_to_dict
-from loadgen.errors import NodeError, ShareError
+from loadgen.errors import NodeError, PlanError, ShareError
 from loadgen.results.merge import log_texts, merge_logs, merge_summaries
 from loadgen.results.summary import stage_histogram, write_hgrm, write_summary
+from loadgen.run.llm_load import llm_from_wire
 from loadgen.stop_process import stop_process
 from probes.redact import redact_text
 
@@ -143,7 +144,8 @@ def run_master(args: argparse.Namespace) -> int:
         ids = master.wait_for_agents(args.wait)
         for index, node_id in enumerate(ids):
             runner.send_message("qdeck_share", {"index": index, "count": args.agents, "broker": doc.get("broker"),
-                                                "spec": spec_to_dict(shares[index])}, client_id=node_id)
+                                                "spec": spec_to_dict(shares[index]), "llm": doc.get("llm")},
+                                client_id=node_id)
         if not args.quiet:
             say(f"{spec.schedule.describe()} dealt to {_agents(args.agents)}, 1/{args.agents} each")
         master.wait_for_results(ids, run_deadline_s(spec))
@@ -153,8 +155,10 @@ def run_master(args: argparse.Namespace) -> int:
         raise NodeError(redact_text("; ".join(master.failed[i] for i in sorted(master.failed))))
     results = [master.done[i] for i in range(args.agents)]
     summaries = [r["summary"] for r in results]
+    llm = llm_from_wire(doc.get("llm"), spec.seed)
     merged = merge_summaries(spec.facts(), doc.get("display", ""), doc.get("kind", ""), summaries,
-                            [r["host"] for r in results], [r["logs"] for r in results])
+                            [r["host"] for r in results], [r["logs"] for r in results],
+                            llm_facts=llm.facts() if llm is not None else None)
     out.mkdir(parents=True, exist_ok=True)
     write_summary(merged, out / "summary.json")
     write_hgrm(stage_histogram(merged, "end_to_end"), out / "end_to_end.hgrm")
@@ -201,7 +205,8 @@ class Agent:
                     self.send("qdeck_interval", {"index": index, "stats": json.loads(line)})
 
             done = run_child([sys.executable, "-m", "loadgen.distributed.share_run", str(out)],
-                             json.dumps({"spec": data["spec"], "broker": broker}), on_line, self._started)
+                             json.dumps({"spec": data["spec"], "broker": broker, "llm": data.get("llm")}), on_line,
+                             self._started)
             if done.code != 0:
                 raise NodeError(done.last_error().removeprefix("qdeck: "))
             summary = json.loads((out / "summary.json").read_text())
@@ -252,7 +257,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.ERROR, format="locust: %(message)s")  # Locust's own chatter stays quiet
     try:
         return run_master(args) if args.role == "master" else run_agent(args)
-    except (NodeError, ShareError) as exc:
+    except (NodeError, ShareError, PlanError) as exc:
         print(f"qdeck: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

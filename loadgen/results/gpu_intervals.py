@@ -88,42 +88,51 @@ class GpuIntervals:
                 "intervals": list(self._intervals)}
 
 
-def merge_sections(sections: Sequence[Any], queue_wait_p50_ms: Mapping[float, float | None]) -> dict[str, Any] | None:
+def merge_sections(sections: Sequence[Any], queue_wait_p50_ms: Sequence[float | None]) -> dict[str, Any] | None:
     """The ``gpu`` sections of a distributed run's agents (``record()`` each) as one, or None when no agent received
-    a sample. Agents share the workers, so a GPU is the same (worker, index) in every section; its intervals (the
-    agents roll on the same interval ends) are combined: utilisation, power and clock as means weighted by each
-    agent's samples, memory used the largest. ``samples`` adds the agents' counts: a sample that replies brought to
-    two agents counts once for each. ``queue_wait_p50_ms``: the merged run's queue wait p50 by interval end ``t``."""
+    a sample. Agents share the workers, so a GPU is the same (worker, index) in every section. The agents roll on
+    the same intervals, so their k-th intervals are one (as ``merge_logs`` merges them; the last one ends when
+    each agent's share ends, the first agent's end is the merged one's ``t``); a GPU's figures in it are combined:
+    utilisation, power and clock as means weighted by each agent's samples, memory used the largest. ``samples``
+    adds the agents' counts: a sample that replies brought to two agents counts once for each.
+    ``queue_wait_p50_ms``: the merged run's queue wait p50 of each interval, in order."""
     parts = [part for part in sections if isinstance(part, Mapping) and part.get("samples")]
     if not parts:
         return None
+    ends: dict[int, float] = {}  # interval k -> its t (the first agent's that has it)
     found: dict[tuple[str, int], dict[str, Any]] = {}
     for part in parts:
+        index_of: dict[Any, int] = {}
+        for k, row in enumerate(part.get("intervals") or []):
+            index_of[row.get("t")] = k
+            ends.setdefault(k, float(row["t"]))
         for dev in part.get("devices") or []:
             key = (str(dev.get("worker")), int(dev.get("index") or 0))
-            entry = found.setdefault(key, {"mem_total_mib": None, "by_t": {}})
+            entry = found.setdefault(key, {"mem_total_mib": None, "by_k": {}})
             if dev.get("mem_total_mib") is not None:
                 entry["mem_total_mib"] = dev["mem_total_mib"]
             for row in dev.get("intervals") or []:
-                entry["by_t"].setdefault(float(row["t"]), []).append(row)
+                at = index_of.get(row.get("t"))
+                if at is not None:
+                    entry["by_k"].setdefault(at, []).append(row)
     devices = []
-    utils: dict[float, list[float]] = {}
+    utils: dict[int, list[float]] = {}
     for (worker, index), entry in sorted(found.items()):
         rows = []
-        for t, same in sorted(entry["by_t"].items()):
+        for k, same in sorted(entry["by_k"].items()):
             util = _weighted(same, "util_pct")
             mems = [r["mem_used_mib"] for r in same if _num(r.get("mem_used_mib")) is not None]
             clock = _weighted(same, "sm_clock_mhz")
-            rows.append({"t": t, "util_pct": None if util is None else round(util, 1),
+            rows.append({"t": ends[k], "util_pct": None if util is None else round(util, 1),
                          "mem_used_mib": max(mems) if mems else None, "power_w": _rounded(_weighted(same, "power_w")),
                          "sm_clock_mhz": None if clock is None else round(clock),
                          "samples": sum(int(r.get("samples") or 0) for r in same)})
             if util is not None:
-                utils.setdefault(t, []).append(util)
+                utils.setdefault(k, []).append(util)
         devices.append({"worker": worker, "index": index, "mem_total_mib": entry["mem_total_mib"], "intervals": rows})
-    ends = sorted({float(row["t"]) for part in parts for row in part.get("intervals") or []} | set(utils))
-    intervals = [{"t": t, "util_pct": round(sum(utils[t]) / len(utils[t]), 1) if t in utils else None,
-                  "queue_wait_p50_ms": queue_wait_p50_ms.get(t)} for t in ends]
+    intervals = [{"t": t, "util_pct": round(sum(utils[k]) / len(utils[k]), 1) if k in utils else None,
+                  "queue_wait_p50_ms": queue_wait_p50_ms[k] if k < len(queue_wait_p50_ms) else None}
+                 for k, t in sorted(ends.items())]
     return {"samples": sum(int(part["samples"]) for part in parts), "devices": devices, "intervals": intervals}
 
 

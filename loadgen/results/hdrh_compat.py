@@ -63,7 +63,9 @@ EXACT_BELOW = 1 << 53  # integers a float64 holds exactly: bulk_indices takes bi
 
 def bulk_ok(hist: HdrHistogram) -> bool:
     """Whether ``bulk_indices`` serves ``hist``: the fast path's internals, and every value it can hold below 2**53."""
-    return fast_path_ok(hist) and int(hist.highest_trackable_value) < EXACT_BELOW
+    highest = getattr(hist, "highest_trackable_value", None)
+    return (fast_path_ok(hist) and isinstance(highest, int) and highest < EXACT_BELOW
+            and ctypes.sizeof(hist.counts) == 8 * len(hist.counts))  # 64-bit counts: what counts_view reads
 
 
 def bulk_indices(layout_: Layout, values: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@
          objectives [text], input_lengths, output_lengths (the distributions asked for, "dataset FILE", or null),
          dataset (null, or {file, format, rows_used, skipped {why: count}, sha256, order, token_counts}),
          max_tokens (the cap on output lengths, or null),
-         streams (completed), streams_cut (cut by the timeout after their first chunk), cut_tokens}
+         streams (completed), streams_cut (cut by the timeout after their first chunk), cut_tokens,
+         output_tokens_total (every measured chunk's tokens, cut streams' included: output_tokens_per_s × duration)}
 
 ``e2e`` is the ``end_to_end`` stage (one histogram, two names). Goodput and attainment count a request as met only
 when it completed and met every objective; errors and timeouts are misses; with no objectives both are null.
@@ -79,4 +80,5 @@ def llm_section(llm: Mapping[str, Any], *, stage_entries: Mapping[str, dict[str,
     out["max_tokens"] = facts.get("max_tokens")
     for key in ("streams", "streams_cut", "cut_tokens"):
         out[key] = int(llm.get(key, 0))
+    out["output_tokens_total"] = int(llm.get("output_tokens", 0))
     return out

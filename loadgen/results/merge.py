@@ -16,8 +16,10 @@ from hdrh.histogram import HdrHistogram
 
 from loadgen.results import hdrh_compat
 from loadgen.results.gpu_intervals import merge_sections
-from loadgen.results.stages import STAGES, log_path, new_histogram, open_log
+from loadgen.results.stages import LLM_HISTOGRAMS, STAGES, log_path, new_histogram, open_log
 from loadgen.results.summary import COUNTS, RunRecord, build_summary, stage_histogram
+
+ALL = STAGES + LLM_HISTOGRAMS  # what a share records: the stages, and an LLM-shaped run's metrics
 
 
 def _summed(docs: list[dict[str, Any]], key: str) -> dict[str, int]:
@@ -39,14 +41,45 @@ def _service_sums(docs: list[dict[str, Any]]) -> dict[int, list[int]]:
 
 
 def _stage_sum(shares: list[dict[str, Any]], stage: str, key: str) -> int:
-    return sum(int(doc["stages"][stage].get(key, 0)) for doc in shares)
+    """A count of one stage (or LLM metric) added over the shares."""
+    if stage in STAGES:
+        return sum(int(doc["stages"][stage].get(key, 0)) for doc in shares)
+    return sum(int((doc.get("llm") or {}).get(stage, {}).get(key) or 0) for doc in shares)
+
+
+def _llm_record(shares: list[dict[str, Any]], llm_facts: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The agents' ``llm`` sections as one recorder's plain data (``Recorder.llm_record()``): each metric's histograms
+    added, the stream and token counts summed, the whole run's lengths and objectives (``llm_facts``). None for a
+    plain run."""
+    sections = [doc["llm"] for doc in shares if isinstance(doc.get("llm"), dict)]
+    if llm_facts is None and not sections:
+        return None
+    hists = {}
+    for metric in LLM_HISTOGRAMS:
+        hist = new_histogram()
+        for section in sections:
+            encoded = (section.get(metric) or {}).get("histogram")
+            if encoded:
+                hist.add(HdrHistogram.decode(str(encoded).encode()))
+        hists[metric] = hist
+
+    def total(key: str) -> int:
+        return sum(int(section.get(key) or 0) for section in sections)
+
+    facts = llm_facts or {}
+    return {"histograms": hists, "facts": facts, "objectives": list(facts.get("objectives") or []),
+            "output_tokens": total("output_tokens_total"), "streams": total("streams"),
+            "streams_cut": total("streams_cut"), "cut_tokens": total("cut_tokens"),
+            "met": sum(int((section.get("attainment") or {}).get("met") or 0) for section in sections)}
 
 
 def merge_summaries(facts: dict[str, Any], broker: str, broker_kind: str, shares: list[dict[str, Any]],
-                    hosts: list[str], logs: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                    hosts: list[str], logs: list[dict[str, str]] | None = None, *,
+                    llm_facts: dict[str, Any] | None = None) -> dict[str, Any]:
     """``facts``: the whole run's ``RunSpec.facts()``; ``shares``: the agents' summary.json documents in share
     order; ``hosts``: where each ran; ``logs``: their interval logs (``log_texts``), from which the merged GPU
-    section takes each interval's queue wait. The same builder as a local run's, over the added histograms."""
+    section takes each interval's queue wait; ``llm_facts``: an LLM-shaped run's ``LlmLoad.facts()`` (its
+    ``llm`` section is then the agents' added). The same builder as a local run's, over the added histograms."""
     stages = {}
     for stage in STAGES:
         hist = new_histogram()
@@ -62,10 +95,10 @@ def merge_summaries(facts: dict[str, Any], broker: str, broker_kind: str, shares
         measured_s=max(float(doc["duration_s"]) for doc in shares),
         counts={key: sum(int(doc["counts"].get(key, 0)) for doc in shares) for key in COUNTS},
         errors_by_kind=_summed(shares, "errors_by_kind"), stages=stages,
-        out_of_range={s: _stage_sum(shares, s, "out_of_range") for s in STAGES},
-        clamped={s: _stage_sum(shares, s, "clamped_negative") for s in STAGES},
+        out_of_range={s: _stage_sum(shares, s, "out_of_range") for s in ALL},
+        clamped={s: _stage_sum(shares, s, "clamped_negative") for s in ALL},
         skewed={s: _stage_sum(shares, s, "skewed") for s in STAGES},
-        timeouts_by_stage={s: _stage_sum(shares, s, "timeouts") for s in STAGES},
+        timeouts_by_stage={s: _stage_sum(shares, s, "timeouts") for s in ALL},
         batch_sizes={int(k): v for k, v in _summed(shares, "batch_sizes").items()},
         devices=_summed(shares, "devices"), workers=_summed(shares, "workers"),
         service_by_batch=_service_sums(shares),
@@ -74,7 +107,8 @@ def merge_summaries(facts: dict[str, Any], broker: str, broker_kind: str, shares
         aborted="; ".join(aborted) or None, notes=notes,
         reconnects=sum(int(doc["generator"].get("reconnects", 0)) for doc in shares),
         gaps=[dict(gap, agent=i) for i, doc in enumerate(shares) for gap in doc.get("gaps") or []],
-        gpu=merge_sections([doc.get("gpu") for doc in shares], _queue_wait_p50_ms(logs or [])))
+        gpu=merge_sections([doc.get("gpu") for doc in shares], _queue_wait_p50_ms(logs or [])),
+        llm=_llm_record(shares, llm_facts))
     summary = build_summary(record)
     # The agents' rates add up (each measured its own share's window): the merged run's are their sums.
     target = sum(float(doc["rates"]["target"]) for doc in shares)
@@ -87,18 +121,17 @@ def merge_summaries(facts: dict[str, Any], broker: str, broker_kind: str, shares
     return summary
 
 
-def _queue_wait_p50_ms(logs: list[dict[str, str]]) -> dict[float, float | None]:
-    """The merged run's queue wait p50 (ms) by interval end (s from the start), from the agents' interval logs:
-    the k-th intervals added, as ``merge_logs`` writes them."""
+def _queue_wait_p50_ms(logs: list[dict[str, str]]) -> list[float | None]:
+    """The merged run's queue wait p50 (ms) of each interval, in order, from the agents' interval logs: the k-th
+    intervals added, as ``merge_logs`` writes them."""
     per_agent = [read_intervals(texts["queue_wait"]) for texts in logs if "queue_wait" in texts]
-    out: dict[float, float | None] = {}
+    out: list[float | None] = []
     for k in range(max((len(iv) for iv in per_agent), default=0)):
-        parts = [iv[k] for iv in per_agent if k < len(iv)]
         hist = new_histogram()
-        for _start, _length, part in parts:
-            hist.add(part)
-        start, length = parts[0][0], parts[0][1]
-        out[round(start + length, 3)] = hist.get_value_at_percentile(50) / 1000 if hist.get_total_count() else None
+        for iv in per_agent:
+            if k < len(iv):
+                hist.add(iv[k][2])
+        out.append(hist.get_value_at_percentile(50) / 1000 if hist.get_total_count() else None)
     return out
 
 
@@ -114,8 +147,11 @@ def read_intervals(text: str) -> list[tuple[float, float, HdrHistogram]]:
 
 
 def merge_logs(texts_by_stage: list[dict[str, str]], out_dir: Path, start_epoch_s: float) -> None:
-    """Write each stage's interval log to ``out_dir``, its k-th interval the sum of the agents' k-th intervals."""
-    for stage in STAGES:
+    """Write each stage's (and each LLM metric's, where an agent has its log) interval log to ``out_dir``, its k-th
+    interval the sum of the agents' k-th intervals."""
+    for stage in ALL:
+        if stage not in STAGES and not any(stage in texts for texts in texts_by_stage):
+            continue
         per_agent = [read_intervals(texts[stage]) for texts in texts_by_stage if stage in texts]
         writer, fh = open_log(log_path(out_dir, stage), stage, start_epoch_s)
         with fh:
@@ -131,5 +167,5 @@ def merge_logs(texts_by_stage: list[dict[str, str]], out_dir: Path, start_epoch_
 
 
 def log_texts(run_dir: Path) -> dict[str, str]:
-    """A share's interval logs by stage, as text (what an agent sends to the master)."""
-    return {stage: path.read_text() for stage in STAGES if (path := log_path(run_dir, stage)).exists()}
+    """A share's interval logs by stage and LLM metric, as text (what an agent sends to the master)."""
+    return {stage: path.read_text() for stage in ALL if (path := log_path(run_dir, stage)).exists()}

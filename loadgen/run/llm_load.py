@@ -141,6 +141,48 @@ class LlmLoad:
                 "dataset": self.dataset.facts() if self.dataset is not None else None, "max_tokens": self.max_tokens}
 
 
+def llm_to_wire(llm: LlmLoad) -> dict[str, Any]:
+    """``llm`` as plain JSON data for an agent of a distributed run (``llm_from_wire``): the distributions, the
+    objectives' texts, the cap, and a dataset's rows themselves (an agent need not have the file)."""
+    ds = llm.dataset
+    return {"input_tokens": _lengths_wire(llm.input_tokens), "output_tokens": _lengths_wire(llm.output_tokens),
+            "objectives": llm.objectives.texts, "max_tokens": llm.max_tokens,
+            "dataset": None if ds is None else {"path": ds.path, "sha256": ds.sha256, "format": ds.format,
+                                                "rows": [list(row) for row in ds.rows], "skipped": dict(ds.skipped)}}
+
+
+def llm_from_wire(doc: Any, seed: int) -> LlmLoad | None:
+    """The ``LlmLoad`` an agent runs its share with (None: a plain run), drawing from ``seed``, its share's own.
+    ``PlanError`` (one line) for a document that is not one ``llm_to_wire`` wrote."""
+    if doc is None:
+        return None
+    from loadgen.run.llm_dataset import Dataset
+
+    try:
+        ds = doc["dataset"]
+        dataset = None if ds is None else Dataset(str(ds["path"]), str(ds["sha256"]), str(ds["format"]),
+                                                  tuple((int(a), int(b)) for a, b in ds["rows"]),
+                                                  {str(k): int(v) for k, v in ds["skipped"].items()})
+        return LlmLoad(_lengths_from_wire(doc["input_tokens"]), _lengths_from_wire(doc["output_tokens"]),
+                       Objectives.parse(list(doc["objectives"])), seed, dataset,
+                       None if doc["max_tokens"] is None else int(doc["max_tokens"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"not an LLM load from a qdeck master: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _lengths_wire(lengths: Lengths | None) -> list[Any] | None:
+    return None if lengths is None else [lengths.kind, lengths.a, lengths.b]
+
+
+def _lengths_from_wire(doc: Any) -> Lengths | None:
+    if doc is None:
+        return None
+    kind, a, b = doc
+    if kind not in KINDS:
+        raise ValueError(f"unknown distribution {kind!r}")
+    return Lengths(str(kind), float(a), float(b))
+
+
 def llm_load(input_tokens: str | None, output_tokens: str | None, objectives: list[str], seed: int) -> LlmLoad | None:
     """The run's LLM settings from the CLI's texts; None when none was given (a plain run)."""
     if input_tokens is None and output_tokens is None and not objectives:

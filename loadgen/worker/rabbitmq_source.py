@@ -103,7 +103,8 @@ class RabbitMQSource:
                 await arrived
             finally:
                 timer.cancel()
-                self._arrived = None
+                if self._arrived is arrived:  # not a later fetch's (one at a time is the rule, not a guarantee)
+                    self._arrived = None
         buffer = self._buffer  # after a wait: the one reconnect() may have put in place meanwhile
         out = [buffer.popleft() for _ in range(min(max_items, len(buffer)))]
         now = time.time_ns()

@@ -115,3 +115,53 @@ def test_missing_agents_and_unsplittable_plans_are_one_line_errors(redis_url: st
     for run in (lonely, closed, bad_master):
         assert "Traceback" not in run.all
         assert len([line for line in run.err.splitlines() if line.startswith("qdeck:")]) == 1, run.err
+
+
+def test_an_llm_shaped_run_over_two_agents_merges_its_llm_figures(redis_url: str, tmp_path) -> None:
+    """LLM-shaped load over agents: each agent streams its share (the dataset's rows travel with it, drawn from the
+    share's own seed); the master adds the agents' TTFT/TPOT/ITL/token histograms and their stream and token
+    counts, judges the objectives over every request, and merges the LLM metrics' interval logs."""
+    queue = f"qdeck-dist-llm-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    out = tmp_path / "run"
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("".join(json.dumps({"input_tokens": 10 + i, "output_tokens": 3 + i % 4}) + "\n"
+                               for i in range(12)))
+    agents = [_agent(port, "--broker", redis_url), _agent(port)]
+    try:
+        with worker(redis_url, queue, "--model", "llm-synthetic:step_ms=2,per_seq_ms=0,prefill_ms=0,chunk=1",
+                    tmp_path=tmp_path):
+            run = qdeck("load", "run", "-b", redis_url, "-q", queue, "--rate", "40", "--duration", "2", "--agents",
+                        "2", "--bind", f"127.0.0.1:{port}", "--dataset", str(dataset), "--objective", "ttft<5s",
+                        "--slo", "attainment>=90%", "--out", str(out), "--html", str(tmp_path / "report.html"),
+                        "--json", timeout=120)
+    finally:
+        finished = [_finish(agent) for agent in agents]
+        remove_queues(parse_broker_url(redis_url), [queue, f"{queue}:dlq"])
+    assert run.code == 0, run.all
+    for code, log in finished:
+        assert code == 0 and "Traceback" not in log, log
+    summary = run.json()
+    c, llm = summary["counts"], summary["llm"]
+    parts = [json.loads((out / "agents" / str(i) / "summary.json").read_text())["llm"] for i in (0, 1)]
+    assert c["timeouts"] == 0 and c["errors"] == 0 and 60 <= c["sent"] <= 100
+    assert llm["streams"] == c["replied"] == sum(p["streams"] for p in parts)
+    for metric in ("ttft", "tpot", "itl", "input_tokens", "output_tokens"):
+        assert llm[metric]["count"] == sum(p[metric]["count"] for p in parts) > 0, metric
+    assert llm["ttft"]["count"] == c["replied"]
+    assert llm["output_tokens_total"] == sum(p["output_tokens_total"] for p in parts) > 0
+    assert llm["output_tokens"]["min"] >= 3 and llm["output_tokens"]["max"] <= 6
+    assert llm["input_tokens"]["min"] >= 10 and llm["input_tokens"]["max"] <= 21
+    assert llm["attainment"]["judged"] == c["sent"] and llm["attainment"]["met"] == sum(
+        p["attainment"]["met"] for p in parts) and llm["attainment"]["value"] >= 90
+    assert llm["objectives"] == ["ttft<5s"] and llm["dataset"]["file"] == "rows.jsonl"
+    assert llm["dataset"]["rows_used"] == 12 and all(p["dataset"]["sha256"] == llm["dataset"]["sha256"]
+                                                     for p in parts)
+    assert all(v["ok"] for v in summary["slo"])
+    reader = HistogramLogReader(str(out / "hlog" / "ttft.hlog"), HdrHistogram(LOWEST_US, HIGHEST_US, SIGFIGS))
+    total = 0
+    while (hist := reader.get_next_interval_histogram()) is not None:
+        total += hist.get_total_count()
+    assert total == llm["ttft"]["count"]
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and summary["run_id"] in page

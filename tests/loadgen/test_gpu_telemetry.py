@@ -272,10 +272,10 @@ def test_agents_gpu_sections_merge_weighted_by_their_samples() -> None:
                 "intervals": [{"t": t, "util_pct": util, "queue_wait_p50_ms": 3.0}]}
 
     merged = merge_sections([section(3, 90.0, 100, 300.0), section(1, 50.0, 400, 100.0), None,
-                             section(2, None, 50, 200.0), {"samples": 0}], {1.0: 2.5})
+                             section(2, None, 50, 200.0, t=1.004), {"samples": 0}], [2.5])
     assert merged is not None and merged["samples"] == 6
     (device,) = merged["devices"]
     assert device["intervals"] == [{"t": 1.0, "util_pct": 80.0, "mem_used_mib": 400, "power_w": 233.3,
                                     "sm_clock_mhz": 1500, "samples": 6}]
     assert merged["intervals"] == [{"t": 1.0, "util_pct": 80.0, "queue_wait_p50_ms": 2.5}]
-    assert merge_sections([None, {"samples": 0}], {}) is None
+    assert merge_sections([None, {"samples": 0}], []) is None

@@ -13,6 +13,7 @@ def test_inlined_recording_matches_record_value_bit_for_bit() -> None:
     rec = Recorder()
     ref = {stage: new_histogram() for stage in (*REPLY_STAGES, "schedule_lag")}
     expected_out_of_range = dict.fromkeys(ref, 0)
+    expected_clamped, expected_skewed = dict.fromkeys(ref, 0), dict.fromkeys(ref, 0)
     rnd = random.Random(7)
     for _ in range(20_000):
         # µs from 0 to beyond the 1 h ceiling, and negative stages (clock skew), so every branch is taken; and
@@ -35,6 +36,8 @@ def test_inlined_recording_matches_record_value_bit_for_bit() -> None:
         values = (received - intended, received - sent, dequeued - sent, start - dequeued, end - start,
                   received - end, lag)
         for stage, ns in zip((*REPLY_STAGES, "schedule_lag"), values, strict=True):
+            expected_clamped[stage] += ns < 0
+            expected_skewed[stage] += ns < -1_000_000
             if not ref[stage].record_value(max(ns, 0) // 1000):
                 expected_out_of_range[stage] += 1
     rec.flush()
@@ -45,7 +48,10 @@ def test_inlined_recording_matches_record_value_bit_for_bit() -> None:
         assert (got.get_min_value(), got.get_max_value()) == (want.get_min_value(), want.get_max_value()), stage
         assert got.get_value_at_percentile(99) == want.get_value_at_percentile(99), stage
         assert rec.out_of_range[stage] == expected_out_of_range[stage], stage
-    assert sum(expected_out_of_range.values()) > 0 and sum(rec.clamped.values()) > 0
+        assert (rec.clamped[stage], rec.skewed[stage]) == (expected_clamped[stage], expected_skewed[stage]), stage
+        assert (got.min_value, got.max_value) == (want.min_value, want.max_value), stage  # the raw values too
+    assert sum(expected_out_of_range.values()) > 0 and sum(expected_clamped.values()) > 0
+    assert sum(expected_skewed.values()) > 0
 
 
 def test_inlined_gap_recording_matches_record_value_bit_for_bit() -> None:
