@@ -426,8 +426,6 @@ CASES = [
     c("dataset-directory", *RUN_OK, "--dataset", "{F}", expect="cannot read dataset"),
     c("dataset-and-input-tokens", *RUN_OK, "--dataset", "{F}/ds_ok.jsonl", "--input-tokens", "5",
       expect="--dataset and --input-tokens cannot go together"),
-    c("dataset-agents-none-come", *RUN_OK, "--dataset", "{F}/ds_ok.jsonl", "--agents", "1", "--agents-wait", "1s",
-      "--bind", "127.0.0.1:0", expect="agents connected within 1 s"),
     c("max-tokens-zero", *RUN_OK, "--output-tokens", "8", "--max-tokens", "0", expect="--max-tokens"),
     c("max-tokens-huge", *RUN_OK, "--output-tokens", "8", "--max-tokens", "2000000", expect="--max-tokens"),
     c("max-tokens-word", *RUN_OK, "--output-tokens", "8", "--max-tokens", "abc", expect="--max-tokens"),
