@@ -31,6 +31,7 @@ from hdrh.histogram import HdrHistogram
 from loadgen.errors import ReportError
 from loadgen.results import html_report_view as view
 from loadgen.results.html_report_gpu import gpu_section
+from loadgen.results.html_report_llm import TIMED, llm_section
 from loadgen.results.html_report_view import FIGURE_COLORS, FLOOR_MS, STAGE_COLORS, Page, as_dict, as_num
 from loadgen.results.merge import read_intervals
 from loadgen.results.stages import STAGES, log_path
@@ -95,7 +96,7 @@ def load_run(directory: Path, label: str, max_points: int = MAX_POINTS) -> Run:
     check_run_dir(directory)
     summary = load_summary(directory / "summary.json")
     timelines = {}
-    for stage in STAGES:
+    for stage in STAGES + TIMED:
         timeline = read_timeline(log_path(directory, stage), max_points)
         if timeline is not None:
             timelines[stage] = timeline
@@ -336,7 +337,8 @@ def body(page: Page, run: Run, base: Run | None, max_points: int) -> str:
     if base is not None:
         parts.append(view.deltas(page, run, base))
     parts += [view.counts(page, run, base), view.stages(page, run, base), view.notes(page, run, base),
-              view.params(page, run, base), spectrum_section(page, runs), latency_over_time(page, runs),
+              view.params(page, run, base), llm_section(page, runs), spectrum_section(page, runs),
+              latency_over_time(page, runs),
               rates_section(page, runs), lag_section(page, runs), batch_section(page, runs),
               view.broker_section(page, runs, max_points), gpu_section(page, runs, max_points)]
     sources = ", ".join(str(r.directory) for r in runs)

@@ -397,3 +397,45 @@ def test_load_run_html_writes_the_report_without_out(redis_url: str, browser: Br
     opened = browser.open(out)
     assert_clean(opened)
     assert queue in opened.page.title()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_streamed_run_has_its_llm_panel(redis_url: str, browser: Browser, tmp_path: Path) -> None:
+    """A run with streamed replies (a real llm-synthetic worker): the page's LLM panel has the summary's TTFT/TPOT/
+    ITL/e2e figures, tokens/s, goodput and attainment with the objective, the lengths, and TTFT and ITL over time
+    drawn from their interval logs; a plain run's page has no such panel."""
+    queue = unique("qdeck-test-report-llm")
+    out, page_path = tmp_path / "run", tmp_path / "llm.html"
+    try:
+        with worker(redis_url, queue, "--model", "llm-synthetic:step_ms=2,per_seq_ms=0,prefill_ms=0,chunk=1",
+                    tmp_path=tmp_path):
+            run = qdeck("load", "run", "-b", redis_url, "-q", queue, "--rate", "30", "--duration", "3s",
+                        "--input-tokens", "64", "--output-tokens", "uniform:4,8", "--objective", "ttft<2s",
+                        "--out", str(out), "--html", str(page_path), "--quiet", timeout=120)
+        assert run.code == 0, run.all
+    finally:
+        with redis.Redis.from_url(redis_url) as client:
+            client.delete(queue, f"{queue}:dlq")
+    llm = json.loads((out / "summary.json").read_text())["llm"]
+    opened = browser.open(page_path)
+    assert_clean(opened)
+    ids = {c["id"] for c in drawn(opened)}
+    assert {"chart-llm-ttft", "chart-llm-itl"} <= ids
+    panel = opened.page.inner_text("#llm-panel")
+    assert f"{llm['ttft']['p99_ms']:,.3f}" in panel and f"{llm['itl']['p50_ms']:,.3f}" in panel
+    assert f"{llm['output_tokens_per_s']['value']:,.2f}/s" in panel and "ttft<2s" in panel
+    assert f"({llm['attainment']['met']:,} of {llm['attainment']['judged']:,})" in panel
+    assert "input fixed:64, output uniform:4,8" in panel
+    plain = tmp_path / "plain.html"
+    report_cli(str(plain_run_dir(tmp_path)), "-o", str(plain))
+    assert 'id="llm-panel"' not in plain.read_text()
+
+
+def plain_run_dir(tmp_path: Path) -> Path:
+    """A plain run's directory, made by the memory broker (no worker, no streamed replies)."""
+    out = tmp_path / "plain"
+    run = qdeck("load", "run", "-b", "memory://plain-report", "-q", "q", "--rate", "50", "--duration", "1s", "--out",
+                str(out), "--quiet", timeout=60)
+    assert run.code == 0, run.all
+    return out
