@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -79,6 +79,19 @@ class FastSink:
             self.n, self.lo, self.hi = 0, 1 << 62, 0
 
 
+class Bulk:
+    """The hot records of one kind (a reply's stages, a schedule lag, a stream's gap): their stages and sinks, and
+    the raw ns values buffered for ``Recorder._count_bulk``, ``len(stages)`` per record (``buf`` None where the
+    histograms do not allow bulk counting, ``hdrh_compat.bulk_ok``: their values take ``Recorder._record`` at
+    once)."""
+
+    __slots__ = ("buf", "sinks", "stages")
+
+    def __init__(self, stages: tuple[str, ...], sinks: tuple[FastSink, ...], bulk: bool) -> None:
+        self.stages, self.sinks = stages, sinks
+        self.buf: array[int] | None = array("q") if bulk else None
+
+
 @dataclass(frozen=True, slots=True)
 class IntervalStats:
     start_s: float
@@ -127,14 +140,12 @@ class Recorder:
     intervals: list[IntervalStats] = field(default_factory=list)
     fast: bool = True  # the inlined hdrh fast path is in use (hdrh_compat.fast_path_ok)
     _sinks: dict[str, FastSink] = field(default_factory=dict)
-    _lag_sink: tuple[FastSink, ...] = ()
-    _reply_sinks: tuple[FastSink, ...] = ()
     _timeout_sinks: tuple[FastSink, ...] = ()
     _layout: hdrh_compat.Layout = (0, 0, 0, 0, 0)
-    # Bulk recording (the hot stages): raw ns values buffered, k per record, counted by numpy every BULK_VALUES.
-    # None where the histograms do not allow it (hdrh_compat.bulk_ok): those values take _record at once.
-    _reply_bulk: array[int] | None = None
-    _lag_bulk: array[int] | None = None
+    # Bulk recording of the hot records (raw ns values buffered, counted by numpy every BULK_VALUES)
+    _replies: Bulk = field(default_factory=lambda: Bulk(REPLY_STAGES, (), False))
+    _lags: Bulk = field(default_factory=lambda: Bulk(("schedule_lag",), (), False))
+    _gaps: Bulk = field(default_factory=lambda: Bulk(("itl",), (), False))
     # LLM-shaped load (streamed replies)
     llm_active: bool = False  # a chunk has come, or the run was asked to be LLM-shaped
     llm_facts: dict[str, Any] | None = None  # the run's lengths and objectives (LlmLoad.facts())
@@ -146,7 +157,6 @@ class Recorder:
     met: int = 0  # completed streams that met every objective
     _log_dir: tuple[Path, float] | None = None
     _ttft_sinks: tuple[FastSink, ...] = ()
-    _itl_sink: tuple[FastSink, ...] = ()
     _tpot_sink: tuple[FastSink, ...] = ()
     _done_sinks: tuple[FastSink, ...] = ()
     gpu: GpuIntervals = field(default_factory=GpuIntervals)  # the GPU samples replies carried, per interval
@@ -157,15 +167,13 @@ class Recorder:
         if self.fast:
             self._sinks = {stage: FastSink(hist, stage) for stage, hist in self.interval.items()}
             self._ttft_sinks = tuple(self._sinks[m] for m in TTFT_STAGES)
-            self._itl_sink = (self._sinks["itl"],)
             self._tpot_sink = (self._sinks["tpot"],)
             self._done_sinks = tuple(self._sinks[m] for m in ("input_tokens", "output_tokens"))
             self._layout = hdrh_compat.layout(h)
-            self._lag_sink = (self._sinks["schedule_lag"],)
-            self._reply_sinks = tuple(self._sinks[s] for s in REPLY_STAGES)
             self._timeout_sinks = tuple(self._sinks[s] for s in TIMEOUT_STAGES)
-            if all(hdrh_compat.bulk_ok(hist) for hist in self.interval.values()):
-                self._reply_bulk, self._lag_bulk = array("q"), array("q")
+            bulk = all(hdrh_compat.bulk_ok(hist) for hist in self.interval.values())
+            self._replies, self._lags, self._gaps = (Bulk(kind.stages, tuple(self._sinks[s] for s in kind.stages), bulk)
+                                                     for kind in (self._replies, self._lags, self._gaps))
 
     def _record(self, sinks: tuple[FastSink, ...], stages: tuple[str, ...], values: tuple[int, ...]) -> None:
         """Record ns ``values`` as µs into ``sinks`` (the histograms of ``stages``), pairwise: a negative value is
@@ -206,24 +214,30 @@ class Recorder:
         if ns < -SKEW_TOLERANCE_US * 1000:
             self.skewed[stage] += 1
 
-    def _bulk(self, buf: array[int], sinks: tuple[FastSink, ...], stages: tuple[str, ...],
-              values: tuple[int, ...]) -> None:
-        """Buffer one record's ns ``values`` (one per sink) for bulk counting; count the buffer once it is full.
-        A value beyond 64 bits (a hostile stamp) cannot be buffered: that record takes ``_record`` at once."""
-        start = len(buf)
-        try:
-            buf.extend(values)
-        except OverflowError:
-            del buf[start:]
-            self._record(sinks, stages, values)
-            return
-        if start + len(values) >= BULK_VALUES:
-            self._count_bulk(buf, sinks)
+    def _bulk(self, kind: Bulk, values: Sequence[int]) -> None:
+        """Buffer ns ``values`` (whole records of ``kind``, ``len(kind.stages)`` each) for bulk counting; count the
+        buffer once it holds ``BULK_VALUES``. Where bulk counting is off, or a value is beyond 64 bits (a hostile
+        stamp: the buffer cannot hold it), the records take ``_record`` at once."""
+        buf = kind.buf
+        if buf is not None:
+            start = len(buf)
+            try:
+                buf.extend(values)
+            except OverflowError:
+                del buf[start:]
+            else:
+                if len(buf) >= BULK_VALUES:
+                    self._count_bulk(kind)
+                return
+        k = len(kind.stages)
+        for i in range(0, len(values), k):
+            self._record(kind.sinks, kind.stages, tuple(values[i:i + k]))
 
-    def _count_bulk(self, buf: array[int], sinks: tuple[FastSink, ...]) -> None:
-        """Count the buffered values into ``sinks`` (column j of each record into sink j), as ``_record`` counts
-        them one by one: negative ones clamped to 0 (counted, and as skew below the tolerance), those beyond the
-        histogram counted out of range; then empty the buffer."""
+    def _count_bulk(self, kind: Bulk) -> None:
+        """Count ``kind``'s buffered values into its sinks (column j of each record into sink j), as ``_record``
+        counts them one by one: negative ones clamped to 0 (counted, and as skew below the tolerance), those beyond
+        the histogram counted out of range; then empty the buffer."""
+        buf, sinks = kind.buf, kind.sinks
         if not buf:
             return
         ns = np.frombuffer(buf, dtype=np.int64).reshape(-1, len(sinks)).copy()
@@ -261,9 +275,8 @@ class Recorder:
 
     def flush(self) -> None:
         """Bring the interval histograms' totals up to date (``roll`` does this itself)."""
-        if self._reply_bulk is not None and self._lag_bulk is not None:
-            self._count_bulk(self._reply_bulk, self._reply_sinks)
-            self._count_bulk(self._lag_bulk, self._lag_sink)
+        for kind in (self._replies, self._lags, self._gaps):
+            self._count_bulk(kind)
         for sink in self._sinks.values():
             sink.flush()
 
@@ -276,24 +289,10 @@ class Recorder:
     def record_schedule_lags(self, intended_ns: list[int], sent_ns: int) -> None:
         """One write's requests, all sent at ``sent_ns``: their schedule lags (and their count as sent)."""
         self.sent += len(intended_ns)
-        buf = self._lag_bulk
-        if buf is None or len(buf) + len(intended_ns) > BULK_VALUES:
-            for intended in intended_ns:
-                self.record_schedule_lag(intended, sent_ns)
-            return
-        start = len(buf)
-        try:
-            buf.extend([sent_ns - intended for intended in intended_ns])
-        except OverflowError:
-            del buf[start:]
-            for intended in intended_ns:
-                self._record(self._lag_sink, ("schedule_lag",), (sent_ns - intended,))
+        self._bulk(self._lags, [sent_ns - intended for intended in intended_ns])
 
     def record_schedule_lag(self, intended_ns: int, sent_ns: int) -> None:
-        if self._lag_bulk is None:
-            self._record(self._lag_sink, ("schedule_lag",), (sent_ns - intended_ns,))
-        else:
-            self._bulk(self._lag_bulk, self._lag_sink, ("schedule_lag",), (sent_ns - intended_ns,))
+        self._bulk(self._lags, (sent_ns - intended_ns,))
 
     def record_reply(self, intended_ns: int, sent_ns: int, received_ns: int, stamps: Stamps, batch_size: int,
                      device: str, wall_offset_ns: int = 0, worker: str = "") -> None:
@@ -302,12 +301,9 @@ class Recorder:
         wall clock (monotonic + ``wall_offset_ns``, fixed at the run's start)."""
         self.replied += 1
         dequeued, _formed, start, end, _published = stamps
-        values = (received_ns - intended_ns, received_ns - sent_ns, dequeued - (sent_ns + wall_offset_ns),
-                  start - dequeued, end - start, received_ns + wall_offset_ns - end)
-        if self._reply_bulk is None:
-            self._record(self._reply_sinks, REPLY_STAGES, values)
-        else:
-            self._bulk(self._reply_bulk, self._reply_sinks, REPLY_STAGES, values)
+        self._bulk(self._replies, (received_ns - intended_ns, received_ns - sent_ns,
+                                   dequeued - (sent_ns + wall_offset_ns), start - dequeued, end - start,
+                                   received_ns + wall_offset_ns - end))
         self.batch_sizes[batch_size] += 1
         service = (end - start) // 1000 if end > start else 0
         sums = self.service_by_batch[batch_size]
@@ -334,31 +330,14 @@ class Recorder:
     def record_chunk(self, intended_ns: int, sent_ns: int, received_ns: int, tokens: int, gap_ns: int | None) -> None:
         """A measured chunk arrived: the first of its stream (``gap_ns`` None) gives TTFT, the others a gap.
 
-        The gap, recorded for every chunk but a stream's first, takes ``_record``'s arithmetic for one value inlined
-        (0.5 µs of the ~1.7 µs a chunk cost in ``bench.llm_chunks``; ``test_recorder_exact`` holds it to hdrh's
-        ``record_value``). A negative gap (none on one monotonic clock) and the slow path go through ``_record``."""
+        The gap, recorded for every chunk but a stream's first, is counted in bulk as a reply's stages are
+        (``test_recorder_exact`` holds it to hdrh's ``record_value``)."""
         self.llm_active = True
         self.output_tokens += tokens
         if gap_ns is None:
             self._record(self._ttft_sinks, TTFT_STAGES, (received_ns - intended_ns, received_ns - sent_ns))
-            return
-        if gap_ns < 0 or not self.fast:
-            self._record(self._itl_sink, ("itl",), (gap_ns,))
-            return
-        mask, unit, half_mag, half_count, counts_len = self._layout
-        value = gap_ns // 1000
-        bucket = (value | mask).bit_length() - unit - half_mag - 1
-        index = ((bucket + 1) << half_mag) + (value >> (bucket + unit)) - half_count
-        if index >= counts_len:
-            self.out_of_range["itl"] += 1
-            return
-        sink = self._itl_sink[0]
-        sink.counts[index] += 1
-        sink.n += 1
-        if value < sink.lo:
-            sink.lo = value
-        if value > sink.hi:
-            sink.hi = value
+        else:
+            self._bulk(self._gaps, (gap_ns,))
 
     def record_stream(self, intended_ns: int, sent_ns: int, first_ns: int, last_ns: int, received_ns: int,
                       max_gap_ns: int, stamps: Stamps, batch_size: int, device: str, wall_offset_ns: int, worker: str,
