@@ -9,21 +9,7 @@ import pytest
 from pika import frame, spec
 
 from loadgen.brokers.amqp import AckPlan, ChannelWriter
-
-
-class _Conn:
-    def __init__(self, body_max: int) -> None:
-        self._body_max_length = body_max
-        self.bytes_sent = self.frames_sent = 0
-        self.written: list[bytes] = []
-
-    def _adapter_emit_data(self, data: bytes) -> None:
-        self.written.append(data)
-
-
-class _Channel:
-    def __init__(self, conn: _Conn, number: int = 3, is_open: bool = True) -> None:
-        self.connection, self.channel_number, self.is_open = conn, number, is_open
+from tests.pika_writes import WriteChannel, WriteConn
 
 
 def _pika_publish(number: int, body_max: int, key: str, body: bytes) -> bytes:
@@ -37,8 +23,8 @@ def _pika_publish(number: int, body_max: int, key: str, body: bytes) -> bytes:
 
 @pytest.mark.parametrize("body_max", [131_064, 10])
 def test_publish_and_ack_bytes_are_pikas(body_max: int) -> None:
-    conn = _Conn(body_max)
-    writer = ChannelWriter(_Channel(conn))  # type: ignore[arg-type]
+    conn = WriteConn(body_max)
+    writer = ChannelWriter(WriteChannel(conn))  # type: ignore[arg-type]
     messages = [("requests", b'{"seq":1}'), ("qdeck.reply.ab", b""), ("requests", "ünï".encode() * 9),
                 ("requests", b'{"seq":2}')]
     acks = [(1, False), (2, True), (2**40, False)]
@@ -58,8 +44,8 @@ def test_publish_and_ack_bytes_are_pikas(body_max: int) -> None:
 
 
 def test_closed_channel_raises_and_writes_nothing() -> None:
-    conn = _Conn(100)
-    writer = ChannelWriter(_Channel(conn, is_open=False))  # type: ignore[arg-type]
+    conn = WriteConn(100)
+    writer = ChannelWriter(WriteChannel(conn, is_open=False))  # type: ignore[arg-type]
     with pytest.raises(pexc.ChannelWrongStateError):
         writer.publish([("q", b"x")])
     with pytest.raises(pexc.ChannelWrongStateError):
@@ -158,9 +144,9 @@ def test_a_write_goes_to_the_socket_at_once_and_what_it_does_not_take_goes_throu
         ([ConnectionResetError()], 0, 0, "all"),  # pika meets the error itself and closes its way
         ([], 5, 0, "all"),  # earlier bytes still queued in pika: go behind them
     ]:
-        conn = _Conn(131_064)
+        conn = WriteConn(131_064)
         conn._transport = Transport(Sock(list(takes)), queued)  # type: ignore[attr-defined]
-        ChannelWriter(_Channel(conn)).publish([("q", body)])  # type: ignore[arg-type]
+        ChannelWriter(WriteChannel(conn)).publish([("q", body)])  # type: ignore[arg-type]
         whole = _pika_publish(3, 131_064, "q", body)
         sent = conn._transport._sock.sent  # type: ignore[attr-defined]
         assert sent + b"".join(conn.written) == whole
@@ -172,8 +158,8 @@ def test_a_write_goes_to_the_socket_at_once_and_what_it_does_not_take_goes_throu
 def test_persistent_messages_carry_delivery_mode_2_as_pikas_basic_publish_would() -> None:
     """``--persistent``: the content header is pika's for ``BasicProperties(delivery_mode=2)``; persistent messages go
     first, then transient ones, then acks, still in one write."""
-    conn = _Conn(10)
-    writer = ChannelWriter(_Channel(conn))  # type: ignore[arg-type]
+    conn = WriteConn(10)
+    writer = ChannelWriter(WriteChannel(conn))  # type: ignore[arg-type]
     persistent = [("requests", b'{"seq":1}'), ("requests", b"x" * 25)]
     transient = [("requests", b'{"seq":2}')]
     writer.publish(transient, [(7, True)], persistent=persistent)

@@ -20,6 +20,7 @@ from probes.rabbitmq.amqp_properties import Table, read_properties, splice_heade
 from probes.rabbitmq.dlq_records import PROPERTY_NAMES, basic_properties, raw_properties, to_record
 from probes.rabbitmq.publish_frames import PublishFrames
 from tests.loadgen.test_amqp_deliveries import _Channel, _Conn, _deliver
+from tests.pika_writes import WriteChannel, WriteConn
 
 WHEN = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 X_DEATH = [{"count": 1, "reason": "rejected", "queue": "work", "time": WHEN, "exchange": "",
@@ -126,25 +127,12 @@ def test_a_table_it_cannot_read_is_left_to_pika() -> None:
     assert spec.BasicProperties().decode(out).delivery_mode == 2
 
 
-class _WriteConn:
-    def __init__(self, body_max: int) -> None:
-        self._body_max_length = body_max
-        self.bytes_sent = self.frames_sent = 0
-        self.written: list[bytes] = []
-
-    def _adapter_emit_data(self, data: bytes) -> None:
-        self.written.append(data)
-
-
-class _WriteChannel:
-    def __init__(self, conn: _WriteConn) -> None:
-        self.connection, self.channel_number = conn, 4
 
 
 @pytest.mark.parametrize("body_max", [131_064, 380])
 def test_publish_frames_are_pikas(body_max: int) -> None:
-    conn = _WriteConn(body_max)
-    frames = PublishFrames(_WriteChannel(conn))
+    conn = WriteConn(body_max)
+    frames = PublishFrames(WriteChannel(conn, 4))
     assert frames.direct
     messages = [("", "work", b'{"n": 1}', EVERY), ("dlx", "key", b"", spec.BasicProperties()),
                 ("", "work", "ünï".encode() * 300, spec.BasicProperties(headers={"a": [1, "b"]}))]
