@@ -137,7 +137,12 @@ def hostile_run(out: Path) -> None:
                            "samples": [{"t_s": t, "depth": t, "in_flight": 1, "consumers": 2, "lag": None}
                                        for t in range(5)]},
         "littles_law": {"mean_depth": 2.0, "arrival_rate": 50.0, "mean_queue_wait_ms": 40.0,
-                        "predicted_depth": 2.0, "ratio": 1.0}})
+                        "predicted_depth": 2.0, "ratio": 1.0},
+        # a streamed run's texts: the objectives, the lengths asked for, the dataset's name and format
+        "llm": {"ttft": {"count": 1, "p50_ms": 1.0}, "objectives": [HOSTILE], "input_lengths": HOSTILE,
+                "output_lengths": HOSTILE, "max_tokens": HOSTILE,
+                "dataset": {"file": HOSTILE, "format": HOSTILE, "rows_used": HOSTILE, "sha256": HOSTILE},
+                "attainment": {"value": 50.0, "met": HOSTILE, "judged": 2}, "goodput": {"value": HOSTILE}}})
 
 
 def test_hostile_texts_come_out_inert(tmp_path: Path) -> None:
@@ -148,6 +153,7 @@ def test_hostile_texts_come_out_inert(tmp_path: Path) -> None:
     assert doc.lower().count("<script") == 3  # the data, uPlot, the page's script: nothing injected
     assert "<script>window.pwned" not in doc and "&lt;/script&gt;&lt;script&gt;window.pwned=1" in doc
     assert "\\x1b[31mred" in doc  # the sanitiser's visible escape
+    assert 'id="llm-panel"' in doc  # the LLM panel's texts were on the page, and inert too
     script = doc.split('id="qdeck-data">', 1)[1].split("</script>", 1)[0]
     assert "<" not in script and ">" not in script and "&" not in script  # the JSON cannot end its script
     page_data(doc)  # and still parses
